@@ -1,0 +1,65 @@
+"""python -m convert SRC.pth DST_DIR      PyTorch UniFormer checkpoint -> converted Orbax checkpoint
+python -m convert --to-torch DIR OUT.pth  converted checkpoint -> Sense-X PyTorch state dict"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from convert import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
+from uniformer_jax.checkpoints import CheckpointError
+from uniformer_jax.model import VARIANTS
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="PyTorch checkpoint file (or, with --to-torch, a converted directory)")
+    parser.add_argument("dst", help="directory to write (or, with --to-torch, the .pth file)")
+    parser.add_argument("--to-torch", action="store_true", help="write a Sense-X state dict from a converted DIR")
+    parser.add_argument("--form", choices=FORMS, help="checkpoint form (default: detected)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="model variant (default: from block counts)")
+    parser.add_argument("--num-classes", type=int,
+                        help="head size (default: the checkpoint's); another size initialises a new head")
+    parser.add_argument("--labels", help="class names of the source head rows: one per line, or 'name<TAB>idx' "
+                                         "or 'name idx' lines")
+    parser.add_argument("--reorder-to", help="class list whose order the head rows are permuted into "
+                                             "(matched by name, ignoring case, spaces, underscores, punctuation)")
+    parser.add_argument("--inflate", choices=INFLATE_MODES, default="average",
+                        help="2D->3D inflation of ImageNet weights: 'average' (Sense-X) or 'center' (MMAction2)")
+    parser.add_argument("--ln-eps", type=float, help="LayerNorm eps of the attention blocks (default: 1e-5 for "
+                                                     "MMAction2 checkpoints, else 1e-6)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a newly initialised head")
+    parser.add_argument("--force", action="store_true", help="replace an existing destination")
+    args = parser.parse_args(argv)
+    if args.to_torch:
+        given = [f"--{k.replace('_', '-')}" for k in ("form", "variant", "num_classes", "labels", "reorder_to",
+                                                      "ln_eps") if getattr(args, k) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} only apply when converting from PyTorch, not with --to-torch")
+    if args.num_classes is not None and args.num_classes < 1:
+        parser.error("--num-classes must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.to_torch:
+            written = to_torch(args.src, args.dst, overwrite=args.force)
+            print(f"wrote {args.dst}: Sense-X state dict, {written['keys']} tensors")
+        else:
+            meta = to_orbax(args.src, args.dst, form=args.form, variant=args.variant, num_classes=args.num_classes,
+                            labels=args.labels, reorder_to=args.reorder_to, inflate_mode=args.inflate,
+                            ln_eps=args.ln_eps, seed=args.seed, overwrite=args.force)
+            names = "with class names" if meta["class_names"] else "no class names (pass --labels to record them)"
+            print(f"wrote {args.dst}: {meta['variant']}, {meta['num_classes']} classes ({meta['head']} head), "
+                  f"from a {meta['source_form']} checkpoint, LayerNorm eps {meta['ln_eps']:g}, {names}")
+    except (ConversionError, CheckpointError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Reading every form of released UniFormer PyTorch checkpoint into a Sense-X-keyed state dict.
+
+Forms (uniformer-spec §3.1):
+  sensex        released Sense-X video weights: a flat state dict
+  sensex-train  Sense-X training checkpoints: {"model_state": ..., "optimizer_state": ..., "cfg": ...}
+  mmaction2     mmengine checkpoints: {"state_dict": {"backbone.*", "cls_head.fc_cls.*"}, "meta": ...}
+  imagenet      ImageNet-1K 2D weights ({"model": ...} or flat), inflated to 3D on conversion
+Any of them may carry a DistributedDataParallel `module.` prefix.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+FORMS = ("sensex", "sensex-train", "mmaction2", "imagenet")
+CONTAINERS = {"sensex": None, "sensex-train": "model_state", "mmaction2": "state_dict", "imagenet": "model"}
+INFLATE_MODES = ("average", "center")
+
+
+class ConversionError(Exception):
+    """Input the converter cannot use; the message says what is wrong and what to do."""
+
+
+def load_torch_file(path: str):
+    """`torch.load` without ever running pickled code; every failure becomes one ConversionError."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConversionError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConversionError(f"{path} is a directory, not a PyTorch checkpoint file") from None
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            raise ConversionError(
+                f"{path} holds Python objects besides tensors ({found.group(1) if found else 'unknown type'}), "
+                "which are only loadable by running pickled code. If you trust the file, save its state dict "
+                "alone, e.g. torch.save(torch.load(SRC, weights_only=False)['state_dict'], OUT), "
+                "and convert OUT") from None
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint (truncated, or another format): "
+                              f"{first}") from None
+
+
+def detect_form(checkpoint) -> str:
+    if not isinstance(checkpoint, Mapping):
+        raise ConversionError(f"a checkpoint must be a dict; this file holds a {type(checkpoint).__name__}")
+    for form, container in CONTAINERS.items():
+        if container and container in checkpoint:
+            return form
+    return "sensex"
+
+
+def _to_numpy(state_dict: Mapping) -> dict[str, np.ndarray]:
+    import torch
+
+    out, bad = {}, []
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            bad.append(f"{key} ({type(value).__name__})")
+            continue
+        value = value.detach()
+        out[key] = (value.to(torch.float32) if value.is_floating_point() else value).numpy()
+    if bad:
+        raise ConversionError(f"the state dict holds entries that are not tensors: {', '.join(bad)}")
+    return out
+
+
+def _rename(key: str, form: str) -> str:
+    key = key.removeprefix("module.")
+    if form == "mmaction2":
+        if key.startswith("cls_head.fc_cls."):
+            return "head." + key.removeprefix("cls_head.fc_cls.")
+        return key.removeprefix("backbone.")
+    return key
+
+
+def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """The Sense-X-keyed state dict (float32 numpy) of a loaded checkpoint, and its form.
+
+    `form` overrides detection. A 2D state dict (4-D `patch_embed1.proj.weight`) is the `imagenet` form
+    whatever its container, since MMAction2 also ships the ImageNet weights flat.
+    """
+    form = form or detect_form(checkpoint)
+    if form not in FORMS:
+        raise ConversionError(f"unknown checkpoint form {form!r}; choose one of {FORMS}")
+    container = CONTAINERS[form]
+    state_dict = checkpoint[container] if container in checkpoint else checkpoint
+    if not isinstance(state_dict, Mapping):
+        raise ConversionError(f"the checkpoint's {container!r} entry is a {type(state_dict).__name__}, "
+                              "not a state dict")
+    if not any(isinstance(k, str) and k.endswith(".weight") for k in state_dict):
+        raise ConversionError(f"the checkpoint holds no model weights (entries: {sorted(map(str, state_dict))[:8]})")
+    arrays = {_rename(k, form): v for k, v in _to_numpy(state_dict).items()}
+    stem = arrays.get("patch_embed1.proj.weight")
+    if stem is not None and stem.ndim == 4:
+        form = "imagenet"
+    elif form == "imagenet":
+        raise ConversionError("--form imagenet expects 2D weights, but patch_embed1.proj.weight is "
+                              f"{None if stem is None else stem.shape}")
+    return arrays, form
+
+
+def stage_depths(keys) -> tuple[int, ...]:
+    """Blocks per stage, from `blocksS.I.` key prefixes."""
+    depth = [0, 0, 0, 0]
+    for key in keys:
+        m = re.match(r"blocks([1-4])\.(\d+)\.", key)
+        if m:
+            s = int(m.group(1)) - 1
+            depth[s] = max(depth[s], int(m.group(2)) + 1)
+    return tuple(depth)
+
+
+def inflate(state_dict: dict[str, np.ndarray], shapes_3d: Mapping[str, tuple], mode: str = "average"):
+    """2D ImageNet weights to 3D (uniformer-spec §6.3).
+
+    Each 4-D conv weight whose 3D counterpart has a temporal kernel of size T becomes T copies divided by T
+    (`average`, Sense-X) or the 2D kernel in the middle slice and zeros elsewhere (`center`, MMAction2).
+    Everything else is copied as is.
+    """
+    if mode not in INFLATE_MODES:
+        raise ConversionError(f"unknown inflation {mode!r}; choose one of {INFLATE_MODES}")
+    out = {}
+    for key, w in state_dict.items():
+        target = shapes_3d.get(key)
+        if w.ndim != 4 or target is None or len(target) != 5:
+            out[key] = w
+            continue
+        t = target[2]
+        if mode == "average":
+            out[key] = np.repeat(w[:, :, None], t, axis=2) / np.float32(t)
+        else:
+            w3 = np.zeros((w.shape[0], w.shape[1], t, *w.shape[2:]), w.dtype)
+            w3[:, :, t // 2] = w
+            out[key] = w3
+    return out
+
+
+def check_finite(state_dict: Mapping[str, np.ndarray]) -> None:
+    bad = [k for k, v in state_dict.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+    if bad:
+        raise ConversionError(f"non-finite values (NaN or Inf) in: {', '.join(bad)}")

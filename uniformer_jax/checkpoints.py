@@ -1,0 +1,117 @@
+"""Converted UniFormer checkpoints: an Orbax tree of `params` and `batch_stats` plus a JSON of metadata.
+
+Layout of a checkpoint directory (as written by `python -m convert`):
+
+    DIR/uniformer.json   variant, num_classes, ln_eps, class names, source form and sha256
+    DIR/variables/       Orbax StandardCheckpointer tree {"params": ..., "batch_stats": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from uniformer_jax.model import VARIANTS, UniFormer, create_model
+
+METADATA_FILE = "uniformer.json"
+VARIABLES_DIR = "variables"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or does not fit the model; the message says what to do."""
+
+
+def abstract_variables(model: UniFormer) -> dict:
+    """Shapes and dtypes of the model's variables, without computing them."""
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3), jnp.float32))
+
+
+def shape_mismatches(found: Mapping[str, tuple], expected: Mapping[str, tuple]) -> list[str]:
+    """Every missing key, unexpected key and shape mismatch between two {name: shape} maps."""
+    problems = [f"missing: {k} {tuple(expected[k])}" for k in expected if k not in found]
+    problems += [f"unexpected: {k} {tuple(found[k])}" for k in found if k not in expected]
+    problems += [f"shape of {k}: {tuple(found[k])}, expected {tuple(expected[k])}"
+                 for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    return problems
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
+
+
+def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadata: Mapping[str, Any],
+                    overwrite: bool = False) -> Path:
+    """Writes a checkpoint directory atomically: on any failure the destination is left as it was."""
+    directory = Path(directory).absolute()
+    if directory.exists() and not overwrite:
+        raise CheckpointError(f"{directory} already exists; choose another destination or allow overwriting")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats")})
+        checkpointer.wait_until_finished()
+        (tmp / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def read_metadata(directory: str | Path) -> dict:
+    path = Path(directory) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} is not a converted checkpoint (no {METADATA_FILE}); "
+                              "make one with `python -m convert SRC DST`") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if metadata.get("format_version") != FORMAT_VERSION or metadata.get("variant") not in VARIANTS:
+        raise CheckpointError(f"{path} is not metadata this version can read (format_version "
+                              f"{metadata.get('format_version')!r}, variant {metadata.get('variant')!r})")
+    return metadata
+
+
+def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[UniFormer, dict]:
+    """The model a converted checkpoint describes and its variables, checked strictly.
+
+    `model_kwargs` set run-time options of the model (`dtype`, `attention`, `remat`, `drop_path_rate`);
+    the variant, class count and LayerNorm eps come from the checkpoint.
+    """
+    metadata = read_metadata(directory)
+    model = create_model(metadata["variant"], num_classes=metadata["num_classes"], ln_eps=metadata["ln_eps"],
+                         **model_kwargs)
+    expected = abstract_variables(model)
+    path = (Path(directory) / VARIABLES_DIR).absolute()
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        stored = checkpointer.metadata(path).item_metadata.tree
+    except Exception as e:  # Orbax raises many types for a damaged tree; all mean the same to the user.
+        raise CheckpointError(f"cannot read the Orbax checkpoint in {path}: {e}") from None
+    problems = shape_mismatches(_flat_shapes(stored), _flat_shapes(expected))
+    if problems:
+        raise CheckpointError(f"{path} does not fit {metadata['variant']} with {metadata['num_classes']} classes:\n  "
+                              + "\n  ".join(problems))
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), expected)
+    try:
+        variables = checkpointer.restore(path, target)
+    except Exception as e:
+        raise CheckpointError(f"cannot restore {path}: {e}") from None
+    return model, variables

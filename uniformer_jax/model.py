@@ -1,0 +1,289 @@
+"""UniFormer video models (Li et al., ICLR 2022) in Flax Linen.
+
+The module tree mirrors Sense-X's `video_classification/slowfast/models/uniformer.py`: every submodule carries the
+name of its PyTorch counterpart (`patch_embed1/proj`, `blocks1_0/attn`, `blocks3_0/attn/qkv`, `norm`, `head`), so a
+PyTorch state dict maps onto the Flax variables by renaming and transposing alone. Video is channels-last,
+`(B, T, H, W, 3)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.linen import dtypes
+from jax import lax
+
+EMBED_DIM = (64, 128, 320, 512)
+HEAD_DIM = 64
+MLP_RATIO = 4
+VARIANTS = {
+    "uniformer_small": (3, 4, 8, 3),
+    "uniformer_base": (5, 8, 20, 7),
+}
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+
+# timm's trunc_normal_(std=.02) truncates at absolute +-2, i.e. +-100 std: a plain normal in practice.
+linear_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
+# PyTorch's default Conv3d init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)).
+conv_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def conv_bias_init(fan_in: int):
+    bound = 1 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def gelu(x):
+    return nn.gelu(x, approximate=False)  # PyTorch's nn.GELU is the exact erf form
+
+
+def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, padding=0, groups=1, name=None, dtype=None):
+    """A Conv3d with PyTorch's padding and initialisation."""
+    kernel = tuple(kernel)
+    fan_in = in_features // groups * math.prod(kernel)
+    stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+    padding = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
+    return nn.Conv(
+        features, kernel, strides=stride, padding=[(p, p) for p in padding], feature_group_count=groups,
+        kernel_init=conv_kernel_init, bias_init=conv_bias_init(fan_in), dtype=dtype, name=name)
+
+
+def _depthwise_shift_add(x, kernel):
+    """Depthwise 'same' conv as a sum of shifted, scaled copies of the input.
+
+    XLA's CPU backend expands grouped convolutions into dense ones (C times the work), which makes the 5x5x5
+    depthwise conv about 100x slower than PyTorch; this form is plain elementwise work that XLA fuses.
+    """
+    kt, kh, kw = kernel.shape[:3]
+    _, t, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
+    out = None
+    for a in range(kt):
+        part = sum(xp[:, a:a + t, b:b + h, c:c + w, :] * kernel[a, b, c, 0] for b in range(kh) for c in range(kw))
+        # One fusion per temporal tap: a single 125-input fusion is slower on CPU than five 25-input ones.
+        out = part if out is None else lax.optimization_barrier(out) + part
+    return out
+
+
+def _depthwise_conv(x, kernel):
+    return lax.conv_general_dilated(
+        x, kernel, (1, 1, 1), [(k // 2, k // 2) for k in kernel.shape[:3]],
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=x.shape[-1])
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise Conv3d, stride 1, 'same' padding; parameters shaped as `nn.Conv(feature_group_count=C)`'s."""
+
+    kernel_size: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        k = (self.kernel_size,) * 3
+        kernel = self.param("kernel", conv_kernel_init, (*k, 1, c))
+        bias = self.param("bias", conv_bias_init(math.prod(k)), (c,))
+        x, kernel, bias = dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = lax.platform_dependent(x, kernel, cpu=_depthwise_shift_add, default=_depthwise_conv)
+        return y + bias
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample, as timm's DropPath."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv, then LayerNorm over channels (eps 1e-5, PyTorch's default)."""
+
+    dim: int
+    kernel: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    padding: tuple[int, int, int] = (0, 0, 0)
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        x = conv(self.dim, self.kernel, x.shape[-1], stride=self.stride, padding=self.padding, name="proj",
+                 dtype=self.dtype)(x)
+        return nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(x)
+
+
+class CMlp(nn.Module):
+    hidden: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        x = gelu(conv(self.hidden, (1, 1, 1), c, name="fc1", dtype=self.dtype)(x))
+        return conv(c, (1, 1, 1), self.hidden, name="fc2", dtype=self.dtype)(x)
+
+
+class Mlp(nn.Module):
+    hidden: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        x = gelu(nn.Dense(self.hidden, kernel_init=linear_init, dtype=self.dtype, name="fc1")(x))
+        return nn.Dense(c, kernel_init=linear_init, dtype=self.dtype, name="fc2")(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all tokens; qkv rows are [q | k | v], each split head-major."""
+
+    num_heads: int
+    implementation: str = "xla"
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        b, n, c = x.shape
+        hd = c // self.num_heads
+        qkv = nn.Dense(3 * c, kernel_init=linear_init, dtype=self.dtype, name="qkv")(x)
+        q, k, v = jnp.unstack(qkv.reshape(b, n, 3, self.num_heads, hd), axis=2)
+        x = jax.nn.dot_product_attention(q, k, v, scale=hd ** -0.5, implementation=self.implementation)
+        return nn.Dense(c, kernel_init=linear_init, dtype=self.dtype, name="proj")(x.reshape(b, n, c))
+
+
+class CBlock(nn.Module):
+    """Local MHRA block of stages 1-2: depthwise convs and BatchNorm, no attention."""
+
+    drop_path: float = 0.0
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = x.shape[-1]
+        bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                               dtype=self.dtype)
+        drop = DropPath(self.drop_path, name="drop_path")
+        x = x + DepthwiseConv(3, dtype=self.dtype, name="pos_embed")(x)
+        y = conv(c, (1, 1, 1), c, name="conv1", dtype=self.dtype)(bn(name="norm1")(x))
+        y = DepthwiseConv(5, dtype=self.dtype, name="attn")(y)
+        y = conv(c, (1, 1, 1), c, name="conv2", dtype=self.dtype)(y)
+        x = x + drop(y, deterministic=not train)
+        y = CMlp(MLP_RATIO * c, dtype=self.dtype, name="mlp")(bn(name="norm2")(x))
+        return x + drop(y, deterministic=not train)
+
+
+class SABlock(nn.Module):
+    """Global MHRA block of stages 3-4: joint space-time self-attention."""
+
+    num_heads: int
+    drop_path: float = 0.0
+    ln_eps: float = 1e-6
+    attention: str = "xla"
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = x.shape[-1]
+        drop = DropPath(self.drop_path, name="drop_path")
+        x = x + DepthwiseConv(3, dtype=self.dtype, name="pos_embed")(x)
+        shape = x.shape
+        x = x.reshape(shape[0], -1, c)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
+        x = x + drop(Attention(self.num_heads, self.attention, dtype=self.dtype, name="attn")(y),
+                     deterministic=not train)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
+        x = x + drop(Mlp(MLP_RATIO * c, dtype=self.dtype, name="mlp")(y), deterministic=not train)
+        return x.reshape(shape)
+
+
+class UniFormer(nn.Module):
+    """UniFormer for video classification.
+
+    Attributes:
+      depth: blocks per stage; (3, 4, 8, 3) is UniFormer-S, (5, 8, 20, 7) UniFormer-B.
+      num_classes: rows of the linear head.
+      drop_path_rate: stochastic depth, linearly spaced from 0 over all blocks.
+      ln_eps: LayerNorm epsilon in the attention blocks: 1e-6 in Sense-X, 1e-5 in MMAction2.
+      dtype: computation dtype (e.g. bfloat16); parameters stay float32 and logits are returned as float32.
+      attention: 'xla', or 'cudnn' for cuDNN flash attention (GPU, bfloat16/float16 only).
+      remat: how many leading blocks of each stage to rematerialise, like the original `CHECKPOINT_NUM`.
+    """
+
+    depth: tuple[int, int, int, int] = VARIANTS["uniformer_small"]
+    num_classes: int = 400
+    drop_path_rate: float = 0.0
+    ln_eps: float = 1e-6
+    dtype: Any = None
+    attention: str = "xla"
+    remat: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def setup(self):
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
+        if len(self.depth) != 4 or len(self.remat) != 4:
+            raise ValueError(f"depth and remat need one entry per stage, got {self.depth} and {self.remat}")
+        if any(not 0 <= r <= d for r, d in zip(self.remat, self.depth)):
+            raise ValueError(f"remat {self.remat} must be between 0 and the depth {self.depth} in each stage")
+        dpr = [self.drop_path_rate * i / max(sum(self.depth) - 1, 1) for i in range(sum(self.depth))]
+        self.patch_embed1 = PatchEmbed(EMBED_DIM[0], (3, 4, 4), (2, 4, 4), (1, 0, 0), dtype=self.dtype)
+        self.patch_embed2 = PatchEmbed(EMBED_DIM[1], (1, 2, 2), (1, 2, 2), dtype=self.dtype)
+        self.patch_embed3 = PatchEmbed(EMBED_DIM[2], (1, 2, 2), (1, 2, 2), dtype=self.dtype)
+        self.patch_embed4 = PatchEmbed(EMBED_DIM[3], (1, 2, 2), (1, 2, 2), dtype=self.dtype)
+        stages = []
+        for s, n in enumerate(self.depth):
+            first = sum(self.depth[:s])
+            blocks = []
+            for i in range(n):
+                cls = CBlock if s < 2 else SABlock
+                if i < self.remat[s]:
+                    cls = nn.remat(cls, static_argnums=(2,))
+                kwargs = {} if s < 2 else dict(num_heads=EMBED_DIM[s] // HEAD_DIM, ln_eps=self.ln_eps,
+                                               attention=self.attention)
+                blocks.append(cls(drop_path=dpr[first + i], dtype=self.dtype, **kwargs))
+            stages.append(blocks)
+        self.blocks1, self.blocks2, self.blocks3, self.blocks4 = stages
+        self.norm = nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+        self.head = nn.Dense(self.num_classes, kernel_init=linear_init)
+
+    def features(self, x, train: bool = False):
+        """Per-stage feature maps (`stage1`..`stage4`, after the final norm for `stage4`) and `pooled`."""
+        x = jnp.asarray(x, self.dtype)
+        maps = {}
+        embeds = (self.patch_embed1, self.patch_embed2, self.patch_embed3, self.patch_embed4)
+        stages = (self.blocks1, self.blocks2, self.blocks3, self.blocks4)
+        for s, (embed, blocks) in enumerate(zip(embeds, stages)):
+            x = embed(x)
+            for block in blocks:
+                x = block(x, train)
+            maps[f"stage{s + 1}"] = x
+        x = self.norm(x, use_running_average=not train)
+        maps["stage4"] = x
+        maps["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
+        return maps
+
+    def __call__(self, x, train: bool = False):
+        """Logits (float32) for normalised float video `(B, T, H, W, 3)`."""
+        return self.head(self.features(x, train)["pooled"])
+
+
+def create_model(name: str, **kwargs) -> UniFormer:
+    """`create_model("uniformer_small", num_classes=400)`; keyword arguments set `UniFormer` attributes."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
+    return UniFormer(depth=VARIANTS[name], **kwargs)
+
+
+def variant_of(depth: Sequence[int]) -> str | None:
+    """The variant name for a block count per stage, or None."""
+    return next((name for name, d in VARIANTS.items() if tuple(depth) == d), None)
