@@ -1,0 +1,59 @@
+"""Fixtures: MMAction2 reference models (the independent implementation) and checkpoint files made from them."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uniformer_jax import torch_reference
+
+LABEL_MAPS = Path(__file__).resolve().parents[2] / "shared" / "label_maps"
+
+
+@pytest.fixture(scope="session")
+def label_maps() -> Path:
+    if not LABEL_MAPS.is_dir():
+        pytest.fail(f"the label maps are read from ../shared/label_maps beside the repository; {LABEL_MAPS} is missing")
+    return LABEL_MAPS
+
+
+@functools.cache
+def reference_model(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: float = 1e-5, seed: int = 0):
+    """A random-weight MMAction2 model with randomised BatchNorm statistics (cached: read, never modify)."""
+    torch.manual_seed(seed)
+    model = torch_reference.build(variant, num_classes, ln_eps)
+    return torch_reference.randomise_batch_stats(model, seed)
+
+
+def sensex_state_dict(model) -> dict[str, torch.Tensor]:
+    """The Sense-X keys of an MMAction2 model's state dict (uniformer-spec §3.3)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("cls_head.fc_cls."):
+            out["head." + key.removeprefix("cls_head.fc_cls.")] = value
+        else:
+            out[key.removeprefix("backbone.")] = value
+    return out
+
+
+def save_mmaction2(model, path: Path) -> Path:
+    """A checkpoint as MMAction2's runner writes one (mmengine's own functions)."""
+    from mmengine.runner.checkpoint import get_state_dict, save_checkpoint, weights_to_cpu
+
+    save_checkpoint({"meta": {"epoch": 1, "iter": 10, "seed": 0, "experiment_name": "test"},
+                     "state_dict": weights_to_cpu(get_state_dict(model))}, str(path))
+    return path
+
+
+def save_sensex(model, path: Path) -> Path:
+    """A released Sense-X checkpoint: a flat state dict."""
+    torch.save(sensex_state_dict(model), path)
+    return path
+
+
+def video(shape, seed=0) -> np.ndarray:
+    return np.random.RandomState(seed).randn(*shape).astype(np.float32)
