@@ -24,7 +24,8 @@ def _stub_missing_drn():
         sys.modules[module.__name__] = module
 
 
-def build(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: float = 1e-5):
+def build(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: float = 1e-5,
+          drop_path_rate: float = 0.0):
     """An MMAction2 Recognizer3D (UniFormer backbone + I3DHead), in eval mode, random weights.
 
     `ln_eps=1e-6` turns MMAction2's attention-block LayerNorms into Sense-X's, making it the Sense-X reference.
@@ -37,7 +38,8 @@ def build(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: floa
     register_all_modules()
     model = MODELS.build(dict(
         type="Recognizer3D",
-        backbone=dict(type="UniFormer", depth=list(VARIANTS[variant]), drop_path_rate=0.0, pretrained2d=False,
+        backbone=dict(type="UniFormer", depth=list(VARIANTS[variant]), drop_path_rate=drop_path_rate,
+                      pretrained2d=False,
                       pretrained=None),
         cls_head=dict(type="I3DHead", num_classes=num_classes, in_channels=512, average_clips="prob"),
         data_preprocessor=dict(type="ActionDataPreprocessor", mean=[114.75] * 3, std=[57.375] * 3,
