@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -45,7 +44,7 @@ def load_torch_file(path: str):
                 "alone, e.g. torch.save(torch.load(SRC, weights_only=False)['state_dict'], OUT), "
                 "and convert OUT") from None
         raise ConversionError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # unpickling garbage raises almost any type (IndexError, KeyError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(f"{path} is not a readable PyTorch checkpoint (truncated, or another format): "
                               f"{first}") from None

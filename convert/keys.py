@@ -58,7 +58,7 @@ def torch_shapes(abstract_variables) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for path, leaf in traverse_util.flatten_dict(abstract_variables).items():
         key, order = torch_key(path, len(leaf.shape))
-        shapes[key] = tuple(np.array(leaf.shape)[list(order)]) if order else tuple(leaf.shape)
+        shapes[key] = tuple(int(leaf.shape[i]) for i in order) if order else tuple(leaf.shape)
     return shapes
 
 
