@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from flax.linen import dtypes
 from jax import lax
@@ -39,7 +40,9 @@ def conv_bias_init(fan_in: int):
 
 
 def gelu(x):
-    return nn.gelu(x, approximate=False)  # PyTorch's nn.GELU is the exact erf form
+    # PyTorch's nn.GELU is the exact erf form; written out, XLA's CPU code is a third faster than
+    # jax.nn.gelu(approximate=False) and gives the same values.
+    return 0.5 * x * (1 + lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
 def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, padding=0, groups=1, name=None, dtype=None):
@@ -54,20 +57,26 @@ def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, pa
 
 
 def _depthwise_shift_add(x, kernel):
-    """Depthwise 'same' conv as a sum of shifted, scaled copies of the input.
+    """Depthwise 'same' conv as a sum of shifted, scaled copies of the input, in float32.
 
     XLA's CPU backend expands grouped convolutions into dense ones (C times the work), which makes the 5x5x5
-    depthwise conv about 100x slower than PyTorch; this form is plain elementwise work that XLA fuses.
+    depthwise conv about 100x slower than PyTorch; this form is elementwise work that XLA fuses. Output frames
+    are computed one at a time with one fusion per temporal tap, so that each accumulator stays in cache
+    (measured 2-3x faster than whole-tensor fusions). bfloat16 elementwise work is emulated on CPUs, hence float32.
     """
+    dtype = x.dtype
+    x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
     kt, kh, kw = kernel.shape[:3]
     _, t, h, w, _ = x.shape
     xp = jnp.pad(x, ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
-    out = None
-    for a in range(kt):
-        part = sum(xp[:, a:a + t, b:b + h, c:c + w, :] * kernel[a, b, c, 0] for b in range(kh) for c in range(kw))
-        # One fusion per temporal tap: a single 125-input fusion is slower on CPU than five 25-input ones.
-        out = part if out is None else lax.optimization_barrier(out) + part
-    return out
+    frames = []
+    for i in range(t):
+        out = None
+        for a in range(kt):
+            part = sum(xp[:, i + a, b:b + h, c:c + w, :] * kernel[a, b, c, 0] for b in range(kh) for c in range(kw))
+            out = part if out is None else lax.optimization_barrier(out) + part
+        frames.append(out)
+    return jnp.stack(frames, axis=1).astype(dtype)
 
 
 def _depthwise_conv(x, kernel):
