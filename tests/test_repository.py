@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def readme_commands() -> list[str]:
-    return [line.strip() for line in (REPO / "README.md").read_text().splitlines()[:8]
+    return [line.strip() for line in (REPO / "README.md").read_text().splitlines()[:12]
             if line.startswith("    python3 -m venv")]
 
 
