@@ -110,7 +110,7 @@ def to_torch(src_dir, out, *, overwrite=False) -> dict:
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another destination or pass --force")
     _, variables = load_pretrained(src_dir)
-    state_dict = {k: torch.from_numpy(v) for k, v in keys.to_torch(variables).items()}
+    state_dict = {k: torch.tensor(v) for k, v in keys.to_torch(variables).items()}  # a copy: restored arrays are read-only
     fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:
