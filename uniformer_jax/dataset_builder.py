@@ -1,0 +1,290 @@
+"""A TFDS builder that turns a folder of videos and list files into sharded TFRecords of JPEG frames.
+
+    python -m uniformer_jax.dataset_builder --name k400 --videos /data/k400 \\
+        --train k400/train.csv --validation k400/val.csv --classes kinetics_400_categroies.txt --out /data/tfds
+
+writes `/data/tfds/video_classification/k400/1.0.0`, which `uniformer_jax.data` reads. List files may be
+Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics csv
+(`label,youtube_id,time_start,time_end,split`). Videos that cannot be decoded are skipped and listed, with
+the reason, in `skipped-<split>.tsv` next to the records.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import app, flags
+
+from uniformer_jax import labels as labels_lib
+from uniformer_jax.video import jpeg_frames
+
+SPLITS = ("train", "validation", "test")
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
+
+
+class ListError(ValueError):
+    """A list file or class file that cannot be used; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    key: str  # unique within the split: the line number
+    path: str  # relative to the video folder
+    label: int | None  # None: the list gives no label for this video
+
+
+def _kinetics_files(video_dir: Path) -> dict[str, str]:
+    """Stems of the video files under video_dir (recursively) and their YouTube ids, to relative paths."""
+    found = {}
+    for path in sorted(video_dir.rglob("*")):
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            relative = str(path.relative_to(video_dir))
+            found.setdefault(path.stem, relative)
+            found.setdefault(path.stem[:11], relative)
+    return found
+
+
+def read_list(path: Path, video_dir: Path, class_names: list[str] | None) -> tuple[list[Entry], list[str]]:
+    """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ListError(f"cannot read list file {path}: {e}") from None
+    rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    if not rows:
+        raise ListError(f"list file {path} is empty")
+    if rows[0][1].replace(" ", "").startswith("label,youtube_id,time_start,time_end"):
+        return _read_kinetics_csv(path, rows, video_dir)
+    entries = []
+    for n, line in rows:
+        parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
+            raise ListError(f"{path}:{n}: expected `path,label` (Sense-X csv) or `path label` (MMAction2) "
+                            f"with an integer label, got {line!r}")
+        label = int(parts[1])
+        if label < 0 or (class_names is not None and label >= len(class_names)):
+            known = f"0..{len(class_names) - 1}" if class_names else "0 or more"
+            raise ListError(f"{path}:{n}: label {label} is outside the classes ({known})")
+        entries.append(Entry(str(n), parts[0].strip(), label))
+    return entries, []
+
+
+def _read_kinetics_csv(path: Path, rows, video_dir: Path) -> tuple[list[Entry], list[str]]:
+    files = _kinetics_files(video_dir)
+    entries, names = [], []
+    for (n, _), row in zip(rows[1:], csv.reader([line for _, line in rows[1:]])):
+        if len(row) < 4:
+            raise ListError(f"{path}:{n}: expected `label,youtube_id,time_start,time_end,split`, got {row}")
+        label, youtube_id, start, end = (field.strip() for field in row[:4])
+        stem = f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
+        relative = files.get(stem) or files.get(youtube_id) or stem + ".mp4"
+        entries.append(Entry(str(n), relative, None))
+        names.append(label)
+    return entries, names
+
+
+def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names: list[str] | None
+                   ) -> tuple[dict[str, list[Entry]], list[str]]:
+    """Entries with integer labels, and the class names: the given order, else sorted names, else "0".."K-1"."""
+    named = {name for _, names in lists.values() for name in names if name}
+    if class_names is None:
+        if named:
+            class_names = sorted(named)
+        else:
+            top = max((e.label for entries, _ in lists.values() for e in entries), default=-1)
+            class_names = [str(i) for i in range(top + 1)]
+    index = {labels_lib.normalise(n): i for i, n in enumerate(class_names)}
+    unknown = sorted(n for n in named if labels_lib.normalise(n) not in index)
+    if unknown:
+        raise ListError(f"label names not in the class list: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+    out = {}
+    for split, (entries, names) in lists.items():
+        if names:
+            entries = [dataclasses.replace(e, label=index[labels_lib.normalise(n)] if n else None)
+                       for e, n in zip(entries, names)]
+        out[split] = entries
+    return out, class_names
+
+
+@dataclasses.dataclass
+class VideoConfig(tfds.core.BuilderConfig):
+    """Where the lists are and how frames are stored; `name` names the dataset (e.g. k400)."""
+    videos: str = ""  # the folder the list files' paths are relative to
+    lists: tuple[tuple[str, str], ...] = ()  # (split, list file)
+    classes: str | None = None  # class list file: one name per line, or `name<TAB>index` / `name index`
+    short_side: int = 320
+    fps: float | None = None  # None keeps the native frame rate
+    jpeg_quality: int = 90
+
+
+class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Videos with one class label each, stored as per-frame JPEGs (`tfds.features.Video`)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Put the video files under one folder (any sub-folders) and pass it as the manual directory; list files give
+    each video's path relative to that folder and its label.
+    """
+
+    def __init__(self, *, workers: int | None = None, beam: bool = False, **kwargs):
+        self._workers = workers or os.cpu_count()
+        self._beam = beam
+        self._lists = None
+        super().__init__(**kwargs)
+
+    def _read_lists(self) -> tuple[dict[str, list[Entry]], list[str]]:
+        if self._lists is None:
+            config, video_dir = self.builder_config, Path(self.builder_config.videos)
+            classes = labels_lib.read_class_names(config.classes) if config.classes else None
+            self._lists = resolve_labels({split: read_list(Path(path), video_dir, classes)
+                                          for split, path in config.lists}, classes)
+        return self._lists
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        names = self._read_lists()[1] if self.builder_config.lists else None
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
+                "label": tfds.features.ClassLabel(names=names),
+                "name": tfds.features.Text(),
+                "fps": tfds.features.Scalar(np.float32),
+                "num_frames": tfds.features.Scalar(np.int32),
+            }),
+            supervised_keys=("video", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # the videos folder is part of the config: listing Kinetics files needs it earlier
+        return {split: self._generate_examples(split, entries)
+                for split, entries in self._read_lists()[0].items()}
+
+    def _encode_args(self, entry: Entry) -> tuple:
+        config = self.builder_config
+        return (str(Path(config.videos) / entry.path), config.short_side, config.fps, config.jpeg_quality)
+
+    def _generate_examples(self, split: str, entries: list[Entry]):
+        report = self.data_path / f"skipped-{split}.tsv"
+        if self._beam:
+            return _BeamExamples(entries, [self._encode_args(e) for e in entries], str(report))
+        return self._examples_in_pool(entries, report)
+
+    def _examples_in_pool(self, entries: list[Entry], report: Path):
+        skipped = []
+        # forkserver: TensorFlow's threads make plain fork unsafe.
+        context = multiprocessing.get_context("forkserver")
+        with concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context) as pool:
+            results = pool.map(_encode, [self._encode_args(e) for e in entries], chunksize=4)
+            for entry, result in zip(entries, results):
+                example = _example(entry, result)
+                if isinstance(example, str):
+                    skipped.append((entry.path, example))
+                else:
+                    yield entry.key, example
+        _write_report(report, skipped)
+
+
+def _encode(args: tuple) -> tuple[list[bytes], float] | str:
+    return jpeg_frames(*args)
+
+
+def _example(entry: Entry, result: tuple[list[bytes], float] | str) -> dict | str:
+    """The example for one video, or the reason it is skipped."""
+    if entry.label is None:
+        return "the list gives no label"
+    if isinstance(result, str):
+        return result
+    frames, fps = result
+    return {"video": frames, "label": entry.label, "name": entry.path, "fps": fps, "num_frames": len(frames)}
+
+
+def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
+    lines = [f"{name}\t{' '.join(reason.split())}" for name, reason in skipped]
+    Path(path).write_text("".join(line + "\n" for line in lines))
+
+
+def _BeamExamples(entries: list[Entry], encode_args: list[tuple], report: str):
+    """The Beam form of the split: decoding runs on the Beam workers, skipped videos go to the report."""
+    import apache_beam as beam
+
+    class Examples(beam.PTransform):
+        def expand(self, root):
+            results = (root | "Entries" >> beam.Create(list(zip(entries, encode_args)))
+                       | "Encode" >> beam.Map(lambda item: (item[0], _example(item[0], _encode(item[1]))))
+                       | "Route" >> beam.Partition(lambda item, _: isinstance(item[1], str), 2))
+            (results[1] | "Lines" >> beam.Map(lambda item: f"{item[0].path}\t{' '.join(item[1].split())}")
+             | "Report" >> beam.combiners.ToList()
+             | "Write" >> beam.Map(lambda lines: Path(report).write_text("".join(l + "\n" for l in sorted(lines)))))
+            return results[0] | "Keyed" >> beam.Map(lambda item: (item[0].key, item[1]))
+
+    return Examples()
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("name", None, "dataset name, e.g. k400 (the folder under OUT/video_classification)")
+    flags.DEFINE_string("videos", None, "folder holding the video files the lists name")
+    for split in SPLITS:
+        flags.DEFINE_string(split, None, f"list file of the {split} split")
+    flags.DEFINE_string("classes", None, "class list file; default: sorted label names, or the label indices")
+    flags.DEFINE_string("out", None, "TFDS data directory to write into")
+    flags.DEFINE_integer("short_side", 320, "resize frames so the shorter side has this many pixels; 0 keeps them")
+    flags.DEFINE_float("fps", None, "resample to this frame rate; default: keep the native rate")
+    flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames")
+    flags.DEFINE_integer("workers", None, "decoding processes; default: all cores")
+    flags.DEFINE_bool("beam", False, "build through Apache Beam (pip install 'uniformer-jax[beam]')")
+    flags.DEFINE_multi_string("beam_option", [], "a Beam pipeline option, e.g. --beam_option=--runner=DataflowRunner")
+
+
+def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: str | None = None,
+          short_side: int = 320, fps: float | None = None, jpeg_quality: int = 90, workers: int | None = None,
+          beam: bool = False, beam_options: list[str] = ()) -> VideoClassification:
+    """Builds (or finds already built) the dataset and returns its builder."""
+    config = VideoConfig(name=name, videos=str(Path(videos).resolve()),
+                         lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())), classes=classes,
+                         short_side=short_side or 0, fps=fps, jpeg_quality=jpeg_quality)
+    builder = VideoClassification(config=config, data_dir=out, workers=workers, beam=beam)
+    download_config = tfds.download.DownloadConfig(manual_dir=config.videos)
+    if beam:
+        from apache_beam.options.pipeline_options import PipelineOptions
+        download_config.beam_options = PipelineOptions(list(beam_options))
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def main(argv):
+    del argv
+    lists = {split: getattr(FLAGS, split) for split in SPLITS if getattr(FLAGS, split)}
+    missing = [f"--{f}" for f in ("name", "videos", "out") if not getattr(FLAGS, f)] + ([] if lists else ["a list"])
+    if missing:
+        sys.exit(f"error: missing {', '.join(missing)} (see --help)")
+    if not Path(FLAGS.videos).is_dir():
+        sys.exit(f"error: --videos {FLAGS.videos} is not a folder")
+    try:
+        builder = build(FLAGS.name, FLAGS.videos, lists, FLAGS.out, classes=FLAGS.classes,
+                        short_side=FLAGS.short_side, fps=FLAGS.fps, jpeg_quality=FLAGS.jpeg_quality,
+                        workers=FLAGS.workers, beam=FLAGS.beam, beam_options=FLAGS.beam_option)
+    except ListError as e:
+        sys.exit(f"error: {e}")
+    print(f"dataset: {builder.data_dir}")
+    for split in lists:
+        skipped = (Path(builder.data_dir) / f"skipped-{split}.tsv").read_text().splitlines()
+        print(f"  {split}: {builder.info.splits[split].num_examples} videos written, {len(skipped)} skipped"
+              + (f" (reasons in skipped-{split}.tsv)" if skipped else ""))
+
+
+if __name__ == "__main__":
+    # TFDS and the worker processes look the builder up by its module, so run the package's copy, not __main__.
+    from uniformer_jax import dataset_builder
+
+    dataset_builder.define_flags()
+    app.run(dataset_builder.main)

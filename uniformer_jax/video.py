@@ -1,0 +1,80 @@
+"""Reading video files with PyAV: RGB frames resized to a short side, optionally resampled to a frame rate."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+class VideoError(Exception):
+    """A file that cannot be used as a video; the message says why."""
+
+
+def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) with the shorter side equal to short_side, the other rounded to an even number."""
+    if not short_side:
+        return width, height
+    if width <= height:
+        return short_side, 2 * round(height * short_side / width / 2)
+    return 2 * round(width * short_side / height / 2), short_side
+
+
+def resample(times: list[float], fps: float, end: float) -> list[int]:
+    """For each tick k/fps in [0, end), the last frame shown at or before it (what ffmpeg's fps filter keeps)."""
+    ticks = np.arange(int(np.ceil(end * fps - 1e-6))) / fps
+    return [int(i) for i in np.maximum(np.searchsorted(np.asarray(times), ticks + 1e-6, side="right") - 1, 0)]
+
+
+def read_video(path: str | Path, short_side: int | None = None, fps: float | None = None
+               ) -> tuple[list[np.ndarray], float]:
+    """The frames of the first video stream as uint8 RGB arrays, and their frame rate.
+
+    `short_side` resizes (bicubic); `fps` resamples to that rate by frame time. Raises VideoError for a
+    missing, unreadable, truncated or empty file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    frames, times = [], []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: the file has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            native = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
+            width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height,
+                                               interpolation="BICUBIC"))
+                times.append(frame.time if frame.time is not None else len(times) / native)
+    except VideoError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as e:
+        raise VideoError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise VideoError(f"{path}: no frames could be decoded")
+    if fps is None:
+        return frames, native
+    times = [t - times[0] for t in times]
+    return [frames[i] for i in resample(times, fps, times[-1] + 1.0 / native)], float(fps)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def jpeg_frames(path: str, short_side: int | None, fps: float | None, quality: int
+                ) -> tuple[list[bytes], float] | str:
+    """JPEG-encoded frames and their frame rate, or the reason the file cannot be used (for worker pools)."""
+    try:
+        frames, rate = read_video(path, short_side, fps)
+    except VideoError as e:
+        return str(e)
+    return [encode_jpeg(f, quality) for f in frames], rate
