@@ -1,0 +1,243 @@
+"""Training augmentation of uint8 clips (T, H, W, 3) in TensorFlow, as the original recipe (uniformer-spec §5.1).
+
+RandAugment follows timm's `rand-m7-n4-mstd0.5-inc1` as SlowFast applies it: the same ops and magnitudes for
+every frame of a clip, each op applied with probability 0.5. The image ops follow PIL, which the original uses
+(per frame, like PIL). Geometric ops interpolate bilinearly: TensorFlow's projective transform has no bicubic.
+All randomness is stateless, drawn from the seed given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+MAX_LEVEL = 10.0
+FILL = 128  # timm's default fill colour for geometric ops
+ERASE_MEAN, ERASE_STD = 0.45 * 255, 0.225 * 255  # random erasing draws N(0, 1) in normalised units
+
+
+def _blend(degenerate, frames, factor):
+    """PIL's Image.blend(degenerate, image, factor): truncated and clipped to uint8."""
+    degenerate = tf.cast(degenerate, tf.float32)
+    out = degenerate + factor * (tf.cast(frames, tf.float32) - degenerate)
+    return tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8)
+
+
+def grayscale(frames):
+    """PIL's convert('L') (ITU-R 601-2 luma, fixed point), as (T, H, W, 1) int32."""
+    x = tf.cast(frames, tf.int32)
+    return (x[..., 0:1] * 19595 + x[..., 1:2] * 38470 + x[..., 2:3] * 7471 + 0x8000) // 65536
+
+
+def color(frames, factor):
+    return _blend(tf.broadcast_to(grayscale(frames), tf.shape(frames)), frames, factor)
+
+
+def contrast(frames, factor):
+    means = tf.reduce_mean(tf.cast(grayscale(frames), tf.float32), axis=(1, 2, 3), keepdims=True)
+    return _blend(tf.broadcast_to(tf.floor(means + 0.5), tf.shape(frames)), frames, factor)
+
+
+def brightness(frames, factor):
+    return _blend(tf.zeros_like(frames), frames, factor)
+
+
+def sharpness(frames, factor):
+    """Blend with PIL's SMOOTH filter (3x3, centre 5, sum 13); border pixels stay as they are."""
+    x = tf.cast(frames, tf.float32)
+    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    smooth = tf.round(tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID"))
+    smooth = tf.pad(smooth, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    shape = tf.shape(x)
+    inner = tf.pad(tf.ones([shape[1] - 2, shape[2] - 2], tf.bool), [[1, 1], [1, 1]])[None, :, :, None]
+    return _blend(tf.where(inner, smooth, x), frames, factor)
+
+
+def _channel_luts(frames, make_lut):
+    """Applies a 256-entry lookup table made per frame and channel from that channel's histogram."""
+    shape = tf.shape(frames)
+    channels = tf.reshape(tf.transpose(tf.cast(frames, tf.int32), [0, 3, 1, 2]), [shape[0] * 3, -1])
+    groups = tf.shape(channels)[0]
+    offsets = tf.range(groups)[:, None] * 256
+    hist = tf.reshape(tf.math.bincount(tf.reshape(channels + offsets, [-1]), minlength=groups * 256,
+                                       maxlength=groups * 256), [groups, 256])
+    lut = tf.cast(make_lut(hist), tf.int32)
+    out = tf.gather(tf.reshape(lut, [-1]), channels + offsets)
+    return tf.cast(tf.transpose(tf.reshape(out, [shape[0], 3, shape[1], shape[2]]), [0, 2, 3, 1]), tf.uint8)
+
+
+def _equalize_lut(hist):
+    """PIL ImageOps.equalize: step = (count - count of the last used level) // 255."""
+    levels = tf.range(256)
+    last = tf.reduce_max(tf.where(hist > 0, levels[None], -1), axis=1, keepdims=True)
+    last_count = tf.reduce_sum(tf.where(levels[None] == last, hist, 0), axis=1, keepdims=True)
+    step = (tf.reduce_sum(hist, axis=1, keepdims=True) - last_count) // 255
+    before = tf.cumsum(hist, axis=1, exclusive=True)
+    lut = tf.minimum((step // 2 + before) // tf.maximum(step, 1), 255)
+    return tf.where(step > 0, lut, levels[None])
+
+
+def _autocontrast_lut(hist):
+    """PIL ImageOps.autocontrast (no cutoff): stretch [lowest, highest used level] to [0, 255]."""
+    levels = tf.range(256)
+    lo = tf.reduce_min(tf.where(hist > 0, levels[None], 256), axis=1, keepdims=True)
+    hi = tf.reduce_max(tf.where(hist > 0, levels[None], -1), axis=1, keepdims=True)
+    scale = 255.0 / tf.cast(tf.maximum(hi - lo, 1), tf.float32)
+    lut = tf.cast(levels[None], tf.float32) * scale - tf.cast(lo, tf.float32) * scale
+    lut = tf.clip_by_value(tf.cast(lut, tf.int32), 0, 255)  # int() truncates toward zero, as PIL
+    return tf.where(hi > lo, lut, levels[None])
+
+
+def equalize(frames):
+    return _channel_luts(frames, _equalize_lut)
+
+
+def autocontrast(frames):
+    return _channel_luts(frames, _autocontrast_lut)
+
+
+def invert(frames):
+    return 255 - frames
+
+
+def posterize(frames, bits):
+    mask = tf.cast(255 - (2 ** (8 - bits) - 1), tf.uint8)
+    return tf.bitwise.bitwise_and(frames, mask)
+
+
+def solarize(frames, threshold):
+    return tf.where(tf.cast(frames, tf.int32) >= threshold, 255 - frames, frames)
+
+
+def solarize_add(frames, add, threshold=128):
+    x = tf.cast(frames, tf.int32)
+    return tf.cast(tf.where(x < threshold, tf.minimum(x + add, 255), x), tf.uint8)
+
+
+def affine(frames, matrix):
+    """PIL's Image.transform(AFFINE, matrix): output pixel (x, y) samples the input at matrix @ (x, y, 1).
+
+    PIL works on pixel centres (+0.5), TensorFlow on pixel indices; the matrix is shifted accordingly.
+    """
+    a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
+    c = a * 0.5 + b * 0.5 + c - 0.5
+    f = d * 0.5 + e * 0.5 + f - 0.5
+    transform = tf.stack([a, b, c, d, e, f, 0.0, 0.0])[None]
+    shape = tf.shape(frames)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(frames, tf.float32), transforms=tf.tile(transform, [shape[0], 1]),
+        output_shape=shape[1:3], fill_value=float(FILL), interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def rotate(frames, degrees):
+    """PIL's Image.rotate(degrees): counter-clockwise about the image centre, same size."""
+    shape = tf.cast(tf.shape(frames), tf.float32)
+    cx, cy = shape[2] / 2.0, shape[1] / 2.0
+    angle = -degrees * math.pi / 180.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    return affine(frames, [cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy])
+
+
+def shear_x(frames, factor):
+    return affine(frames, [1.0, factor, 0.0, 0.0, 1.0, 0.0])
+
+
+def shear_y(frames, factor):
+    return affine(frames, [1.0, 0.0, 0.0, factor, 1.0, 0.0])
+
+
+def translate_x(frames, fraction):
+    return affine(frames, [1.0, 0.0, fraction * tf.cast(tf.shape(frames)[2], tf.float32), 0.0, 1.0, 0.0])
+
+
+def translate_y(frames, fraction):
+    return affine(frames, [1.0, 0.0, 0.0, 0.0, 1.0, fraction * tf.cast(tf.shape(frames)[1], tf.float32)])
+
+
+def _enhance_factor(level, sign):
+    return 1.0 + sign * level / MAX_LEVEL * 0.9
+
+
+# timm's _RAND_INCREASING_TRANSFORMS, each as (frames, level in [0, 10], random sign) -> frames.
+RAND_OPS = (
+    ("AutoContrast", lambda x, level, sign: autocontrast(x)),
+    ("Equalize", lambda x, level, sign: equalize(x)),
+    ("Invert", lambda x, level, sign: invert(x)),
+    ("Rotate", lambda x, level, sign: rotate(x, sign * level / MAX_LEVEL * 30.0)),
+    ("PosterizeIncreasing", lambda x, level, sign: posterize(x, 4 - tf.cast(level / MAX_LEVEL * 4, tf.int32))),
+    ("SolarizeIncreasing", lambda x, level, sign: solarize(x, 256 - tf.cast(level / MAX_LEVEL * 256, tf.int32))),
+    ("SolarizeAdd", lambda x, level, sign: solarize_add(x, tf.cast(level / MAX_LEVEL * 110, tf.int32))),
+    ("ColorIncreasing", lambda x, level, sign: color(x, _enhance_factor(level, sign))),
+    ("ContrastIncreasing", lambda x, level, sign: contrast(x, _enhance_factor(level, sign))),
+    ("BrightnessIncreasing", lambda x, level, sign: brightness(x, _enhance_factor(level, sign))),
+    ("SharpnessIncreasing", lambda x, level, sign: sharpness(x, _enhance_factor(level, sign))),
+    ("ShearX", lambda x, level, sign: shear_x(x, sign * level / MAX_LEVEL * 0.3)),
+    ("ShearY", lambda x, level, sign: shear_y(x, sign * level / MAX_LEVEL * 0.3)),
+    ("TranslateXRel", lambda x, level, sign: translate_x(x, sign * level / MAX_LEVEL * 0.45)),
+    ("TranslateYRel", lambda x, level, sign: translate_y(x, sign * level / MAX_LEVEL * 0.45)),
+)
+
+
+def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: float = 0.5):
+    """`layers` ops drawn with replacement, each applied with probability 0.5 at a level ~ N(magnitude, std)."""
+    seeds = tf.random.experimental.stateless_split(seed, layers)
+    for k in range(layers):
+        parts = tf.random.experimental.stateless_split(seeds[k], 3)
+        draws = tf.random.stateless_uniform((2,), parts[0])
+        op = tf.random.stateless_uniform((), parts[1], maxval=len(RAND_OPS), dtype=tf.int32)
+        level = tf.clip_by_value(magnitude + std * tf.random.stateless_normal((), parts[2]), 0.0, MAX_LEVEL)
+        sign = tf.where(draws[1] < 0.5, -1.0, 1.0)
+        branches = [lambda fn=fn: fn(frames, level, sign) for _, fn in RAND_OPS]
+        frames = tf.cond(draws[0] < 0.5, lambda: tf.switch_case(op, branches), lambda: frames)
+        frames = tf.ensure_shape(frames, [None, None, None, 3])
+    return frames
+
+
+def random_resized_crop(frames, size: int, scale, ratio, seed):
+    """A random box of `scale` of the area and `ratio` aspect (10 tries, else the whole frame), resized to size."""
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(frames)[1:4], tf.zeros([1, 0, 4]), seed, min_object_covered=0.0,
+        aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(frames, tf.concat([[0], begin], 0), tf.concat([[-1], extent], 0))
+    out = tf.image.resize(crop, [size, size], method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=(math.log(0.3), math.log(1 / 0.3)), tries: int = 10):
+    """timm's RandomErasing, mode 'pixel', one box shared by all frames, filled with per-pixel noise."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    shape = tf.shape(frames)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    target = tf.random.stateless_uniform((tries,), seeds[0], *area) * height * width
+    aspect = tf.exp(tf.random.stateless_uniform((tries,), seeds[1], *log_ratio))
+    h, w = tf.round(tf.sqrt(target * aspect)), tf.round(tf.sqrt(target / aspect))
+    fits = (h < height) & (w < width)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    h, w = tf.cast(h[first], tf.int32), tf.cast(w[first], tf.int32)
+    top = tf.cast(tf.random.stateless_uniform((), seeds[2]) * tf.cast(shape[1] - h + 1, tf.float32), tf.int32)
+    left = tf.cast(tf.random.stateless_uniform((), seeds[3]) * tf.cast(shape[2] - w + 1, tf.float32), tf.int32)
+    rows, cols = tf.range(shape[1]), tf.range(shape[2])
+    box = ((rows >= top) & (rows < top + h))[:, None] & ((cols >= left) & (cols < left + w))[None, :]
+    box = box & tf.reduce_any(fits)
+    noise = ERASE_MEAN + ERASE_STD * tf.random.stateless_normal(tf.shape(frames), seeds[4])
+    noise = tf.cast(tf.clip_by_value(tf.round(noise), 0, 255), tf.uint8)
+    return tf.where(box[None, :, :, None], noise, frames)
+
+
+def train_augment(frames, aug, seed):
+    """RandAugment, random resized crop, horizontal flip, random erasing, each as configured in `aug`."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    if aug.randaugment:
+        frames = randaugment(frames, seeds[0], aug.randaugment_layers, aug.randaugment_magnitude,
+                             aug.randaugment_std)
+    frames = random_resized_crop(frames, aug.crop_size, aug.crop_scale, aug.crop_ratio, seeds[1])
+    if aug.flip:
+        flip = tf.random.stateless_uniform((), seeds[2]) < 0.5
+        frames = tf.cond(flip, lambda: tf.reverse(frames, [2]), lambda: frames)
+    if aug.erasing > 0:
+        erase = tf.random.stateless_uniform((), seeds[3]) < aug.erasing
+        frames = tf.cond(erase, lambda: random_erasing(frames, seeds[4]), lambda: frames)
+    return frames

@@ -1,0 +1,308 @@
+"""tf.data input: uint8 clips sampled and augmented as the original UniFormer recipe, one part per process.
+
+Sources are datasets written by `uniformer_jax.dataset_builder` (a TFDS directory) or DMVR/Scenic
+`SequenceExample` TFRecords (a file pattern). Frames are chosen on the still-encoded JPEG strings and only
+those are decoded. Clips stay uint8; `normalise` runs on the device, inside the jitted step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from uniformer_jax import augment
+
+MEAN, STD = 0.45 * 255, 0.225 * 255  # the original's 0.45 / 0.225 on the 0-1 scale
+
+
+class DataError(ValueError):
+    """A data source or data option that cannot be used; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How frames are picked from a video (uniformer-spec §5.1, §5.2)."""
+    num_frames: int = 16
+    rate: int = 4  # dense sampling: source frames per sampled frame
+    mode: str = "dense"  # "dense" (Kinetics) or "segment" (TSN-style, Something-Something)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainAugment:
+    """The original training recipe; each piece can be switched off."""
+    crop_size: int = 224
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True  # False for Something-Something
+    randaugment: bool = True
+    randaugment_layers: int = 4
+    randaugment_magnitude: float = 7.0
+    randaugment_std: float = 0.5
+    erasing: float = 0.25  # probability of one random-erasing box, the same on all frames
+    repeats: int = 2  # clips per video per epoch (repeated augmentation)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestViews:
+    """Test views: short side resized, then `crops` spatial crops of each of `clips` temporal clips."""
+    clips: int = 4
+    crops: int = 1  # 1 (centre) or 3 (left/centre/right, or top/centre/bottom)
+    short_side: int = 224
+    crop_size: int = 224
+
+
+@dataclasses.dataclass
+class Split:
+    """One process's part of a split: examples {frames (encoded), label, name, index} in a fixed order."""
+    examples: tf.data.Dataset
+    counts: list[int]  # examples of every process, in process order
+    class_names: list[str] | None
+
+
+# --- sources -----------------------------------------------------------------------------------------------
+
+def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1,
+               shuffle_files: bool = False, seed: int = 0) -> Split:
+    """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern."""
+    if (Path(source) / "dataset_info.json").is_file():
+        return _open_tfds(source, split, process_index, process_count, shuffle_files, seed)
+    files = sorted(glob.glob(source))
+    if not files:
+        raise DataError(f"{source}: neither a dataset directory (with dataset_info.json, as written by "
+                        f"`python -m uniformer_jax.dataset_builder`) nor a pattern matching TFRecord files")
+    return _open_dmvr(files, process_index, process_count)
+
+
+def _open_tfds(directory: str, split: str, index: int, count: int, shuffle_files: bool, seed: int) -> Split:
+    builder = tfds.builder_from_directory(directory)
+    if split not in builder.info.splits:
+        raise DataError(f"{directory} has no split {split!r}; it has {sorted(builder.info.splits)}")
+    parts = tfds.even_splits(split, n=count)
+    counts = [builder.info.splits[part].num_examples for part in parts]
+    # cycle length 1 reads in the stored order, so an example's index is its position in the split.
+    read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
+    ds = builder.as_dataset(split=parts[index], shuffle_files=shuffle_files, read_config=read_config,
+                            decoders={"video": tfds.decode.SkipDecoding()})
+    start = sum(counts[:index])
+    ds = ds.enumerate(start).map(lambda i, ex: {"frames": ex["video"], "label": tf.cast(ex["label"], tf.int32),
+                                                "name": ex["name"], "index": tf.cast(i, tf.int32)})
+    return Split(ds, counts, builder.info.features["label"].names)
+
+
+_DMVR_OLD_LAYOUT = ("the record holds several JPEGs in one `image/encoded` Feature: this is DMVR's layout from before "
+                    "2022-02 (scenic#97). Re-create the records with DMVR's current generate_from_file.py, or build "
+                    "the dataset with `python -m uniformer_jax.dataset_builder`")
+
+
+def _parse_dmvr(index, record):
+    context, sequence = tf.io.parse_single_sequence_example(
+        record,
+        context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
+                          "video/filename": tf.io.FixedLenFeature((), tf.string, default_value="")},
+        sequence_features={"image/encoded": tf.io.RaggedFeature(tf.string)})
+    frames = sequence["image/encoded"]
+    with tf.control_dependencies([tf.debugging.assert_equal(frames.row_lengths(), tf.cast(1, tf.int64),
+                                                            message=_DMVR_OLD_LAYOUT)]):
+        frames = tf.identity(frames.flat_values)
+    label = tf.sparse.to_dense(context["clip/label/index"])
+    tf.debugging.assert_positive(tf.size(label), message="a DMVR record without `clip/label/index`")
+    return {"frames": frames, "label": tf.cast(label[0], tf.int32), "name": context["video/filename"],
+            "index": tf.cast(index, tf.int32)}
+
+
+def _open_dmvr(files: list[str], index: int, count: int) -> Split:
+    # Records are split by position, so every process reads the files but parses only its own examples.
+    total = int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+    counts = [len(range(i, total, count)) for i in range(count)]
+    ds = tf.data.TFRecordDataset(files).enumerate().shard(count, index).map(_parse_dmvr)
+    return Split(ds, counts, None)
+
+
+# --- temporal sampling ---------------------------------------------------------------------------------------
+
+def dense_indices(length, num_frames: int, rate: int, start):
+    """`num_frames` frames spread over [start, start + num_frames * rate - 1], clamped to the video, truncated.
+
+    SlowFast/UniFormer's decord path: a video shorter than the span repeats its last frame.
+    """
+    span = num_frames * rate
+    positions = tf.linspace(tf.cast(start, tf.float64), tf.cast(start, tf.float64) + span - 1, num_frames)
+    return tf.cast(tf.clip_by_value(positions, 0.0, tf.cast(length - 1, tf.float64)), tf.int32)
+
+
+def dense_train_start(length, num_frames: int, rate: int, seed):
+    delta = tf.maximum(tf.cast(length - num_frames * rate, tf.float64), 0.0)
+    return tf.random.stateless_uniform((), seed, dtype=tf.float64) * delta
+
+
+def dense_test_starts(length, num_frames: int, rate: int, clips: int):
+    """Offset sampling: clip k of n starts at k * floor(delta / (n - 1)); one clip is centred."""
+    delta = tf.maximum(length - num_frames * rate, 0)
+    if clips == 1:
+        return tf.reshape(delta // 2, (1,))
+    return tf.range(clips) * (delta // (clips - 1))
+
+
+def segment_bounds(length, num_frames: int):
+    size = tf.cast(length - 1, tf.float64) / num_frames
+    steps = tf.range(num_frames + 1, dtype=tf.float64) * size
+    bounds = tf.cast(tf.round(steps), tf.int32)  # round half to even, as numpy's round
+    return bounds[:-1], bounds[1:], size
+
+
+def segment_train_indices(length, num_frames: int, seed):
+    """TSN sampling: a random frame of each of `num_frames` equal segments (ends included)."""
+    starts, ends, _ = segment_bounds(length, num_frames)
+    offsets = tf.random.stateless_uniform((num_frames,), seed, dtype=tf.float64)
+    return starts + tf.cast(offsets * tf.cast(ends - starts + 1, tf.float64), tf.int32)
+
+
+def segment_test_indices(length, num_frames: int, clip: int, clips: int):
+    starts, _, size = segment_bounds(length, num_frames)
+    return starts + tf.cast(size / (clips + 1) * (clip + 1), tf.int32)
+
+
+def decode_frames(strings):
+    return tf.map_fn(lambda s: tf.io.decode_jpeg(s, channels=3, dct_method="INTEGER_ACCURATE"), strings,
+                     fn_output_signature=tf.uint8)
+
+
+# --- spatial -------------------------------------------------------------------------------------------------
+
+def resize_short_side(frames, size: int):
+    """Bilinear resize so the shorter side is `size`, the other floor-scaled (SlowFast's short-side scale)."""
+    shape = tf.shape(frames)
+    height, width = tf.cast(shape[-3], tf.float64), tf.cast(shape[-2], tf.float64)
+    new = tf.cond(width < height,
+                  lambda: tf.stack([tf.floor(height / width * size), tf.constant(size, tf.float64)]),
+                  lambda: tf.stack([tf.constant(size, tf.float64), tf.floor(width / height * size)]))
+    return to_uint8(tf.image.resize(frames, tf.cast(new, tf.int32), method="bilinear"))
+
+
+def to_uint8(frames):
+    return tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
+
+
+def spatial_crops(frames, size: int, crops: int):
+    """SlowFast's uniform crops of (T, H, W, 3) frames: the centre, or 3 along the longer side."""
+    shape = tf.shape(frames)
+    height, width = shape[-3], shape[-2]
+    centre_y, centre_x = (height - size + 1) // 2, (width - size + 1) // 2  # ceil
+    if crops == 1:
+        offsets = [(centre_y, centre_x)]
+    else:
+        tall = height > width
+        offsets = [(tf.where(tall, 0, centre_y), tf.where(tall, centre_x, 0)), (centre_y, centre_x),
+                   (tf.where(tall, height - size, centre_y), tf.where(tall, centre_x, width - size))]
+    return tf.stack([frames[:, y:y + size, x:x + size] for y, x in offsets])
+
+
+# --- pipelines -------------------------------------------------------------------------------------------------
+
+def test_views(example, sampling: Sampling, views: TestViews):
+    """All views of one video, (clips * crops, T, S, S, 3) uint8, clip-major."""
+    frames = example["frames"]
+    length = tf.shape(frames)[0]
+    if sampling.mode == "dense":
+        starts = dense_test_starts(length, sampling.num_frames, sampling.rate, views.clips)
+        indices = tf.map_fn(lambda s: dense_indices(length, sampling.num_frames, sampling.rate, s), starts)
+    else:
+        indices = tf.stack([segment_test_indices(length, sampling.num_frames, k, views.clips)
+                            for k in range(views.clips)])
+    unique, positions = tf.unique(tf.reshape(indices, [-1]))  # overlapping clips decode shared frames once
+    decoded = resize_short_side(decode_frames(tf.gather(frames, unique)), views.short_side)
+    clips = tf.reshape(tf.gather(decoded, positions),
+                       tf.concat([[views.clips, sampling.num_frames], tf.shape(decoded)[1:]], 0))
+    crops = tf.map_fn(lambda clip: spatial_crops(clip, views.crop_size, views.crops), clips)
+    size = views.crop_size
+    return tf.reshape(crops, (views.clips * views.crops, sampling.num_frames, size, size, 3))
+
+
+def train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):
+    """One augmented training clip (T, S, S, 3) uint8 from a video's encoded frames."""
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    length = tf.shape(frames)[0]
+    if sampling.mode == "dense":
+        start = dense_train_start(length, sampling.num_frames, sampling.rate, seeds[0])
+        indices = dense_indices(length, sampling.num_frames, sampling.rate, start)
+    else:
+        indices = segment_train_indices(length, sampling.num_frames, seeds[0])
+    return augment.train_augment(decode_frames(tf.gather(frames, indices)), aug, seeds[1])
+
+
+def _options(deterministic: bool = True) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.threading.private_threadpool_size = os.cpu_count() or 1
+    options.threading.max_intra_op_parallelism = 1  # parallelism comes from the maps, not within an op
+    options.autotune.enabled = True
+    return options
+
+
+def local_batch_size(global_batch: int, process_count: int, local_devices: int) -> int:
+    if global_batch % process_count or (global_batch // process_count) % local_devices:
+        raise DataError(f"batch size {global_batch} cannot be split evenly over {process_count} process(es) with "
+                        f"{local_devices} device(s) each; use a multiple of {process_count * local_devices}")
+    return global_batch // process_count
+
+
+def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
+                  seed: int = 0, process_index: int = 0, process_count: int = 1,
+                  shuffle_buffer: int = 1024) -> tuple[tf.data.Dataset, Split]:
+    """An endless, shuffled stream of this process's batches {video (B,T,S,S,3) uint8, label (B,)}.
+
+    `batch_size` counts this process's clips; each video yields `aug.repeats` differently augmented clips.
+    """
+    part = open_split(source, split, process_index=process_index, process_count=process_count,
+                      shuffle_files=True, seed=seed + process_index)
+    process_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), process_index)
+
+    def clips(position, example):
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(process_seed, position), aug.repeats)
+        video = tf.stack([train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
+        return {"video": video, "label": tf.fill([aug.repeats], example["label"])}
+
+    ds = (part.examples.repeat().shuffle(shuffle_buffer, seed=seed + process_index).enumerate()
+          .map(clips, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return ds.with_options(_options()), part
+
+
+def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, views: TestViews,
+                 process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, Split, int]:
+    """A finite stream of this process's batches of whole videos, the same number of steps on every process.
+
+    Batches are {video (B, V, T, S, S, 3) uint8, label, index, mask, name}; the last batches are padded with
+    masked examples (label -1, index -1), so every video of the split is counted once whatever the number of
+    processes. Returns the dataset, the split part and the number of steps.
+    """
+    part = open_split(source, split, process_index=process_index, process_count=process_count)
+    steps = math.ceil(max(part.counts) / batch_size) if max(part.counts) else 0
+
+    def views_of(example):
+        return {"video": test_views(example, sampling, views), "label": example["label"],
+                "index": example["index"], "mask": tf.constant(True), "name": example["name"]}
+
+    real = part.examples.map(views_of, num_parallel_calls=tf.data.AUTOTUNE)
+    size = views.crop_size
+    blank = {"video": tf.zeros((views.clips * views.crops, sampling.num_frames, size, size, 3), tf.uint8),
+             "label": tf.constant(-1), "index": tf.constant(-1), "mask": tf.constant(False), "name": tf.constant("")}
+    ds = (real.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(steps * batch_size)
+          .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return ds.with_options(_options()), part, steps
+
+
+def normalise(video, dtype=None):
+    """uint8 video to the model's input scale, (x / 255 - 0.45) / 0.225; call it inside the jitted step."""
+    import jax.numpy as jnp
+
+    x = (jnp.asarray(video, jnp.float32) - MEAN) / STD
+    return x if dtype is None else x.astype(dtype)
