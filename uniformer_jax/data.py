@@ -108,7 +108,7 @@ def _parse_dmvr(index, record):
                           "video/filename": tf.io.FixedLenFeature((), tf.string, default_value="")},
         sequence_features={"image/encoded": tf.io.RaggedFeature(tf.string)})
     frames = sequence["image/encoded"]
-    with tf.control_dependencies([tf.debugging.assert_equal(frames.row_lengths(), tf.cast(1, tf.int64),
+    with tf.control_dependencies([tf.debugging.assert_equal(tf.cast(frames.row_lengths(), tf.int64), tf.cast(1, tf.int64),
                                                             message=_DMVR_OLD_LAYOUT)]):
         frames = tf.identity(frames.flat_values)
     label = tf.sparse.to_dense(context["clip/label/index"])

@@ -1,0 +1,353 @@
+"""The dataset builder and the tf.data reader, on small mp4 files whose pixels name their frame index.
+
+Expected frame indices come from the sampling formulas of uniformer-spec §5 written out here in plain Python,
+and stored frames are compared with what PyAV itself decodes from the files.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.videos import frame, frame_index, write_video
+from uniformer_jax import data
+from uniformer_jax.dataset_builder import ListError, build
+
+VIDEOS = {  # relative path: (frames, fps, width, height, codec)
+    "a/v0.mp4": (40, 25, 160, 120, "libx264"),
+    "a/v1.mp4": (100, 30, 120, 160, "libx264"),
+    "b/v2.mp4": (12, 10, 96, 64, "mpeg4"),
+    "b/v3.mp4": (70, 24, 128, 96, "libx264"),
+}
+TRAIN = ["a/v0.mp4,0", "a/v1.mp4,1", "b/v2.mp4,2", "b/trunc.mp4,1", "b/text.mp4,0", "b/missing.mp4,2", "b/v3.mp4,1"]
+VALIDATION = ["a/v0.mp4 0", "b/v2.mp4 2", "a/v1.mp4 1", "b/v3.mp4 1", "b/text.mp4 0"]
+CLASSES = ["zebra", "apple", "moon"]
+SHORT_SIDE = 64
+
+
+def make_videos(root: Path) -> None:
+    for name, (n, fps, w, h, codec) in VIDEOS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(root / name, n, fps, w, h, codec)
+    whole = (root / "a/v1.mp4").read_bytes()
+    (root / "b/trunc.mp4").write_bytes(whole[: len(whole) // 2])
+    (root / "b/text.mp4").write_text("this is not a video\n")
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    make_videos(root / "videos")
+    (root / "train.csv").write_text("\n".join(TRAIN) + "\n")
+    (root / "val.txt").write_text("\n".join(VALIDATION) + "\n")
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    builder = build("tiny", root / "videos", {"train": root / "train.csv", "validation": root / "val.txt"},
+                    root / "tfds", classes=root / "classes.txt", short_side=SHORT_SIDE, workers=2)
+    return Path(builder.data_dir)
+
+
+def lengths(split_lines, sep):
+    """Frame counts of the listed videos that decode, by name, from the test's own table."""
+    names = [line.rsplit(sep, 1)[0] for line in split_lines]
+    return {n: VIDEOS[n][0] for n in names if n in VIDEOS}
+
+
+def read_all(source, split):
+    ds = tfds.builder_from_directory(str(source)).as_dataset(split=split)
+    return {ex["name"].decode(): ex for ex in ds.as_numpy_iterator()}
+
+
+def test_build_writes_every_readable_video_and_reports_the_rest(dataset):
+    info = tfds.builder_from_directory(str(dataset)).info
+    assert info.features["label"].names == CLASSES
+    for split, lines, sep in (("train", TRAIN, ","), ("validation", VALIDATION, " ")):
+        skipped = dict(line.split("\t") for line in (dataset / f"skipped-{split}.tsv").read_text().splitlines())
+        assert info.splits[split].num_examples + len(skipped) == len(lines)
+        assert info.splits[split].num_examples == len(lengths(lines, sep))
+    skipped = dict(line.split("\t") for line in (dataset / "skipped-train.tsv").read_text().splitlines())
+    assert set(skipped) == {"b/trunc.mp4", "b/text.mp4", "b/missing.mp4"}
+    assert "no such file" in skipped["b/missing.mp4"]
+    assert "cannot decode" in skipped["b/text.mp4"]
+
+
+def test_stored_frames_are_all_frames_at_the_short_side(dataset):
+    examples = read_all(dataset, "train")
+    assert set(examples) == set(lengths(TRAIN, ","))
+    labels = dict(line.rsplit(",", 1) for line in TRAIN)
+    for name, ex in examples.items():
+        n, fps, w, h, _ = VIDEOS[name]
+        assert ex["num_frames"] == n == len(ex["video"])
+        assert ex["fps"] == pytest.approx(fps)
+        assert ex["label"] == int(labels[name])
+        assert min(ex["video"].shape[1:3]) == SHORT_SIDE
+        assert (ex["video"].shape[2] > ex["video"].shape[1]) == (w > h)
+        assert [frame_index(f) for f in ex["video"]] == list(range(n))
+
+
+def test_a_second_build_reuses_the_dataset(dataset):
+    files = sorted(dataset.glob("*.tfrecord*"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    root = dataset.parents[3]
+    build("tiny", root / "videos", {"train": root / "train.csv", "validation": root / "val.txt"}, root / "tfds",
+          classes=root / "classes.txt", short_side=SHORT_SIDE, workers=2)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_target_fps_keeps_the_frame_shown_at_each_tick(tmp_path):
+    make_videos(tmp_path / "videos")
+    (tmp_path / "list.txt").write_text("a/v1.mp4 0\nb/v3.mp4 0\n")
+    builder = build("fps", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds", fps=10,
+                    short_side=0, workers=1)
+    for name, ex in read_all(builder.data_dir, "train").items():
+        n, fps, w, h, _ = VIDEOS[name]
+        ticks = [k / 10 for k in range(math.ceil(n / fps * 10))]
+        expected = [max(i for i in range(n) if i / fps <= t + 1e-6) for t in ticks]
+        assert [frame_index(f) for f in ex["video"]] == expected
+        assert ex["fps"] == 10 and ex["video"].shape[1:3] == (h, w)
+
+
+def test_official_kinetics_csv_names_classes_in_sorted_order(tmp_path):
+    rows = [("riding a bike", "abcdefghijk", 10, 20), ("air drumming", "ABCDEFGHIJK", 0, 10),
+            ("riding a bike", "zzzzzzzzzzz", 5, 15)]
+    for label, yid, start, end in rows:
+        (tmp_path / "videos" / label).mkdir(parents=True, exist_ok=True)
+        write_video(tmp_path / "videos" / label / f"{yid}_{start:06d}_{end:06d}.mp4", 20, 25, 64, 48)
+    lines = ["label,youtube_id,time_start,time_end,split"] + [f"{l},{y},{s},{e},train" for l, y, s, e in rows]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    builder = build("k", tmp_path / "videos", {"train": tmp_path / "train.csv"}, tmp_path / "tfds", workers=1)
+    assert builder.info.features["label"].names == ["air drumming", "riding a bike"]
+    examples = read_all(builder.data_dir, "train")
+    assert {name: int(ex["label"]) for name, ex in examples.items()} == {
+        "riding a bike/abcdefghijk_000010_000020.mp4": 1, "air drumming/ABCDEFGHIJK_000000_000010.mp4": 0,
+        "riding a bike/zzzzzzzzzzz_000005_000015.mp4": 1}
+
+
+@pytest.mark.parametrize("line, message", [("a/v0.mp4;3", "expected `path,label`"),
+                                           ("a/v0.mp4 7", "outside the classes")])
+def test_bad_list_lines_are_named(tmp_path, line, message):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "list.txt").write_text(f"a/v1.mp4 0\n{line}\n")
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    with pytest.raises(ListError, match=message) as error:
+        build("bad", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds",
+              classes=tmp_path / "classes.txt")
+    assert "list.txt:2" in str(error.value)
+    assert not (tmp_path / "tfds" / "video_classification" / "bad").exists()
+
+
+def dense_expected(length, num_frames, rate, clips):
+    """uniformer-spec §5.1: offset sampling, linspace over the span, clamped, truncated."""
+    span = num_frames * rate
+    delta = max(length - span, 0)
+    starts = [delta // 2] if clips == 1 else [k * (delta // (clips - 1)) for k in range(clips)]
+    return [[int(min(max(s + j * (span - 1) / (num_frames - 1), 0), length - 1)) for j in range(num_frames)]
+            for s in starts]
+
+
+def segment_expected(length, num_frames, clips):
+    """uniformer-spec §5.2: segment starts round(seg * i), test frame start + int(seg / (views + 1) * (k + 1))."""
+    seg = (length - 1) / num_frames
+    return [[int(np.round(seg * i)) + int(seg / (clips + 1) * (k + 1)) for i in range(num_frames)]
+            for k in range(clips)]
+
+
+def eval_batches(source, split, sampling, views, batch_size=2, process_index=0, process_count=1):
+    ds, part, steps = data.eval_dataset(str(source), split, batch_size=batch_size, sampling=sampling, views=views,
+                                        process_index=process_index, process_count=process_count)
+    return list(ds.as_numpy_iterator()), part, steps
+
+
+@pytest.mark.parametrize("mode, num_frames, rate, clips", [("dense", 8, 4, 4), ("dense", 16, 2, 1),
+                                                           ("segment", 8, 1, 2)])
+def test_test_views_hold_the_sampled_frames(dataset, mode, num_frames, rate, clips):
+    sampling = data.Sampling(num_frames, rate, mode)
+    batches, part, steps = eval_batches(dataset, "validation", sampling, data.TestViews(clips, 1, 48, 40))
+    seen = 0
+    for batch in batches:
+        assert batch["video"].shape[1:] == (clips, num_frames, 40, 40, 3) and batch["video"].dtype == np.uint8
+        for video, name, mask in zip(batch["video"], batch["name"], batch["mask"]):
+            if not mask:
+                assert not video.any()
+                continue
+            seen += 1
+            n = VIDEOS[name.decode()][0]
+            expected = (dense_expected(n, num_frames, rate, clips) if mode == "dense"
+                        else segment_expected(n, num_frames, clips))
+            assert [[frame_index(f) for f in clip] for clip in video] == expected
+    assert seen == sum(part.counts) == 4 and steps == 2
+
+
+def test_three_crops_span_the_longer_side(dataset):
+    batches, _, _ = eval_batches(dataset, "validation", data.Sampling(4, 2), data.TestViews(1, 3, 48, 48))
+    for batch in batches:
+        for video, name, mask in zip(batch["video"], batch["name"], batch["mask"]):
+            if not mask:
+                continue
+            _, _, w, h, _ = VIDEOS[name.decode()]
+            green = video[:, 0, 24, :, 1].astype(float)  # the left-to-right ramp, per crop
+            if w > h:  # crops move left to right: left edge, centre, right edge
+                assert green[0, 0] < 20 and green[2, -1] > 235
+                assert green[0].mean() < green[1].mean() < green[2].mean()
+            else:  # crops move top to bottom, all full width
+                assert np.allclose(green, green[1], atol=3)
+
+
+def test_eval_counts_every_video_once_on_any_number_of_processes(dataset):
+    sampling, views = data.Sampling(4, 2), data.TestViews(2, 1, 32, 32)
+    names = set()
+    for count in (1, 2, 3):
+        indices, step_counts = [], set()
+        for index in range(count):
+            batches, part, steps = eval_batches(dataset, "validation", sampling, views, 1, index, count)
+            assert len(batches) == steps
+            step_counts.add(steps)
+            indices += [int(i) for b in batches for i, m in zip(b["index"], b["mask"]) if m]
+            names |= {n for b in batches for n, m in zip(b["name"], b["mask"]) if m}
+        assert sorted(indices) == [0, 1, 2, 3] and len(step_counts) == 1
+    assert len(names) == 4
+
+
+def test_train_clips_are_deterministic_and_augmented(dataset):
+    sampling = data.Sampling(8, 4)
+    aug = data.TrainAugment(crop_size=32, randaugment=False, erasing=0.0, crop_scale=(0.3, 1.0))
+
+    def first(seed, n=6):
+        ds, _ = data.train_dataset(str(dataset), "train", batch_size=4, sampling=sampling, aug=aug, seed=seed)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+
+    a, b, c = first(0), first(0), first(1)
+    assert all((x["video"] == y["video"]).all() and (x["label"] == y["label"]).all() for x, y in zip(a, b))
+    assert any((x["video"] != y["video"]).any() for x, y in zip(a, c))
+    directions = []
+    for batch in a:
+        assert batch["video"].shape == (4, 8, 32, 32, 3) and batch["video"].dtype == np.uint8
+        for clip in batch["video"]:
+            idx = [frame_index(f) for f in clip]
+            steps = np.diff(idx)
+            assert ((steps >= 0) & (steps <= 5)).all()  # dense stride (4 * 8 - 1) / 7 ~ 4.4, clamped at the end
+            ramp = clip[0, 16, :, 1].astype(float)
+            directions.append(np.sign(ramp[-1] - ramp[0]))
+    assert {-1.0, 1.0} <= set(directions)  # horizontal flips happen, and not always
+
+
+def test_repeated_augmentation_gives_two_different_clips_per_video(dataset):
+    ds, _ = data.train_dataset(str(dataset), "train", batch_size=2, sampling=data.Sampling(4, 2),
+                               aug=data.TrainAugment(crop_size=32, repeats=2), seed=3)
+    batch = next(ds.as_numpy_iterator())
+    assert batch["label"][0] == batch["label"][1]
+    assert (batch["video"][0] != batch["video"][1]).any()
+
+
+def test_batch_size_that_does_not_split_over_processes_and_devices_is_refused():
+    assert data.local_batch_size(16, 2, 4) == 8
+    with pytest.raises(data.DataError, match="multiple of 8"):
+        data.local_batch_size(12, 2, 4)
+
+
+def dmvr_record(frames, label, name, one_feature_per_frame=True):
+    jpegs = [tf.io.encode_jpeg(f, quality=95).numpy() for f in frames]
+    example = tf.train.SequenceExample()
+    example.context.feature["clip/label/index"].int64_list.value.append(label)
+    example.context.feature["video/filename"].bytes_list.value.append(name.encode())
+    encoded = example.feature_lists.feature_list["image/encoded"]
+    if one_feature_per_frame:
+        for jpeg in jpegs:
+            encoded.feature.add().bytes_list.value.append(jpeg)
+    else:
+        encoded.feature.add().bytes_list.value.extend(jpegs)
+    return example.SerializeToString()
+
+
+def test_dmvr_sequence_examples_are_read(tmp_path):
+    lengths_ = [30, 9, 50]
+    for shard in range(2):
+        with tf.io.TFRecordWriter(str(tmp_path / f"val-{shard:05d}-of-00002")) as writer:
+            for k, n in enumerate(lengths_[shard::2]):
+                writer.write(dmvr_record([frame(i, 64, 48) for i in range(n)], shard + k, f"v{shard}{k}"))
+    sampling = data.Sampling(4, 3)
+    batches, part, steps = eval_batches(str(tmp_path / "val-*"), "validation", sampling, data.TestViews(2, 1, 48, 48))
+    assert part.counts == [3] and steps == 2
+    found = {}
+    for batch in batches:
+        for video, label, name, mask in zip(batch["video"], batch["label"], batch["name"], batch["mask"]):
+            if mask:
+                found[name.decode()] = (int(label), [[frame_index(f) for f in clip] for clip in video])
+    expected_lengths = {"v00": 30, "v01": 50, "v10": 9}
+    assert {n: lab for n, (lab, _) in found.items()} == {"v00": 0, "v01": 1, "v10": 1}
+    for name, (_, clips) in found.items():
+        assert clips == dense_expected(expected_lengths[name], 4, 3, 2)
+
+
+def test_dmvr_records_in_the_old_single_feature_layout_get_a_clear_error(tmp_path):
+    with tf.io.TFRecordWriter(str(tmp_path / "old.tfrecord")) as writer:
+        writer.write(dmvr_record([frame(i, 32, 32) for i in range(6)], 0, "old", one_feature_per_frame=False))
+    ds, _, _ = data.eval_dataset(str(tmp_path / "old.tfrecord"), "test", batch_size=1, sampling=data.Sampling(2, 1),
+                                 views=data.TestViews(1, 1, 32, 32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="layout from before 2022-02"):
+        list(ds.as_numpy_iterator())
+
+
+def test_unknown_source_and_split_are_named(dataset, tmp_path):
+    with pytest.raises(data.DataError, match="neither a dataset directory"):
+        data.open_split(str(tmp_path / "nothing-*"), "train")
+    with pytest.raises(data.DataError, match="no split 'test'"):
+        data.open_split(str(dataset), "test")
+
+
+WORKER = """
+import sys, jax, numpy as np
+jax.config.update("jax_num_cpu_devices", 2)
+jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from jax.experimental import multihost_utils
+from uniformer_jax import data, sharding
+mesh = sharding.data_mesh()
+local = data.local_batch_size(4, jax.process_count(), jax.local_device_count())
+ds, part, steps = data.eval_dataset(sys.argv[3], "validation", batch_size=local, sampling=data.Sampling(4, 2),
+                                    views=data.TestViews(2, 1, 32, 32), process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+count = jax.jit(lambda b: b["mask"].sum())
+seen = []
+for batch in ds.as_numpy_iterator():
+    batch = sharding.global_batch({"mask": batch["mask"], "index": batch["index"]}, mesh)
+    seen.append(int(count(batch)))
+    gathered = multihost_utils.process_allgather(batch["index"], tiled=True)
+    mask = multihost_utils.process_allgather(batch["mask"], tiled=True)
+    seen.extend(int(i) for i, m in zip(gathered, mask) if m)
+print("RESULT", repr((steps, seen)), flush=True)
+jax.distributed.shutdown()
+"""
+
+
+def test_two_processes_make_global_eval_batches_that_count_each_video_once(dataset, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, str(script), port, str(i), str(dataset)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    results = []
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        results.append(next(line for line in out.splitlines() if line.startswith("RESULT")))
+    assert results[0] == results[1]  # both processes see the same global batches
+    steps, seen = ast.literal_eval(results[0].removeprefix("RESULT "))  # seen: count, its indices, count, ...
+    counts, indices, k = [], [], 0
+    while k < len(seen):
+        counts.append(seen[k])
+        indices += seen[k + 1:k + 1 + seen[k]]
+        k += 1 + seen[k]
+    assert steps == len(counts) == 1 and sum(counts) == 4 and sorted(indices) == [0, 1, 2, 3]
