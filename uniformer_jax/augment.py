@@ -84,8 +84,8 @@ def _autocontrast_lut(hist):
     levels = tf.range(256)
     lo = tf.reduce_min(tf.where(hist > 0, levels[None], 256), axis=1, keepdims=True)
     hi = tf.reduce_max(tf.where(hist > 0, levels[None], -1), axis=1, keepdims=True)
-    scale = 255.0 / tf.cast(tf.maximum(hi - lo, 1), tf.float32)
-    lut = tf.cast(levels[None], tf.float32) * scale - tf.cast(lo, tf.float32) * scale
+    scale = 255.0 / tf.cast(tf.maximum(hi - lo, 1), tf.float64)  # float64, as PIL's Python arithmetic
+    lut = tf.cast(levels[None], tf.float64) * scale - tf.cast(lo, tf.float64) * scale
     lut = tf.clip_by_value(tf.cast(lut, tf.int32), 0, 255)  # int() truncates toward zero, as PIL
     return tf.where(hi > lo, lut, levels[None])
 
