@@ -351,3 +351,18 @@ def test_two_processes_make_global_eval_batches_that_count_each_video_once(datas
         indices += seen[k + 1:k + 1 + seen[k]]
         k += 1 + seen[k]
     assert steps == len(counts) == 1 and sum(counts) == 4 and sorted(indices) == [0, 1, 2, 3]
+
+
+def test_beam_build_writes_the_same_dataset(dataset, tmp_path):
+    root = dataset.parents[3]
+    builder = build("tiny", root / "videos", {"train": root / "train.csv"}, tmp_path / "tfds",
+                    classes=root / "classes.txt", short_side=SHORT_SIDE, beam=True,
+                    beam_options=["--runner=DirectRunner"])
+    beam_dir = Path(builder.data_dir)
+    assert (beam_dir / "skipped-train.tsv").read_text().splitlines() == sorted(
+        (dataset / "skipped-train.tsv").read_text().splitlines())
+    ours, theirs = read_all(beam_dir, "train"), read_all(dataset, "train")
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        assert ours[name]["label"] == theirs[name]["label"]
+        np.testing.assert_array_equal(ours[name]["video"], theirs[name]["video"])

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
+from etils import epath
 
 from uniformer_jax import labels as labels_lib
 from uniformer_jax.video import jpeg_frames
@@ -173,10 +174,10 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _generate_examples(self, split: str, entries: list[Entry]):
         report = self.data_path / f"skipped-{split}.tsv"
         if self._beam:
-            return _BeamExamples(entries, [self._encode_args(e) for e in entries], str(report))
+            return _beam_examples(entries, [self._encode_args(e) for e in entries], str(report))
         return self._examples_in_pool(entries, report)
 
-    def _examples_in_pool(self, entries: list[Entry], report: Path):
+    def _examples_in_pool(self, entries: list[Entry], report: epath.Path):
         skipped = []
         # forkserver: TensorFlow's threads make plain fork unsafe.
         context = multiprocessing.get_context("forkserver")
@@ -185,10 +186,10 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             for entry, result in zip(entries, results):
                 example = _example(entry, result)
                 if isinstance(example, str):
-                    skipped.append((entry.path, example))
+                    skipped.append(_report_line(entry.path, example))
                 else:
                     yield entry.key, example
-        _write_report(report, skipped)
+        _write_report(str(report), skipped)
 
 
 def _encode(args: tuple) -> tuple[list[bytes], float] | str:
@@ -205,12 +206,15 @@ def _example(entry: Entry, result: tuple[list[bytes], float] | str) -> dict | st
     return {"video": frames, "label": entry.label, "name": entry.path, "fps": fps, "num_frames": len(frames)}
 
 
-def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
-    lines = [f"{name}\t{' '.join(reason.split())}" for name, reason in skipped]
-    Path(path).write_text("".join(line + "\n" for line in lines))
+def _report_line(path: str, reason: str) -> str:
+    return f"{path}\t{' '.join(reason.split())}"
 
 
-def _BeamExamples(entries: list[Entry], encode_args: list[tuple], report: str):
+def _write_report(path: str, lines: list[str]) -> None:
+    epath.Path(path).write_text("".join(line + "\n" for line in lines))  # epath: also gs:// on Beam workers
+
+
+def _beam_examples(entries: list[Entry], encode_args: list[tuple], report: str):
     """The Beam form of the split: decoding runs on the Beam workers, skipped videos go to the report."""
     import apache_beam as beam
 
@@ -218,10 +222,10 @@ def _BeamExamples(entries: list[Entry], encode_args: list[tuple], report: str):
         def expand(self, root):
             results = (root | "Entries" >> beam.Create(list(zip(entries, encode_args)))
                        | "Encode" >> beam.Map(lambda item: (item[0], _example(item[0], _encode(item[1]))))
-                       | "Route" >> beam.Partition(lambda item, _: isinstance(item[1], str), 2))
-            (results[1] | "Lines" >> beam.Map(lambda item: f"{item[0].path}\t{' '.join(item[1].split())}")
+                       | "Route" >> beam.Partition(lambda item, _: int(isinstance(item[1], str)), 2))
+            (results[1] | "Lines" >> beam.Map(lambda item: _report_line(item[0].path, item[1]))
              | "Report" >> beam.combiners.ToList()
-             | "Write" >> beam.Map(lambda lines: Path(report).write_text("".join(l + "\n" for l in sorted(lines)))))
+             | "Write" >> beam.Map(lambda lines: _write_report(report, sorted(lines))))
             return results[0] | "Keyed" >> beam.Map(lambda item: (item[0].key, item[1]))
 
     return Examples()
@@ -277,7 +281,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     print(f"dataset: {builder.data_dir}")
     for split in lists:
-        skipped = (Path(builder.data_dir) / f"skipped-{split}.tsv").read_text().splitlines()
+        skipped = (epath.Path(builder.data_dir) / f"skipped-{split}.tsv").read_text().splitlines()
         print(f"  {split}: {builder.info.splits[split].num_examples} videos written, {len(skipped)} skipped"
               + (f" (reasons in skipped-{split}.tsv)" if skipped else ""))
 
