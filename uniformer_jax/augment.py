@@ -217,14 +217,15 @@ def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=(math.log(0.3), m
     fits = (h < height) & (w < width)
     first = tf.argmax(tf.cast(fits, tf.int32))
     h, w = tf.cast(h[first], tf.int32), tf.cast(w[first], tf.int32)
+    h, w = h * tf.cast(tf.reduce_any(fits), tf.int32), w * tf.cast(tf.reduce_any(fits), tf.int32)  # no fit: no box
     top = tf.cast(tf.random.stateless_uniform((), seeds[2]) * tf.cast(shape[1] - h + 1, tf.float32), tf.int32)
     left = tf.cast(tf.random.stateless_uniform((), seeds[3]) * tf.cast(shape[2] - w + 1, tf.float32), tf.int32)
+    noise = ERASE_MEAN + ERASE_STD * tf.random.stateless_normal([shape[0], h, w, 3], seeds[4])
+    noise = tf.cast(tf.clip_by_value(tf.round(noise), 0, 255), tf.uint8)
+    padding = [[0, 0], [top, shape[1] - top - h], [left, shape[2] - left - w], [0, 0]]
     rows, cols = tf.range(shape[1]), tf.range(shape[2])
     box = ((rows >= top) & (rows < top + h))[:, None] & ((cols >= left) & (cols < left + w))[None, :]
-    box = box & tf.reduce_any(fits)
-    noise = ERASE_MEAN + ERASE_STD * tf.random.stateless_normal(tf.shape(frames), seeds[4])
-    noise = tf.cast(tf.clip_by_value(tf.round(noise), 0, 255), tf.uint8)
-    return tf.where(box[None, :, :, None], noise, frames)
+    return tf.where(box[None, :, :, None], tf.pad(noise, padding), frames)
 
 
 def train_augment(frames, aug, seed):

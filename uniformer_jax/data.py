@@ -70,7 +70,10 @@ class Split:
 
 def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1,
                shuffle_files: bool = False, seed: int = 0) -> Split:
-    """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern."""
+    """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
+
+    A DMVR pattern names the files of one split, so `split` only selects among the splits of a TFDS directory.
+    """
     if (Path(source) / "dataset_info.json").is_file():
         return _open_tfds(source, split, process_index, process_count, shuffle_files, seed)
     files = sorted(glob.glob(source))
@@ -255,10 +258,12 @@ def local_batch_size(global_batch: int, process_count: int, local_devices: int) 
 
 def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
                   seed: int = 0, process_index: int = 0, process_count: int = 1,
-                  shuffle_buffer: int = 1024) -> tuple[tf.data.Dataset, Split]:
+                  shuffle_buffer: int = 128) -> tuple[tf.data.Dataset, Split]:
     """An endless, shuffled stream of this process's batches {video (B,T,S,S,3) uint8, label (B,)}.
 
     `batch_size` counts this process's clips; each video yields `aug.repeats` differently augmented clips.
+    The shuffle buffer holds whole encoded videos (about 10 MB each for 10 s at 320p), on top of the
+    shuffling the builder does when it writes the records and the shuffled file order.
     """
     part = open_split(source, split, process_index=process_index, process_count=process_count,
                       shuffle_files=True, seed=seed + process_index)

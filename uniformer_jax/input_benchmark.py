@@ -2,11 +2,11 @@
 
     python -m uniformer_jax.input_benchmark --workdir /tmp/input_bench
 
-makes Kinetics-like videos (10 s, 30 fps, 427x320 H.264), builds them into TFRecords (JPEG frames at short
-side 320), then times on one pinned core: training clips (16x4 sampling, RandAugment, resized crop, flip,
-erasing, 224^2), test clips (4 clips x 1 centre crop, short side 224) and decord decoding the same frames from
-the mp4 files, as the original loader does (decoding only: no resize or augmentation, so it is a lower bound
-of the original's cost). Needs `pip install 'uniformer-jax[bench]'` for decord.
+makes Kinetics-like videos (10 s, 30 fps, 426x320 H.264), builds them into TFRecords (JPEG frames at short
+side 320), then times on pinned cores, for the TFRecord pipeline and for decord decoding the same frames from the
+mp4 files (as the original loader does): the frames alone, training clips (16x4 sampling, RandAugment, resized
+crop, flip, erasing, 224^2; the mp4 frames go through the same augmentation code) and test clips (4 clips x 1
+centre crop, short side 224). Needs `pip install 'uniformer-jax[bench]'` for decord.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 from absl import app, flags
+from PIL import Image
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/uniformer_input_bench", "where the videos and TFRecords go (reused)")
@@ -29,19 +30,29 @@ flags.DEFINE_integer("num_frames", 16, "frames per clip")
 flags.DEFINE_integer("rate", 4, "sampling rate")
 
 
-def make_video(path: Path, seconds: float = 10, fps: int = 30, width: int = 427, height: int = 320, seed=0):
-    """A panning, textured scene: enough detail and motion that H.264 works as on real footage."""
+def _texture(rng, height: int, width: int, cell: int) -> np.ndarray:
+    """Smooth random texture with detail at about `cell` pixels (bicubic upsampling of noise)."""
+    small = rng.integers(0, 256, (height // cell + 2, width // cell + 2, 3), dtype=np.uint8)
+    size = ((width // cell + 2) * cell, (height // cell + 2) * cell)
+    return np.asarray(Image.fromarray(small).resize(size, Image.BICUBIC), np.float32)[:height, :width]
+
+
+def make_video(path: Path, seconds: float = 10, fps: int = 30, width: int = 426, height: int = 320, seed=0):
+    """A panning scene with a moving object and sensor noise; frames compress to about 40 kB as JPEG q90 and
+    the video to about 300 kB, near Kinetics at short side 320."""
     rng = np.random.default_rng(seed)
-    texture = rng.integers(0, 256, (height // 8 + 8, width // 8 + 40, 3), dtype=np.uint8)
-    texture = np.repeat(np.repeat(texture, 8, 0), 8, 1)
+    scene = 0.6 * _texture(rng, height + 64, width + 320, 32) + 0.4 * _texture(rng, height + 64, width + 320, 6)
+    sprite = _texture(rng, 96, 96, 8)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast"}
         for i in range(int(seconds * fps)):
             x, y = i % 300, (i // 3) % 60
-            image = texture[y:y + height, x:x + width].astype(np.int16)
-            image = np.clip(image + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
+            image = scene[y:y + height, x:x + width].copy()
+            ox, oy = int(160 + 120 * np.sin(i / 20)), int(110 + 80 * np.cos(i / 27))
+            image[oy:oy + 96, ox:ox + 96] = sprite
+            image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -57,7 +68,8 @@ def prepare(workdir: Path, count: int) -> tuple[list[Path], str]:
     for k in range(count):
         path = videos / f"v{k:03d}.mp4"
         if not path.exists():
-            make_video(path, seed=k)
+            make_video(path.with_suffix(".tmp.mp4"), seed=k)
+            path.with_suffix(".tmp.mp4").rename(path)
         paths.append(path)
     (workdir / "list.csv").write_text("".join(f"{p.name},{k % 2}\n" for k, p in enumerate(paths)))
     builder = build("bench", videos, {"train": workdir / "list.csv"}, workdir / "tfds", short_side=320)
@@ -74,29 +86,43 @@ def time_iterator(batches, clips_per_batch: int, clips: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def decord_clips(paths: list[Path], sampling, clips_per_video: int, rng) -> float:
-    """Clips per second decoding the frames of the same sampling from the mp4 files with decord."""
+def jpeg_frames(source: str, sampling, clips: int, count: int) -> float:
+    """Clips per second sampling and decoding JPEG frames from the TFRecords, without any resizing."""
+    import tensorflow as tf
+
+    from uniformer_jax import data
+
+    def frames(example):
+        length = tf.shape(example["frames"])[0]
+        starts = data.dense_test_starts(length, sampling.num_frames, sampling.rate, clips)
+        indices = tf.concat([data.dense_indices(length, sampling.num_frames, sampling.rate, starts[k])
+                             for k in range(clips)], 0)
+        return data.decode_frames(tf.gather(example["frames"], tf.unique(indices)[0]))
+
+    examples = data.open_split(source, "train").examples.repeat().map(frames)
+    return time_iterator(examples.as_numpy_iterator(), clips, count)
+
+
+def decord_clips(paths: list[Path], sampling, clips: int, count: int, transform=None) -> float:
+    """Clips per second decoding the same frames from the mp4 files with decord, then `transform` on them."""
     import decord
 
     from uniformer_jax import data
 
-    def indices(length):
-        if clips_per_video == 1:  # training: one random dense clip
-            start = rng.uniform(0, max(length - sampling.num_frames * sampling.rate, 0))
-            return data.dense_indices(length, sampling.num_frames, sampling.rate, start).numpy()
-        starts = data.dense_test_starts(length, sampling.num_frames, sampling.rate, clips_per_video)
+    def plan(length):
+        starts = data.dense_test_starts(length, sampling.num_frames, sampling.rate, clips).numpy()
         return np.concatenate([data.dense_indices(length, sampling.num_frames, sampling.rate, s).numpy()
-                               for s in starts.numpy()])
+                               for s in starts])
 
-    plans = []
-    for path in paths:
-        reader = decord.VideoReader(str(path), num_threads=1)
-        plans.append(indices(len(reader)))
-    start = time.perf_counter()
-    for path, plan in zip(paths, plans):
-        reader = decord.VideoReader(str(path), num_threads=1)
-        reader.get_batch(sorted(set(plan.tolist()))).asnumpy()
-    return len(paths) * clips_per_video / (time.perf_counter() - start)
+    def batches():
+        while True:
+            for path in paths:
+                reader = decord.VideoReader(str(path), num_threads=1)
+                indices = plan(len(reader))
+                frames = reader.get_batch(sorted(set(indices.tolist()))).asnumpy()
+                yield frames if transform is None else transform(frames, indices)
+
+    return time_iterator(batches(), clips, count)
 
 
 def main(argv):
@@ -104,31 +130,51 @@ def main(argv):
     os.sched_setaffinity(0, set(range(FLAGS.cores)))  # before TensorFlow starts its thread pools
     import tensorflow as tf
 
-    from uniformer_jax import data
+    from uniformer_jax import augment, data
 
     workdir = Path(FLAGS.workdir)
     paths, source = prepare(workdir, FLAGS.videos)
-    sampling = data.Sampling(FLAGS.num_frames, FLAGS.rate)
-    train, _ = data.train_dataset(source, "train", batch_size=8, sampling=sampling, aug=data.TrainAugment())
-    train_rate = time_iterator(train.as_numpy_iterator(), 8, FLAGS.clips)
-    views = data.TestViews(clips=4, crops=1)
+    sampling, aug, views = data.Sampling(FLAGS.num_frames, FLAGS.rate), data.TrainAugment(), data.TestViews(4, 1)
+    count = FLAGS.clips
+    train, _ = data.train_dataset(source, "train", batch_size=8, sampling=sampling, aug=aug)
     test, _, _ = data.eval_dataset(source, "train", batch_size=1, sampling=sampling, views=views)
-    test_rate = time_iterator(test.repeat().as_numpy_iterator(), 4, FLAGS.clips)
-    rng = np.random.default_rng(0)
-    repeat = max(1, FLAGS.clips // len(paths))
-    mp4_train = np.mean([decord_clips(paths, sampling, 1, rng) for _ in range(repeat)])
-    mp4_test = np.mean([decord_clips(paths, sampling, 4, rng) for _ in range(max(1, repeat // 4))])
+
+    @tf.function
+    def augment_clip(frames, indices):
+        del indices
+        return augment.train_augment(frames, aug, tf.constant([0, 0], tf.int64))
+
+    @tf.function
+    def test_clips(frames, indices):
+        unique, positions = tf.unique(tf.reshape(indices, [-1]))
+        resized = data.resize_short_side(tf.gather(frames, tf.argsort(tf.argsort(unique))), views.short_side)
+        shape = tf.concat([[views.clips, sampling.num_frames], tf.shape(resized)[1:]], 0)
+        clips = tf.reshape(tf.gather(resized, positions), shape)
+        return tf.map_fn(lambda clip: data.spatial_crops(clip, views.crop_size, views.crops), clips)
+
+    size = np.mean([p.stat().st_size for p in paths]) / 1e3
     cores = FLAGS.cores
     print(f"machine: {platform.processor() or platform.machine()}, {cores} pinned core(s); "
           f"tensorflow {tf.__version__}, av {av.__version__}")
-    print(f"{FLAGS.videos} videos 10 s 30 fps 427x320 H.264 -> JPEG q90 TFRecords; clips {FLAGS.num_frames}x"
-          f"{FLAGS.rate}, 224^2, uint8")
-    print(f"{'pipeline':<44}{'clips/s/core':>14}{'vs mp4':>9}")
-    print(f"{'train (RandAugment, crop, flip, erasing)':<44}{train_rate / cores:>14.2f}{train_rate / mp4_train:>9.2f}")
-    print(f"{'mp4 + decord, train clip frames (decode only)':<44}{mp4_train / cores:>14.2f}{1:>9.2f}")
-    print(f"{'test (4 clips x 1 crop, short side 224)':<44}{test_rate / cores:>14.2f}{test_rate / mp4_test:>9.2f}")
-    print(f"{'mp4 + decord, test clip frames (decode only)':<44}{mp4_test / cores:>14.2f}{1:>9.2f}")
-
+    frame_kb = sum(f.stat().st_size for f in Path(source).glob("*.tfrecord*")) / 1e3 / (300 * len(paths))
+    print(f"{len(paths)} videos, 10 s 30 fps 426x320 H.264 ({size:.0f} kB each) -> JPEG q90 TFRecords "
+          f"({frame_kb:.0f} kB a frame); "
+          f"{sampling.num_frames}x{sampling.rate} clips, 224^2, uint8")
+    print(f"{'clips/s per core':<50}{'TFRecords':>10}{'mp4+decord':>12}{'ratio':>8}", flush=True)
+    rows = [  # (name, ours, mp4), each timed when its row is printed
+        ("train clip frames, decode only", lambda: jpeg_frames(source, sampling, 1, count),
+         lambda: decord_clips(paths, sampling, 1, count)),
+        ("train clips (RandAugment, crop, flip, erasing)", lambda: time_iterator(train.as_numpy_iterator(), 8, count),
+         lambda: decord_clips(paths, sampling, 1, count, lambda f, i: augment_clip(f, i).numpy())),
+        ("test clip frames, decode only", lambda: jpeg_frames(source, sampling, 4, count),
+         lambda: decord_clips(paths, sampling, 4, count)),
+        ("test clips (4 x 1 centre crop, short side 224)",
+         lambda: time_iterator(test.repeat().as_numpy_iterator(), 4, count),
+         lambda: decord_clips(paths, sampling, 4, count, lambda f, i: test_clips(f, i).numpy())),
+    ]
+    for name, ours, mp4 in rows:
+        ours, mp4 = ours(), mp4()
+        print(f"{name:<50}{ours / cores:>10.2f}{mp4 / cores:>12.2f}{ours / mp4:>8.2f}", flush=True)
 
 if __name__ == "__main__":
     app.run(main)
