@@ -2,7 +2,7 @@
 
 RandAugment follows timm's `rand-m7-n4-mstd0.5-inc1` as SlowFast applies it: the same ops and magnitudes for
 every frame of a clip, each op applied with probability 0.5. The image ops follow PIL, which the original uses
-(per frame, like PIL). Geometric ops interpolate bilinearly: TensorFlow's projective transform has no bicubic.
+(per frame, like PIL). Geometric ops interpolate bilinearly where the original used bicubic.
 All randomness is stateless, drawn from the seed given.
 """
 
@@ -57,15 +57,12 @@ def sharpness(frames, factor):
 
 def _channel_luts(frames, make_lut):
     """Applies a 256-entry lookup table made per frame and channel from that channel's histogram."""
-    shape = tf.shape(frames)
-    channels = tf.reshape(tf.transpose(tf.cast(frames, tf.int32), [0, 3, 1, 2]), [shape[0] * 3, -1])
-    groups = tf.shape(channels)[0]
-    offsets = tf.range(groups)[:, None] * 256
-    hist = tf.reshape(tf.math.bincount(tf.reshape(channels + offsets, [-1]), minlength=groups * 256,
-                                       maxlength=groups * 256), [groups, 256])
-    lut = tf.cast(make_lut(hist), tf.int32)
-    out = tf.gather(tf.reshape(lut, [-1]), channels + offsets)
-    return tf.cast(tf.transpose(tf.reshape(out, [shape[0], 3, shape[1], shape[2]]), [0, 2, 3, 1]), tf.uint8)
+    groups = tf.shape(frames)[0] * 3
+    offsets = tf.reshape(tf.range(groups) * 256, [-1, 1, 1, 3])  # a bin range per (frame, channel)
+    bins = tf.cast(frames, tf.int32) + offsets
+    hist = tf.reshape(tf.math.bincount(tf.reshape(bins, [-1]), minlength=groups * 256, maxlength=groups * 256),
+                      [groups, 256])
+    return tf.cast(tf.gather(tf.reshape(make_lut(hist), [-1]), bins), tf.uint8)
 
 
 def _equalize_lut(hist):
@@ -117,19 +114,32 @@ def solarize_add(frames, add, threshold=128):
 
 
 def affine(frames, matrix):
-    """PIL's Image.transform(AFFINE, matrix): output pixel (x, y) samples the input at matrix @ (x, y, 1).
+    """PIL's Image.transform(AFFINE, matrix), bilinear: output pixel (x, y) samples the input at matrix @ (x, y, 1).
 
-    PIL works on pixel centres (+0.5), TensorFlow on pixel indices; the matrix is shifted accordingly.
+    PIL works on pixel centres (+0.5), here pixel indices; the matrix is shifted accordingly. Samples outside the
+    frame take the fill colour. All frames share the sampling grid, so each tap gathers all frames at once.
     """
     a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
-    c = a * 0.5 + b * 0.5 + c - 0.5
-    f = d * 0.5 + e * 0.5 + f - 0.5
-    transform = tf.stack([a, b, c, d, e, f, 0.0, 0.0])[None]
     shape = tf.shape(frames)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(frames, tf.float32), transforms=tf.tile(transform, [shape[0], 1]),
-        output_shape=shape[1:3], fill_value=float(FILL), interpolation="BILINEAR", fill_mode="CONSTANT")
-    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+    length, height, width = shape[0], shape[1], shape[2]
+    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32) + 0.5, tf.range(width, dtype=tf.float32) + 0.5,
+                         indexing="ij")
+    sx, sy = a * xs + b * ys + c - 0.5, d * xs + e * ys + f - 0.5
+    x0, y0 = tf.floor(sx), tf.floor(sy)
+    wx, wy = tf.reshape(sx - x0, [-1, 1]), tf.reshape(sy - y0, [-1, 1])
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    pixels = tf.reshape(tf.transpose(frames, [1, 2, 0, 3]), [height * width, length * 3])
+    pixels = tf.concat([pixels, tf.fill([1, length * 3], tf.constant(FILL, tf.uint8))], 0)
+
+    def tap(y, x):
+        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        index = tf.where(inside, y * width + x, height * width)  # outside: the fill row
+        return tf.cast(tf.gather(pixels, tf.reshape(index, [-1])), tf.float32)
+
+    top = tap(y0, x0) * (1 - wx) + tap(y0, x0 + 1) * wx
+    bottom = tap(y0 + 1, x0) * (1 - wx) + tap(y0 + 1, x0 + 1) * wx
+    out = tf.cast(tf.clip_by_value(tf.round(top * (1 - wy) + bottom * wy), 0, 255), tf.uint8)
+    return tf.transpose(tf.reshape(out, [height, width, length, 3]), [2, 0, 1, 3])
 
 
 def rotate(frames, degrees):
