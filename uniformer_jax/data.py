@@ -186,11 +186,8 @@ def resize_short_side(frames, size: int):
     new = tf.cond(width < height,
                   lambda: tf.stack([tf.floor(height / width * size), tf.constant(size, tf.float64)]),
                   lambda: tf.stack([tf.constant(size, tf.float64), tf.floor(width / height * size)]))
-    return to_uint8(tf.image.resize(frames, tf.cast(new, tf.int32), method="bilinear"))
-
-
-def to_uint8(frames):
-    return tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
+    # Bilinear weights are convex, so values stay in [0, 255]: rounding is enough.
+    return tf.cast(tf.round(tf.image.resize(frames, tf.cast(new, tf.int32), method="bilinear")), tf.uint8)
 
 
 def spatial_crops(frames, size: int, crops: int):
@@ -221,11 +218,11 @@ def test_views(example, sampling: Sampling, views: TestViews):
                             for k in range(views.clips)])
     unique, positions = tf.unique(tf.reshape(indices, [-1]))  # overlapping clips decode shared frames once
     decoded = resize_short_side(decode_frames(tf.gather(frames, unique)), views.short_side)
-    clips = tf.reshape(tf.gather(decoded, positions),
-                       tf.concat([[views.clips, sampling.num_frames], tf.shape(decoded)[1:]], 0))
-    crops = tf.map_fn(lambda clip: spatial_crops(clip, views.crop_size, views.crops), clips)
+    crops = tf.gather(spatial_crops(decoded, views.crop_size, views.crops), positions, axis=1)
     size = views.crop_size
-    return tf.reshape(crops, (views.clips * views.crops, sampling.num_frames, size, size, 3))
+    crops = tf.reshape(crops, (views.crops, views.clips, sampling.num_frames, size, size, 3))
+    return tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
+                      (views.clips * views.crops, sampling.num_frames, size, size, 3))
 
 
 def train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):
