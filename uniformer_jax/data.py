@@ -206,23 +206,30 @@ def spatial_crops(frames, size: int, crops: int):
 
 # --- pipelines -------------------------------------------------------------------------------------------------
 
-def test_views(example, sampling: Sampling, views: TestViews):
-    """All views of one video, (clips * crops, T, S, S, 3) uint8, clip-major."""
-    frames = example["frames"]
-    length = tf.shape(frames)[0]
+def test_indices(length, sampling: Sampling, views: TestViews):
+    """The frame indices of each temporal test clip, (clips, T)."""
     if sampling.mode == "dense":
         starts = dense_test_starts(length, sampling.num_frames, sampling.rate, views.clips)
-        indices = tf.map_fn(lambda s: dense_indices(length, sampling.num_frames, sampling.rate, s), starts)
-    else:
-        indices = tf.stack([segment_test_indices(length, sampling.num_frames, k, views.clips)
-                            for k in range(views.clips)])
-    unique, positions = tf.unique(tf.reshape(indices, [-1]))  # overlapping clips decode shared frames once
-    decoded = resize_short_side(decode_frames(tf.gather(frames, unique)), views.short_side)
-    crops = tf.gather(spatial_crops(decoded, views.crop_size, views.crops), positions, axis=1)
+        return tf.map_fn(lambda s: dense_indices(length, sampling.num_frames, sampling.rate, s), starts)
+    return tf.stack([segment_test_indices(length, sampling.num_frames, k, views.clips) for k in range(views.clips)])
+
+
+def views_from_frames(decoded, positions, sampling: Sampling, views: TestViews):
+    """(clips * crops, T, S, S, 3) views, clip-major, from decoded frames and each view frame's position in them."""
+    resized = resize_short_side(decoded, views.short_side)
+    crops = tf.gather(spatial_crops(resized, views.crop_size, views.crops), positions, axis=1)
     size = views.crop_size
     crops = tf.reshape(crops, (views.crops, views.clips, sampling.num_frames, size, size, 3))
     return tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
                       (views.clips * views.crops, sampling.num_frames, size, size, 3))
+
+
+def test_views(example, sampling: Sampling, views: TestViews):
+    """All views of one video; overlapping clips decode their shared frames once."""
+    frames = example["frames"]
+    indices = test_indices(tf.shape(frames)[0], sampling, views)
+    unique, positions = tf.unique(tf.reshape(indices, [-1]))
+    return views_from_frames(decode_frames(tf.gather(frames, unique)), positions, sampling, views)
 
 
 def train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):

@@ -86,43 +86,39 @@ def time_iterator(batches, clips_per_batch: int, clips: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def jpeg_frames(source: str, sampling, clips: int, count: int) -> float:
+def jpeg_frames(source: str, sampling, views, count: int) -> float:
     """Clips per second sampling and decoding JPEG frames from the TFRecords, without any resizing."""
     import tensorflow as tf
 
     from uniformer_jax import data
 
     def frames(example):
-        length = tf.shape(example["frames"])[0]
-        starts = data.dense_test_starts(length, sampling.num_frames, sampling.rate, clips)
-        indices = tf.concat([data.dense_indices(length, sampling.num_frames, sampling.rate, starts[k])
-                             for k in range(clips)], 0)
-        return data.decode_frames(tf.gather(example["frames"], tf.unique(indices)[0]))
+        indices = data.test_indices(tf.shape(example["frames"])[0], sampling, views)
+        return data.decode_frames(tf.gather(example["frames"], tf.unique(tf.reshape(indices, [-1]))[0]))
 
     examples = data.open_split(source, "train").examples.repeat().map(frames)
-    return time_iterator(examples.as_numpy_iterator(), clips, count)
+    return time_iterator(examples.as_numpy_iterator(), views.clips, count)
 
 
-def decord_clips(paths: list[Path], sampling, clips: int, count: int, transform=None) -> float:
-    """Clips per second decoding the same frames from the mp4 files with decord, then `transform` on them."""
+def decord_clips(paths: list[Path], sampling, views, count: int, transform=None) -> float:
+    """Clips per second decoding the same frames from the mp4 files with decord, then `transform` on them.
+
+    `transform(frames, positions)` gets the distinct frames in order and each clip frame's position among them.
+    """
     import decord
 
     from uniformer_jax import data
-
-    def plan(length):
-        starts = data.dense_test_starts(length, sampling.num_frames, sampling.rate, clips).numpy()
-        return np.concatenate([data.dense_indices(length, sampling.num_frames, sampling.rate, s).numpy()
-                               for s in starts])
 
     def batches():
         while True:
             for path in paths:
                 reader = decord.VideoReader(str(path), num_threads=1)
-                indices = plan(len(reader))
-                frames = reader.get_batch(sorted(set(indices.tolist()))).asnumpy()
-                yield frames if transform is None else transform(frames, indices)
+                indices = data.test_indices(len(reader), sampling, views).numpy().reshape(-1)
+                unique = np.unique(indices)
+                frames = reader.get_batch(unique.tolist()).asnumpy()
+                yield frames if transform is None else transform(frames, np.searchsorted(unique, indices))
 
-    return time_iterator(batches(), clips, count)
+    return time_iterator(batches(), views.clips, count)
 
 
 def main(argv):
@@ -140,17 +136,11 @@ def main(argv):
     test, _, _ = data.eval_dataset(source, "train", batch_size=1, sampling=sampling, views=views)
 
     @tf.function
-    def augment_clip(frames, indices):
-        del indices
-        return augment.train_augment(frames, aug, tf.constant([0, 0], tf.int64))
+    def augment_clip(frames, positions):
+        return augment.train_augment(tf.gather(frames, positions), aug, tf.constant([0, 0], tf.int64))
 
-    @tf.function
-    def test_clips(frames, indices):
-        unique, positions = tf.unique(tf.reshape(indices, [-1]))
-        resized = data.resize_short_side(tf.gather(frames, tf.argsort(tf.argsort(unique))), views.short_side)
-        shape = tf.concat([[views.clips, sampling.num_frames], tf.shape(resized)[1:]], 0)
-        clips = tf.reshape(tf.gather(resized, positions), shape)
-        return tf.map_fn(lambda clip: data.spatial_crops(clip, views.crop_size, views.crops), clips)
+    test_clips = tf.function(lambda frames, positions: data.views_from_frames(frames, positions, sampling, views))
+    one_clip = data.TestViews(clips=1)  # a training clip's frames: as many as one test clip's
 
     size = np.mean([p.stat().st_size for p in paths]) / 1e3
     cores = FLAGS.cores
@@ -162,19 +152,20 @@ def main(argv):
           f"{sampling.num_frames}x{sampling.rate} clips, 224^2, uint8")
     print(f"{'clips/s per core':<50}{'TFRecords':>10}{'mp4+decord':>12}{'ratio':>8}", flush=True)
     rows = [  # (name, ours, mp4), each timed when its row is printed
-        ("train clip frames, decode only", lambda: jpeg_frames(source, sampling, 1, count),
-         lambda: decord_clips(paths, sampling, 1, count)),
+        ("train clip frames, decode only", lambda: jpeg_frames(source, sampling, one_clip, count),
+         lambda: decord_clips(paths, sampling, one_clip, count)),
         ("train clips (RandAugment, crop, flip, erasing)", lambda: time_iterator(train.as_numpy_iterator(), 8, count),
-         lambda: decord_clips(paths, sampling, 1, count, lambda f, i: augment_clip(f, i).numpy())),
-        ("test clip frames, decode only", lambda: jpeg_frames(source, sampling, 4, count),
-         lambda: decord_clips(paths, sampling, 4, count)),
+         lambda: decord_clips(paths, sampling, one_clip, count, lambda f, p: augment_clip(f, p).numpy())),
+        ("test clip frames, decode only", lambda: jpeg_frames(source, sampling, views, count),
+         lambda: decord_clips(paths, sampling, views, count)),
         ("test clips (4 x 1 centre crop, short side 224)",
          lambda: time_iterator(test.repeat().as_numpy_iterator(), 4, count),
-         lambda: decord_clips(paths, sampling, 4, count, lambda f, i: test_clips(f, i).numpy())),
+         lambda: decord_clips(paths, sampling, views, count, lambda f, p: test_clips(f, p).numpy())),
     ]
     for name, ours, mp4 in rows:
         ours, mp4 = ours(), mp4()
         print(f"{name:<50}{ours / cores:>10.2f}{mp4 / cores:>12.2f}{ours / mp4:>8.2f}", flush=True)
+
 
 if __name__ == "__main__":
     app.run(main)
