@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 
 from tests.videos import frame, frame_index, write_video
 from uniformer_jax import data
-from uniformer_jax.dataset_builder import ListError, build
+from uniformer_jax.dataset_builder import BuildError, build
 
 VIDEOS = {  # relative path: (frames, fps, width, height, codec)
     "a/v0.mp4": (40, 25, 160, 120, "libx264"),
@@ -137,7 +137,7 @@ def test_bad_list_lines_are_named(tmp_path, line, message):
     (tmp_path / "videos").mkdir()
     (tmp_path / "list.txt").write_text(f"a/v1.mp4 0\n{line}\n")
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    with pytest.raises(ListError, match=message) as error:
+    with pytest.raises(BuildError, match=message) as error:
         build("bad", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds",
               classes=tmp_path / "classes.txt")
     assert "list.txt:2" in str(error.value)
@@ -366,3 +366,23 @@ def test_beam_build_writes_the_same_dataset(dataset, tmp_path):
     for name in ours:
         assert ours[name]["label"] == theirs[name]["label"]
         np.testing.assert_array_equal(ours[name]["video"], theirs[name]["video"])
+
+
+def test_a_dataset_is_not_reused_for_other_settings(dataset):
+    root = dataset.parents[3]
+    with pytest.raises(BuildError, match="built from other videos, lists or settings"):
+        build("tiny", root / "videos", {"train": root / "train.csv", "validation": root / "val.txt"}, root / "tfds",
+              classes=root / "classes.txt", short_side=SHORT_SIDE + 2, workers=2)
+
+
+def test_command_line_errors_are_one_line(tmp_path):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    (tmp_path / "classes.txt").write_text("x\t0\ny\t5\n")
+    result = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--name=x",
+                             f"--videos={tmp_path / 'videos'}", f"--train={tmp_path / 'list.txt'}",
+                             f"--classes={tmp_path / 'classes.txt'}", f"--out={tmp_path / 'out'}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: label file")
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "video_classification").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import json
 import multiprocessing
 import os
 import sys
@@ -31,8 +32,8 @@ SPLITS = ("train", "validation", "test")
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
 
 
-class ListError(ValueError):
-    """A list file or class file that cannot be used; the message names the file and line."""
+class BuildError(ValueError):
+    """Lists, class files or settings that cannot be built; the message names the file and line, or the clash."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,22 +59,22 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None) -> tup
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise ListError(f"cannot read list file {path}: {e}") from None
+        raise BuildError(f"cannot read list file {path}: {e}") from None
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
     if not rows:
-        raise ListError(f"list file {path} is empty")
+        raise BuildError(f"list file {path} is empty")
     if rows[0][1].replace(" ", "").startswith("label,youtube_id,time_start,time_end"):
         return _read_kinetics_csv(path, rows, video_dir)
     entries = []
     for n, line in rows:
         parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
         if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
-            raise ListError(f"{path}:{n}: expected `path,label` (Sense-X csv) or `path label` (MMAction2) "
+            raise BuildError(f"{path}:{n}: expected `path,label` (Sense-X csv) or `path label` (MMAction2) "
                             f"with an integer label, got {line!r}")
         label = int(parts[1])
         if label < 0 or (class_names is not None and label >= len(class_names)):
             known = f"0..{len(class_names) - 1}" if class_names else "0 or more"
-            raise ListError(f"{path}:{n}: label {label} is outside the classes ({known})")
+            raise BuildError(f"{path}:{n}: label {label} is outside the classes ({known})")
         entries.append(Entry(str(n), parts[0].strip(), label))
     return entries, []
 
@@ -83,7 +84,7 @@ def _read_kinetics_csv(path: Path, rows, video_dir: Path) -> tuple[list[Entry], 
     entries, names = [], []
     for (n, _), row in zip(rows[1:], csv.reader([line for _, line in rows[1:]])):
         if len(row) < 4:
-            raise ListError(f"{path}:{n}: expected `label,youtube_id,time_start,time_end,split`, got {row}")
+            raise BuildError(f"{path}:{n}: expected `label,youtube_id,time_start,time_end,split`, got {row}")
         label, youtube_id, start, end = (field.strip() for field in row[:4])
         stem = f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
         relative = files.get(stem) or files.get(youtube_id) or stem + ".mp4"
@@ -105,7 +106,7 @@ def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names:
     index = {labels_lib.normalise(n): i for i, n in enumerate(class_names)}
     unknown = sorted(n for n in named if labels_lib.normalise(n) not in index)
     if unknown:
-        raise ListError(f"label names not in the class list: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        raise BuildError(f"label names not in the class list: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
     out = {}
     for split, (entries, names) in lists.items():
         if names:
@@ -253,10 +254,17 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
           short_side: int = 320, fps: float | None = None, jpeg_quality: int = 90, workers: int | None = None,
           beam: bool = False, beam_options: list[str] = ()) -> VideoClassification:
     """Builds (or finds already built) the dataset and returns its builder."""
-    config = VideoConfig(name=name, videos=str(Path(videos).resolve()),
-                         lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())), classes=classes,
-                         short_side=short_side or 0, fps=fps, jpeg_quality=jpeg_quality)
+    settings = dict(videos=str(Path(videos).resolve()),
+                    lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())),
+                    classes=str(Path(classes).resolve()) if classes else None, short_side=short_side or 0, fps=fps,
+                    jpeg_quality=jpeg_quality)
+    # The settings go into the stored dataset info, so a rebuild with other settings cannot reuse the old data.
+    config = VideoConfig(name=name, description=json.dumps(settings, sort_keys=True), **settings)
     builder = VideoClassification(config=config, data_dir=out, workers=workers, beam=beam)
+    stored = epath.Path(builder.data_dir) / "dataset_info.json"
+    if stored.exists() and json.loads(stored.read_text()).get("configDescription") != config.description:
+        raise BuildError(f"{builder.data_dir} was built from other videos, lists or settings; choose another "
+                         f"--name, or remove that directory to rebuild it")
     download_config = tfds.download.DownloadConfig(manual_dir=config.videos)
     if beam:
         from apache_beam.options.pipeline_options import PipelineOptions
@@ -277,7 +285,7 @@ def main(argv):
         builder = build(FLAGS.name, FLAGS.videos, lists, FLAGS.out, classes=FLAGS.classes,
                         short_side=FLAGS.short_side, fps=FLAGS.fps, jpeg_quality=FLAGS.jpeg_quality,
                         workers=FLAGS.workers, beam=FLAGS.beam, beam_options=FLAGS.beam_option)
-    except ListError as e:
+    except ValueError as e:  # BuildError, or an unreadable class file
         sys.exit(f"error: {e}")
     print(f"dataset: {builder.data_dir}")
     for split in lists:
