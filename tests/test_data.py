@@ -186,19 +186,22 @@ def test_test_views_hold_the_sampled_frames(dataset, mode, num_frames, rate, cli
     assert seen == sum(part.counts) == 4 and steps == 2
 
 
-def test_three_crops_span_the_longer_side(dataset):
-    batches, _, _ = eval_batches(dataset, "validation", data.Sampling(4, 2), data.TestViews(1, 3, 48, 48))
+def test_three_crops_span_the_longer_side_for_each_clip(dataset):
+    batches, _, _ = eval_batches(dataset, "validation", data.Sampling(4, 2), data.TestViews(2, 3, 48, 48))
     for batch in batches:
         for video, name, mask in zip(batch["video"], batch["name"], batch["mask"]):
             if not mask:
                 continue
-            _, _, w, h, _ = VIDEOS[name.decode()]
-            green = video[:, 0, 24, :, 1].astype(float)  # the left-to-right ramp, per crop
-            if w > h:  # crops move left to right: left edge, centre, right edge
-                assert green[0, 0] < 20 and green[2, -1] > 235
-                assert green[0].mean() < green[1].mean() < green[2].mean()
-            else:  # crops move top to bottom, all full width
-                assert np.allclose(green, green[1], atol=3)
+            n, _, w, h, _ = VIDEOS[name.decode()]
+            views = video.reshape(2, 3, *video.shape[1:])  # clip-major: view k * crops + j
+            for clip, expected in zip(views, dense_expected(n, 4, 2, 2)):
+                assert all([frame_index(f) for f in crop] == expected for crop in clip)
+                green = clip[:, 0, 24, :, 1].astype(float)  # the left-to-right ramp, per crop
+                if w > h:  # crops move left to right: left edge, centre, right edge
+                    assert green[0, 0] < 20 and green[2, -1] > 235
+                    assert green[0].mean() < green[1].mean() < green[2].mean()
+                else:  # crops move top to bottom, all full width
+                    assert np.allclose(green, green[1], atol=3)
 
 
 def test_eval_counts_every_video_once_on_any_number_of_processes(dataset):
@@ -245,6 +248,12 @@ def test_repeated_augmentation_gives_two_different_clips_per_video(dataset):
     batch = next(ds.as_numpy_iterator())
     assert batch["label"][0] == batch["label"][1]
     assert (batch["video"][0] != batch["video"][1]).any()
+
+
+def test_normalise_matches_mmaction2_constants():
+    video = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16, 1)
+    expected = (video.astype(np.float64) - 114.75) / 57.375  # MMAction2's mean/std on the 0-255 scale
+    np.testing.assert_allclose(np.asarray(data.normalise(video)), expected, atol=1e-5)
 
 
 def test_batch_size_that_does_not_split_over_processes_and_devices_is_refused():
