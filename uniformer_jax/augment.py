@@ -14,7 +14,7 @@ import tensorflow as tf
 
 MAX_LEVEL = 10.0
 FILL = 128  # timm's default fill colour for geometric ops
-ERASE_MEAN, ERASE_STD = 0.45 * 255, 0.225 * 255  # random erasing draws N(0, 1) in normalised units
+MEAN, STD = 0.45 * 255, 0.225 * 255  # the original's normalisation (0.45 / 0.225 on the 0-1 scale)
 
 
 def _blend(degenerate, frames, factor):
@@ -206,14 +206,18 @@ def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: floa
     return frames
 
 
+def resize(frames, size):
+    """Bilinear resize (half-pixel centres) of uint8 frames to `size` (height, width), rounded to uint8."""
+    # Bilinear weights are convex, so values stay in [0, 255]: rounding is enough.
+    return tf.cast(tf.round(tf.image.resize(frames, size, method="bilinear")), tf.uint8)
+
+
 def random_resized_crop(frames, size: int, scale, ratio, seed):
     """A random box of `scale` of the area and `ratio` aspect (10 tries, else the whole frame), resized to size."""
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(frames)[1:4], tf.zeros([1, 0, 4]), seed, min_object_covered=0.0,
         aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
-    crop = tf.slice(frames, tf.concat([[0], begin], 0), tf.concat([[-1], extent], 0))
-    out = tf.image.resize(crop, [size, size], method="bilinear")
-    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+    return resize(tf.slice(frames, tf.concat([[0], begin], 0), tf.concat([[-1], extent], 0)), [size, size])
 
 
 def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=(math.log(0.3), math.log(1 / 0.3)), tries: int = 10):
@@ -230,7 +234,7 @@ def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=(math.log(0.3), m
     h, w = h * tf.cast(tf.reduce_any(fits), tf.int32), w * tf.cast(tf.reduce_any(fits), tf.int32)  # no fit: no box
     top = tf.cast(tf.random.stateless_uniform((), seeds[2]) * tf.cast(shape[1] - h + 1, tf.float32), tf.int32)
     left = tf.cast(tf.random.stateless_uniform((), seeds[3]) * tf.cast(shape[2] - w + 1, tf.float32), tf.int32)
-    noise = ERASE_MEAN + ERASE_STD * tf.random.stateless_normal([shape[0], h, w, 3], seeds[4])
+    noise = MEAN + STD * tf.random.stateless_normal([shape[0], h, w, 3], seeds[4])  # N(0, 1) normalised
     noise = tf.cast(tf.clip_by_value(tf.round(noise), 0, 255), tf.uint8)
     padding = [[0, 0], [top, shape[1] - top - h], [left, shape[2] - left - w], [0, 0]]
     rows, cols = tf.range(shape[1]), tf.range(shape[2])

@@ -18,8 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from uniformer_jax import augment
-
-MEAN, STD = 0.45 * 255, 0.225 * 255  # the original's 0.45 / 0.225 on the 0-1 scale
+from uniformer_jax.augment import MEAN, STD
 
 
 class DataError(ValueError):
@@ -186,8 +185,7 @@ def resize_short_side(frames, size: int):
     new = tf.cond(width < height,
                   lambda: tf.stack([tf.floor(height / width * size), tf.constant(size, tf.float64)]),
                   lambda: tf.stack([tf.constant(size, tf.float64), tf.floor(width / height * size)]))
-    # Bilinear weights are convex, so values stay in [0, 255]: rounding is enough.
-    return tf.cast(tf.round(tf.image.resize(frames, tf.cast(new, tf.int32), method="bilinear")), tf.uint8)
+    return augment.resize(frames, tf.cast(new, tf.int32))
 
 
 def spatial_crops(frames, size: int, crops: int):
@@ -244,9 +242,9 @@ def train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):
     return augment.train_augment(decode_frames(tf.gather(frames, indices)), aug, seeds[1])
 
 
-def _options(deterministic: bool = True) -> tf.data.Options:
+def _options() -> tf.data.Options:
     options = tf.data.Options()
-    options.deterministic = deterministic
+    options.deterministic = True
     options.threading.private_threadpool_size = os.cpu_count() or 1
     options.threading.max_intra_op_parallelism = 1  # parallelism comes from the maps, not within an op
     options.autotune.enabled = True
@@ -294,7 +292,7 @@ def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling
     processes. Returns the dataset, the split part and the number of steps.
     """
     part = open_split(source, split, process_index=process_index, process_count=process_count)
-    steps = math.ceil(max(part.counts) / batch_size) if max(part.counts) else 0
+    steps = math.ceil(max(part.counts) / batch_size)
 
     def views_of(example):
         return {"video": test_views(example, sampling, views), "label": example["label"],

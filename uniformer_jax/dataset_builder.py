@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -54,8 +55,12 @@ def _kinetics_files(video_dir: Path) -> dict[str, str]:
     return found
 
 
-def read_list(path: Path, video_dir: Path, class_names: list[str] | None) -> tuple[list[Entry], list[str]]:
-    """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv)."""
+def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_files=_kinetics_files
+              ) -> tuple[list[Entry], list[str]]:
+    """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv).
+
+    `find_files(video_dir)` indexes the video files that Kinetics csv rows name by YouTube id.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -64,13 +69,13 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None) -> tup
     if not rows:
         raise BuildError(f"list file {path} is empty")
     if rows[0][1].replace(" ", "").startswith("label,youtube_id,time_start,time_end"):
-        return _read_kinetics_csv(path, rows, video_dir)
+        return _read_kinetics_csv(path, rows, find_files(video_dir))
     entries = []
     for n, line in rows:
         parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
         if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
             raise BuildError(f"{path}:{n}: expected `path,label` (Sense-X csv) or `path label` (MMAction2) "
-                            f"with an integer label, got {line!r}")
+                             f"with an integer label, got {line!r}")
         label = int(parts[1])
         if label < 0 or (class_names is not None and label >= len(class_names)):
             known = f"0..{len(class_names) - 1}" if class_names else "0 or more"
@@ -79,8 +84,7 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None) -> tup
     return entries, []
 
 
-def _read_kinetics_csv(path: Path, rows, video_dir: Path) -> tuple[list[Entry], list[str]]:
-    files = _kinetics_files(video_dir)
+def _read_kinetics_csv(path: Path, rows, files: dict[str, str]) -> tuple[list[Entry], list[str]]:
     entries, names = [], []
     for (n, _), row in zip(rows[1:], csv.reader([line for _, line in rows[1:]])):
         if len(row) < 4:
@@ -146,16 +150,16 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         if self._lists is None:
             config, video_dir = self.builder_config, Path(self.builder_config.videos)
             classes = labels_lib.read_class_names(config.classes) if config.classes else None
-            self._lists = resolve_labels({split: read_list(Path(path), video_dir, classes)
+            find_files = functools.cache(_kinetics_files)  # one scan of the video tree for all the lists
+            self._lists = resolve_labels({split: read_list(Path(path), video_dir, classes, find_files)
                                           for split, path in config.lists}, classes)
         return self._lists
 
     def _info(self) -> tfds.core.DatasetInfo:
-        names = self._read_lists()[1] if self.builder_config.lists else None
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(names=names),
+                "label": tfds.features.ClassLabel(names=self._read_lists()[1]),
                 "name": tfds.features.Text(),
                 "fps": tfds.features.Scalar(np.float32),
                 "num_frames": tfds.features.Scalar(np.int32),

@@ -20,9 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import convert.__main__ as convert_cli
-from uniformer_jax import create_model, load_pretrained, save_pretrained
-
-MEAN, STD = 0.45, 0.225  # Sense-X normalisation on the 0-1 scale
+from uniformer_jax import create_model, data, load_pretrained, save_pretrained
 
 
 def moving_disc(frames: int, size: int = 224) -> np.ndarray:
@@ -33,11 +31,6 @@ def moving_disc(frames: int, size: int = 224) -> np.ndarray:
         cx = size * (0.15 + 0.7 * t / max(frames - 1, 1))
         clip[t][(xx - cx) ** 2 + (yy - size / 2) ** 2 < (size / 8) ** 2] = (230, 180, 40)
     return clip
-
-
-def normalise(clips):
-    """uint8 (B, T, H, W, 3) -> float32, normalised on the device (inside jit)."""
-    return (clips.astype(jnp.float32) / 255 - MEAN) / STD
 
 
 def run_convert(*args):
@@ -70,7 +63,7 @@ def main(argv=None):
     print(f"3. load_pretrained({str(work / 'converted')!r}) and classify a {args.frames}x224x224 clip")
     model, variables = load_pretrained(work / "converted")
     clip = moving_disc(args.frames)[None]
-    predict = jax.jit(lambda v, clips: jax.nn.softmax(model.apply(v, normalise(clips))))
+    predict = jax.jit(lambda v, clips: jax.nn.softmax(model.apply(v, data.normalise(clips))))
     start = time.perf_counter()
     probs = np.asarray(predict(variables, clip))[0]
     compiled = time.perf_counter() - start

@@ -29,6 +29,8 @@ flags.DEFINE_integer("cores", 1, "cores the benchmark is pinned to; figures are 
 flags.DEFINE_integer("num_frames", 16, "frames per clip")
 flags.DEFINE_integer("rate", 4, "sampling rate")
 
+SECONDS, FPS = 10, 30  # of each generated video
+
 
 def _texture(rng, height: int, width: int, cell: int) -> np.ndarray:
     """Smooth random texture with detail at about `cell` pixels (bicubic upsampling of noise)."""
@@ -37,7 +39,7 @@ def _texture(rng, height: int, width: int, cell: int) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize(size, Image.BICUBIC), np.float32)[:height, :width]
 
 
-def make_video(path: Path, seconds: float = 10, fps: int = 30, width: int = 426, height: int = 320, seed=0):
+def make_video(path: Path, seconds: float = SECONDS, fps: int = FPS, width: int = 426, height: int = 320, seed=0):
     """A panning scene with a moving object and sensor noise; frames compress to about 40 kB as JPEG q90 and
     the video to about 300 kB, near Kinetics at short side 320."""
     rng = np.random.default_rng(seed)
@@ -146,8 +148,8 @@ def main(argv):
     cores = FLAGS.cores
     print(f"machine: {platform.processor() or platform.machine()}, {cores} pinned core(s); "
           f"tensorflow {tf.__version__}, av {av.__version__}")
-    frame_kb = sum(f.stat().st_size for f in Path(source).glob("*.tfrecord*")) / 1e3 / (300 * len(paths))
-    print(f"{len(paths)} videos, 10 s 30 fps 426x320 H.264 ({size:.0f} kB each) -> JPEG q90 TFRecords "
+    frame_kb = sum(f.stat().st_size for f in Path(source).glob("*.tfrecord*")) / 1e3 / (SECONDS * FPS * len(paths))
+    print(f"{len(paths)} videos, {SECONDS} s {FPS} fps 426x320 H.264 ({size:.0f} kB each) -> JPEG q90 TFRecords "
           f"({frame_kb:.0f} kB a frame); "
           f"{sampling.num_frames}x{sampling.rate} clips, 224^2, uint8")
     print(f"{'clips/s per core':<50}{'TFRecords':>10}{'mp4+decord':>12}{'ratio':>8}", flush=True)
