@@ -1,0 +1,48 @@
+"""What every UniFormer config shares; each file in configs/ names one released model and its dataset.
+
+The released models and the paper's figures are in uniformer-spec §4: Kinetics is tested with 4 clips x 1
+centre crop, Something-Something with 1 clip x 3 crops, short side 224, crop 224. Override any field on the
+command line, e.g. `--config.checkpoint=ckpt/b32 --config.data.source=/data/tfds/video_classification/k400/1.0.0`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = {"s": "uniformer_small", "b": "uniformer_base"}
+CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
+
+
+def _base(dataset: str, variant: str, frames: int) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.checkpoint = config_dict.placeholder(str)  # a directory written by `python -m convert`
+    config.workdir = config_dict.placeholder(str)  # where results go; default: runs/<config name>
+    config.seed = 0
+    config.model = ml_collections.ConfigDict(dict(
+        variant=VARIANTS[variant], num_classes=CLASSES[dataset], dtype="float32", attention="xla"))
+    config.data = ml_collections.ConfigDict(dict(
+        source=config_dict.placeholder(str),  # a dataset directory, or a DMVR TFRecord file pattern
+        split="validation", num_frames=frames, rate=4, mode="dense", clips=4, crops=1, short_side=224,
+        crop_size=224, class_names=config_dict.placeholder(str)))  # class list file for sources without names
+    config.eval = ml_collections.ConfigDict(dict(
+        batch_size=8,  # videos per step over all devices; each video is clips x crops views
+        aggregate="sum_logits"))  # the original's protocol; "mean_softmax" is MMAction2's
+    config.paper = ml_collections.ConfigDict()
+    return config
+
+
+def kinetics(dataset: str, variant: str, frames: int, rate: int, top1: float, gflops: float):
+    """A Kinetics model: dense sampling, 4 clips x 1 centre crop. `gflops` sums all views (spec §4.2)."""
+    config = _base(dataset, variant, frames)
+    config.data.rate = rate
+    config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="1x4"))
+    return config
+
+
+def something(dataset: str, variant: str, frames: int, top1: float, gflops: float):
+    """A Something-Something model: TSN segment sampling, 1 clip x 3 crops."""
+    config = _base(dataset, variant, frames)
+    config.data.update(mode="segment", rate=1, clips=1, crops=3)
+    config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="3x1"))
+    return config

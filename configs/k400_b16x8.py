@@ -1,0 +1,7 @@
+"""UniFormer-B 16x8 on K400: 16 frames at rate 8, 4 clips x 1 crop; paper top-1 81.7."""
+
+from configs import common
+
+
+def get_config():
+    return common.kinetics("k400", "b", frames=16, rate=8, top1=81.7, gflops=387)

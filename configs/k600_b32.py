@@ -1,0 +1,7 @@
+"""UniFormer-B 32x4 on K600: 32 frames at rate 4, 4 clips x 1 crop; paper top-1 84.5."""
+
+from configs import common
+
+
+def get_config():
+    return common.kinetics("k600", "b", frames=32, rate=4, top1=84.5, gflops=1036)

@@ -1,0 +1,7 @@
+"""UniFormer-S 16x8 on K600: 16 frames at rate 8, 4 clips x 1 crop; paper top-1 82.7."""
+
+from configs import common
+
+
+def get_config():
+    return common.kinetics("k600", "s", frames=16, rate=8, top1=82.7, gflops=167)

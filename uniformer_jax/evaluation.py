@@ -1,0 +1,97 @@
+"""Multi-view evaluation: views aggregated per video inside the jitted step, exact counts over padded batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from uniformer_jax import data, sharding
+
+AGGREGATES = ("sum_logits", "mean_softmax")
+NAME_BYTES = 512  # video names travel between processes as fixed-width bytes
+
+
+def make_step(model, aggregate: str, dtype=None):
+    """jit(variables, video (B, V, T, H, W, 3) uint8) -> per-video scores (B, K) float32."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+
+    def step(variables, video):
+        b, v = video.shape[:2]
+        logits = model.apply(variables, data.normalise(video.reshape(b * v, *video.shape[2:]), dtype))
+        logits = logits.reshape(b, v, -1)
+        if aggregate == "sum_logits":  # the original (SlowFast TestMeter, ENSEMBLE_METHOD sum)
+            return logits.sum(axis=1)
+        return jax.nn.softmax(logits, axis=-1).mean(axis=1)  # MMAction2's average_clips='prob'
+
+    return jax.jit(step)
+
+
+def encode_names(names) -> np.ndarray:
+    out = np.zeros((len(names), NAME_BYTES), np.uint8)
+    for row, name in zip(out, names):
+        raw = bytes(name)[:NAME_BYTES]
+        row[:len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
+
+
+def decode_names(rows: np.ndarray) -> list[str]:
+    return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in rows]
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Every video of the split once, in index order: top-5 classes and scores, and the label."""
+    index: np.ndarray
+    name: list[str]
+    label: np.ndarray
+    top5: np.ndarray
+    scores: np.ndarray
+
+
+def run(model, variables, batches, steps: int, mesh, aggregate: str, dtype=None, progress=None) -> tuple[Predictions, float]:
+    """Evaluates every batch on all devices; returns the gathered predictions and clips per second."""
+    step = make_step(model, aggregate, dtype)
+    replicated = jax.device_put(variables, sharding.replicated(mesh))
+    rows = {k: [] for k in ("index", "name", "label", "top5", "scores", "mask")}
+    clips, start = 0, None
+    for batch in batches:
+        names = encode_names(batch.pop("name"))
+        arrays = sharding.global_batch({"video": batch["video"]}, mesh)
+        scores = step(replicated, arrays["video"])
+        top_scores, top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))
+        local = {"index": batch["index"], "label": batch["label"], "mask": batch["mask"], "name": names}
+        gathered = multihost_utils.process_allgather(
+            {**sharding.global_batch(local, mesh), "top5": top5, "scores": top_scores}, tiled=True)
+        for key, value in gathered.items():
+            rows[key].append(np.asarray(value))
+        if start is None:
+            start = time.perf_counter()  # after the first step, which compiles
+        else:
+            clips += int(np.asarray(gathered["mask"]).sum()) * batch["video"].shape[1]
+        if progress:
+            progress(1)
+    rate = clips / (time.perf_counter() - start) if start and clips else float("nan")
+    merged = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in rows.items()}
+    keep = merged["mask"].astype(bool)
+    order = np.argsort(merged["index"][keep])
+    return Predictions(index=merged["index"][keep][order], name=[decode_names(merged["name"][keep])[i] for i in order]
+                       if keep.any() else [], label=merged["label"][keep][order], top5=merged["top5"][keep][order],
+                       scores=merged["scores"][keep][order]), rate
+
+
+def metrics(predictions: Predictions, num_classes: int) -> dict:
+    """Top-1, top-5 and mean per-class top-1 (over the classes present) in percent, and the video count."""
+    label, top5 = predictions.label, predictions.top5
+    correct1 = top5[:, 0] == label
+    correct5 = (top5 == label[:, None]).any(axis=1)
+    present = np.unique(label)
+    per_class = [correct1[label == c].mean() for c in present]
+    return {"top1": 100 * float(correct1.mean()), "top5": 100 * float(correct5.mean()),
+            "mean_class_top1": 100 * float(np.mean(per_class)), "videos": int(len(label)),
+            "classes_present": int(len(present)), "num_classes": num_classes}
