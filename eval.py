@@ -81,7 +81,7 @@ def main(argv):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     with tqdm(total=steps, desc="eval", unit="step", disable=not lead) as bar:
-        predictions, rate = evaluation.run(model, variables, batches.as_numpy_iterator(), steps, mesh,
+        predictions, rate = evaluation.run(model, variables, batches.as_numpy_iterator(), mesh,
                                            config.eval.aggregate, dtype, progress=bar.update)
     names = dataset_names or [str(i) for i in range(config.model.num_classes)]
     results = {**evaluation.metrics(predictions, len(names)), "clips_per_second": rate,
