@@ -18,7 +18,6 @@ def _base(dataset: str, variant: str, frames: int) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.checkpoint = config_dict.placeholder(str)  # a directory written by `python -m convert`
     config.workdir = config_dict.placeholder(str)  # where results go; default: runs/<config name>
-    config.seed = 0
     config.model = ml_collections.ConfigDict(dict(
         variant=VARIANTS[variant], num_classes=CLASSES[dataset], dtype="float32", attention="xla"))
     config.data = ml_collections.ConfigDict(dict(

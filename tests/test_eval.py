@@ -1,8 +1,8 @@
-"""eval.py end to end: MMAction2 checkpoint -> convert -> TFRecords -> eval.py, against MMAction2 on the same frames.
+"""eval.py and predict end to end: MMAction2 checkpoint -> convert -> TFRecords -> eval.py, against MMAction2.
 
-The reference decodes the stored JPEGs with PIL and applies the original test protocol in PyTorch
-(uniformer-spec §5.1: offset sampling, float frames normalised, bilinear short-side resize, centre crop),
-then sums the MMAction2 model's logits over the views.
+The reference decodes frames independently (PIL for the stored JPEGs, PyAV for the video files), applies the
+original test protocol in PyTorch (uniformer-spec §5.1: offset sampling, float frames normalised, bilinear
+short-side resize, centre crop) and sums the MMAction2 model's logits over the views.
 """
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 import torch
 from PIL import Image
@@ -22,10 +26,14 @@ from PIL import Image
 import convert
 from tests.conftest import reference_model, save_mmaction2
 from tests.test_data import CLASSES, VIDEOS, make_videos
+from tests.videos import write_video
+from uniformer_jax import data, evaluation, predict
 from uniformer_jax.dataset_builder import build
 
 FRAMES, RATE, CLIPS, SIZE = 8, 2, 2, 64
 ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = [f"--config.data.num_frames={FRAMES}", f"--config.data.rate={RATE}", f"--config.data.clips={CLIPS}",
+            f"--config.data.short_side={SIZE}", f"--config.data.crop_size={SIZE}", "--config.model.num_classes=3"]
 
 
 def reference_views(frames: np.ndarray) -> np.ndarray:
@@ -43,35 +51,157 @@ def reference_views(frames: np.ndarray) -> np.ndarray:
     return np.stack(views)
 
 
-def test_eval_matches_mmaction2_on_the_same_frames(tmp_path):
-    make_videos(tmp_path / "videos")
-    names = [n for n in VIDEOS]
-    (tmp_path / "val.txt").write_text("".join(f"{n} {k % 3}\n" for k, n in enumerate(names)))
-    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    source = build("e2e", tmp_path / "videos", {"validation": tmp_path / "val.txt"}, tmp_path / "tfds",
-                   classes=tmp_path / "classes.txt", short_side=80, workers=2).data_dir
-    torch_model = reference_model("uniformer_small", 3)
-    convert.to_orbax(save_mmaction2(torch_model, tmp_path / "mm.pth"), tmp_path / "ckpt",
-                     labels=tmp_path / "classes.txt")
-    result = subprocess.run(
+def reference_logits(frames: np.ndarray) -> np.ndarray:
+    """MMAction2's summed logits over the test views of decoded frames (T, H, W, 3) uint8."""
+    model = reference_model("uniformer_small", 3)
+    clips = torch.from_numpy(reference_views(frames)).reshape(-1, FRAMES, SIZE, SIZE, 3).permute(0, 4, 1, 2, 3)
+    with torch.no_grad():
+        return model.cls_head(model.backbone(clips.contiguous())).numpy().sum(axis=0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Videos, their TFRecords (validation split, all 4 readable videos) and a converted 3-class checkpoint."""
+    root = tmp_path_factory.mktemp("eval")
+    make_videos(root / "videos")
+    (root / "val.txt").write_text("".join(f"{n} {k % 3}\n" for k, n in enumerate(VIDEOS)))
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    source = build("e2e", root / "videos", {"validation": root / "val.txt"}, root / "tfds",
+                   classes=root / "classes.txt", short_side=80, workers=2).data_dir
+    convert.to_orbax(save_mmaction2(reference_model("uniformer_small", 3), root / "mm.pth"), root / "ckpt",
+                     labels=root / "classes.txt")
+    return root, str(source)
+
+
+def run_eval(root: Path, source: str, workdir: str, *extra: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(ROOT / "eval.py"), f"--config={ROOT / 'configs/k400_s16.py'}",
-         f"--config.checkpoint={tmp_path / 'ckpt'}", f"--config.data.source={source}",
-         f"--config.data.num_frames={FRAMES}", f"--config.data.rate={RATE}", f"--config.data.clips={CLIPS}",
-         f"--config.data.short_side={SIZE}", f"--config.data.crop_size={SIZE}", "--config.eval.batch_size=2",
-         f"--config.workdir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+         f"--config.checkpoint={root / 'ckpt'}", f"--config.data.source={source}", *PROTOCOL,
+         f"--config.workdir={root / workdir}", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env=env)
+
+
+def read_run(workdir: Path) -> tuple[list[dict], dict]:
+    predictions = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
+    return predictions, json.loads((workdir / "eval_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_device(setup):
+    root, source = setup
+    result = run_eval(root, source, "one", "--config.eval.batch_size=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    predictions = [json.loads(line) for line in (tmp_path / "run/predictions.jsonl").read_text().splitlines()]
-    assert sorted(p["video"] for p in predictions) == sorted(names)
+    return read_run(root / "one")
+
+
+def test_eval_matches_mmaction2_on_the_same_frames(setup, one_device):
+    root, source = setup
+    predictions, results = one_device
+    assert sorted(p["video"] for p in predictions) == sorted(VIDEOS)  # each once
+    assert [p["index"] for p in predictions] == list(range(len(VIDEOS)))  # in the stored order
     stored = tfds.builder_from_directory(source).as_dataset(
         split="validation", decoders={"video": tfds.decode.SkipDecoding()})
     frames = {ex["name"].decode(): np.stack([np.asarray(Image.open(io.BytesIO(f))) for f in ex["video"]])
               for ex in stored.as_numpy_iterator()}
     for p in predictions:
-        logits = (torch_model.cls_head(torch_model.backbone(
-            torch.from_numpy(reference_views(frames[p["video"]])).reshape(-1, FRAMES, SIZE, SIZE, 3)
-            .permute(0, 4, 1, 2, 3).contiguous())).detach().numpy().sum(axis=0))
+        logits = reference_logits(frames[p["video"]])
         order = np.argsort(-logits)
-        assert p["top5"][0] == CLASSES[order[0]]
+        assert p["label"] == CLASSES[list(VIDEOS).index(p["video"]) % 3]
+        assert p["top5"] == [CLASSES[c] for c in order]
         np.testing.assert_allclose(p["scores"], logits[order], atol=1e-2)  # measured 7e-4..1.7e-3: frames are rounded to uint8 after resizing
-    results = json.loads((tmp_path / "run/eval_results.json").read_text())
-    assert results["videos"] == len(names)
+    correct = [p["top5"][0] == p["label"] for p in predictions]
+    assert results["videos"] == len(VIDEOS) and results["top1"] == pytest.approx(100 * np.mean(correct))
+    assert results["clips_per_second"] > 0
+    saved = json.loads((root / "one/config.json").read_text())
+    assert saved["data"]["num_frames"] == FRAMES and saved["checkpoint"] == str(root / "ckpt")
+
+
+def assert_same_predictions(a: list[dict], b: list[dict]) -> None:
+    assert [(p["video"], p["label"], p["top5"]) for p in a] == [(p["video"], p["label"], p["top5"]) for p in b]
+    np.testing.assert_allclose([p["scores"] for p in a], [p["scores"] for p in b], rtol=1e-5, atol=1e-5)
+
+
+def test_eight_devices_give_the_same_predictions(setup, one_device):
+    root, source = setup
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = run_eval(root, source, "eight", "--config.eval.batch_size=8", env=env)  # 4 videos, 4 padding rows
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions, results = read_run(root / "eight")
+    assert results["devices"] == 8 and results["videos"] == one_device[1]["videos"]
+    assert_same_predictions(predictions, one_device[0])
+
+
+def test_two_processes_give_the_same_predictions(setup, one_device):
+    root, source = setup
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, str(ROOT / "eval.py"), f"--config={ROOT / 'configs/k400_s16.py'}",
+               f"--config.checkpoint={root / 'ckpt'}", f"--config.data.source={source}", *PROTOCOL,
+               f"--config.workdir={root / 'two'}", "--config.eval.batch_size=2",
+               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    procs = [subprocess.Popen(command + [f"--process_id={i}"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    predictions, results = read_run(root / "two")
+    assert results["processes"] == 2 and results["videos"] == one_device[1]["videos"]
+    assert_same_predictions(predictions, one_device[0])
+
+
+def test_a_checkpoint_in_another_class_order_is_refused(setup, tmp_path):
+    root, source = setup
+    (tmp_path / "reversed.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
+    convert.to_orbax(root / "mm.pth", tmp_path / "ckpt", labels=tmp_path / "reversed.txt")
+    result = run_eval(root, source, "refused", f"--config.checkpoint={tmp_path / 'ckpt'}")
+    assert result.returncode != 0
+    assert "orders its 3 classes differently" in result.stderr and "--reorder-to" in result.stderr
+    assert not (root / "refused").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.variant=uniformer_base", "holds uniformer_small with 3 classes"),
+    ("--config.eval.aggregate=max", "aggregate is 'max'"),
+    ("--config.data.crops=2", "crops 1 or 3"),
+])
+def test_configs_that_do_not_fit_are_refused(setup, override, message):
+    root, source = setup
+    result = run_eval(root, source, "refused", override)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_predict_matches_mmaction2_on_the_video_files(setup):
+    root, _ = setup
+    protocol = evaluation.Protocol(data.Sampling(FRAMES, RATE), data.TestViews(CLIPS, 1, SIZE, SIZE))
+    paths = [str(root / "videos" / n) for n in VIDEOS]
+    results = list(predict.predict(paths, str(root / "ckpt"), protocol))
+    for path, result in zip(paths, results):
+        with av.open(path) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        logits = reference_logits(frames)
+        order = np.argsort(-logits)
+        assert result["video"] == path
+        assert [p["label"] for p in result["top5"]] == [CLASSES[c] for c in order]
+        probs = torch.softmax(torch.from_numpy(logits / CLIPS), 0).numpy()[order]
+        np.testing.assert_allclose([p["probability"] for p in result["top5"]], probs, atol=2e-3)
+
+
+def test_predict_reports_bad_videos_and_goes_on(setup, tmp_path):
+    root, _ = setup
+    write_video(tmp_path / "short.mp4", FRAMES - 1)
+    good = root / "videos/a/v0.mp4"
+    bad = [tmp_path / "missing.mp4", root / "videos/b/text.mp4", root / "videos/b/trunc.mp4", tmp_path / "short.mp4"]
+    result = subprocess.run(
+        [sys.executable, "-m", "uniformer_jax.predict", str(bad[0]), str(good), *map(str, bad[1:]),
+         f"--config={ROOT / 'configs/k400_s16.py'}", *PROTOCOL, f"--checkpoint={root / 'ckpt'}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(good) and len(lines) == 4  # the good video and its 3 classes
+    assert all(line.split()[-1] in CLASSES and line.split()[0].endswith("%") for line in lines[1:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(bad)
+    for path, reason, error in zip(bad, ["no such file", "cannot decode", "", "too short"], errors):
+        assert str(path) in error and reason in error, error

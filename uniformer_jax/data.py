@@ -25,12 +25,19 @@ class DataError(ValueError):
     """A data source or data option that cannot be used; the message says what to do."""
 
 
+MODES = ("dense", "segment")
+
+
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     """How frames are picked from a video (uniformer-spec §5.1, §5.2)."""
     num_frames: int = 16
     rate: int = 4  # dense sampling: source frames per sampled frame
     mode: str = "dense"  # "dense" (Kinetics) or "segment" (TSN-style, Something-Something)
+
+    def __post_init__(self):
+        if self.mode not in MODES or self.num_frames < 1 or self.rate < 1:
+            raise DataError(f"sampling needs mode in {MODES}, num_frames >= 1 and rate >= 1; got {self}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +62,10 @@ class TestViews:
     crops: int = 1  # 1 (centre) or 3 (left/centre/right, or top/centre/bottom)
     short_side: int = 224
     crop_size: int = 224
+
+    def __post_init__(self):
+        if self.crops not in (1, 3) or self.clips < 1 or not 0 < self.crop_size <= self.short_side:
+            raise DataError(f"test views need crops 1 or 3, clips >= 1 and 0 < crop_size <= short_side; got {self}")
 
 
 @dataclasses.dataclass
@@ -214,7 +225,11 @@ def test_indices(length, sampling: Sampling, views: TestViews):
 
 def views_from_frames(decoded, positions, sampling: Sampling, views: TestViews):
     """(clips * crops, T, S, S, 3) views, clip-major, from decoded frames and each view frame's position in them."""
-    resized = resize_short_side(decoded, views.short_side)
+    return crop_views(resize_short_side(decoded, views.short_side), positions, sampling, views)
+
+
+def crop_views(resized, positions, sampling: Sampling, views: TestViews):
+    """views_from_frames for frames already resized to the short side."""
     crops = tf.gather(spatial_crops(resized, views.crop_size, views.crops), positions, axis=1)
     size = views.crop_size
     crops = tf.reshape(crops, (views.crops, views.clips, sampling.num_frames, size, size, 3))

@@ -10,10 +10,70 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from uniformer_jax import data, sharding
+from uniformer_jax import data, labels, sharding
 
 AGGREGATES = ("sum_logits", "mean_softmax")
 NAME_BYTES = 512  # video names travel between processes as fixed-width bytes
+
+
+class ConfigError(ValueError):
+    """A config that cannot be evaluated; the message says which field and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How a model is tested: frame sampling, views, how views are aggregated, compute dtype and attention.
+
+    The defaults are Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, sum of logits, float32).
+    """
+    sampling: data.Sampling = data.Sampling()
+    views: data.TestViews = data.TestViews()
+    aggregate: str = "sum_logits"
+    dtype: str = "float32"
+    attention: str = "xla"
+
+    @classmethod
+    def from_config(cls, config) -> "Protocol":
+        d = config.data
+        protocol = cls(data.Sampling(d.num_frames, d.rate, d.mode), data.TestViews(d.clips, d.crops, d.short_side,
+                       d.crop_size), config.eval.aggregate, config.model.dtype, config.model.attention)
+        protocol.check()
+        return protocol
+
+    def check(self) -> None:
+        choices = {"aggregate": (self.aggregate, AGGREGATES), "dtype": (self.dtype, ("float32", "bfloat16")),
+                   "attention": (self.attention, ("xla", "cudnn"))}
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{name} is {value!r}; use one of {', '.join(allowed)}")
+
+    @property
+    def compute_dtype(self):
+        return jnp.bfloat16 if self.dtype == "bfloat16" else None
+
+
+def check_model(config, metadata: dict, checkpoint: str) -> None:
+    """The config's model must be the checkpoint's: a B config on an S checkpoint is a mistake, not a choice."""
+    want, have = (config.model.variant, config.model.num_classes), (metadata["variant"], metadata["num_classes"])
+    if want != have:
+        raise ConfigError(f"the config is for {want[0]} with {want[1]} classes, but {checkpoint} holds {have[0]} "
+                          f"with {have[1]} classes; use the config of that checkpoint, or set --config.model.variant "
+                          "and --config.model.num_classes to match it")
+
+
+def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str) -> None:
+    """The checkpoint's head rows and the dataset's labels must name the same classes in the same order."""
+    if not checkpoint_names or not dataset_names:
+        return
+    if [labels.normalise(n) for n in checkpoint_names] != [labels.normalise(n) for n in dataset_names]:
+        first = next((i for i, (a, b) in enumerate(zip(checkpoint_names, dataset_names))
+                      if labels.normalise(a) != labels.normalise(b)), min(len(checkpoint_names), len(dataset_names)))
+        raise ConfigError(
+            f"the checkpoint {checkpoint} orders its {len(checkpoint_names)} classes differently from the dataset "
+            f"{source} ({len(dataset_names)} classes; first difference at index {first}: "
+            f"{checkpoint_names[first] if first < len(checkpoint_names) else None!r} vs "
+            f"{dataset_names[first] if first < len(dataset_names) else None!r}). Re-convert with "
+            f"`python -m convert ... --reorder-to <the dataset's class list>`, or the accuracy would be ~0%")
 
 
 def make_step(model, aggregate: str, dtype=None):
@@ -54,10 +114,10 @@ class Predictions:
     scores: np.ndarray
 
 
-def run(model, variables, batches, mesh, aggregate: str, dtype=None, progress=None) -> tuple[Predictions, float]:
+def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> tuple[Predictions, float]:
     """Evaluates every batch on all devices; returns the gathered predictions and clips per second (model and
     gathering, after compilation; input time is not counted)."""
-    step = make_step(model, aggregate, dtype)
+    step = make_step(model, protocol.aggregate, protocol.compute_dtype)
     replicated = jax.device_put(variables, sharding.replicated(mesh))
     rows = {k: [] for k in ("index", "name", "label", "top5", "scores", "mask")}
     clips, seconds, compiled = 0, 0.0, None

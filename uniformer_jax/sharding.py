@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from absl import flags
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 
@@ -26,3 +27,19 @@ def global_batch(local: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def define_distributed_flags() -> None:
+    """The absl flags of a multi-process run; each entry point (eval.py, train.py) defines them once."""
+    flags.DEFINE_bool("distributed", False, "start jax.distributed before anything else (one process per host); "
+                      "TPU pods, SLURM, Open MPI and Kubernetes are detected, elsewhere set the three flags below")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed)")
+    flags.DEFINE_integer("num_processes", None, "how many processes take part")
+    flags.DEFINE_integer("process_id", None, "this process's index, 0..num_processes-1")
+
+
+def initialise_distributed() -> None:
+    """jax.distributed.initialize from the flags define_distributed_flags made, when asked for."""
+    f = flags.FLAGS
+    if f.distributed or f.coordinator_address:
+        jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)

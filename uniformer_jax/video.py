@@ -36,10 +36,24 @@ def read_video(path: str | Path, short_side: int | None = None, fps: float | Non
     `short_side` resizes (bicubic); `fps` resamples to that rate by frame time. Raises VideoError for a
     missing, unreadable, truncated or empty file.
     """
+    frames, times = [], []
+    native = 30.0
+    for image, time, native in iter_frames(path, short_side):
+        frames.append(image)
+        times.append(time if time is not None else len(times) / native)
+    if fps is None:
+        return frames, native
+    times = [t - times[0] for t in times]
+    return [frames[i] for i in resample(times, fps, times[-1] + 1.0 / native)], float(fps)
+
+
+def iter_frames(path: str | Path, short_side: int | None = None):
+    """Yields (RGB uint8 frame, time in seconds or None, stream frame rate) one decoded frame at a time, so a
+    long high-resolution video is never held whole. Raises VideoError as read_video."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
-    frames, times = [], []
+    count = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -49,19 +63,15 @@ def read_video(path: str | Path, short_side: int | None = None, fps: float | Non
             native = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
             width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height,
-                                               interpolation="BICUBIC"))
-                times.append(frame.time if frame.time is not None else len(times) / native)
+                count += 1
+                yield frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC"), \
+                    frame.time, native
     except VideoError:
         raise
     except (av.FFmpegError, ValueError, OSError) as e:
         raise VideoError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
-    if not frames:
+    if not count:
         raise VideoError(f"{path}: no frames could be decoded")
-    if fps is None:
-        return frames, native
-    times = [t - times[0] for t in times]
-    return [frames[i] for i in resample(times, fps, times[-1] + 1.0 / native)], float(fps)
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:

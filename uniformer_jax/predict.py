@@ -1,0 +1,118 @@
+"""The top-5 classes of video files, with the test protocol eval.py uses.
+
+    python -m uniformer_jax.predict VIDEO [VIDEO ...] --checkpoint DIR [--labels FILE] [--json]
+    python -m uniformer_jax.predict clip.mp4 --config configs/sthv2_s16.py --checkpoint ckpt/sthv2_s16
+
+Without --config the protocol is Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, short side 224);
+a config file from configs/ sets the protocol of its model (and `--config.data.num_frames=32` etc. override it).
+A missing, unreadable or too-short video is reported and the others still run; the exit status is 1 then.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from uniformer_jax import data, evaluation, labels, video
+from uniformer_jax.checkpoints import CheckpointError, load_pretrained, read_metadata
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "a config file from configs/ whose test protocol to use (default: Kinetics 16x4, 4x1 views)",
+    lock_config=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a `python -m convert` output (default: the config's)")
+_LABELS = flags.DEFINE_string("labels", None, "class names in head order, one a line (default: the checkpoint's)")
+_JSON = flags.DEFINE_bool("json", False, "print one JSON object a video instead of text")
+
+RESIZE_CHUNK = 32  # frames resized together: one TF call each, a bounded buffer at the source resolution
+
+
+def load_views(path: str, sampling: data.Sampling, views: data.TestViews) -> np.ndarray:
+    """(clips * crops, T, S, S, 3) uint8 test views of a video file.
+
+    Frames are resized to the short side as they are decoded (bilinear, as the test protocol), so the
+    whole video is held at that size only; then clips are sampled and cropped as in data.test_views.
+    """
+    resized, chunk = [], []
+    for image, _, _ in video.iter_frames(path):
+        chunk.append(image)
+        if len(chunk) == RESIZE_CHUNK:
+            resized.append(data.resize_short_side(np.stack(chunk), views.short_side).numpy())
+            chunk = []
+    if chunk:
+        resized.append(data.resize_short_side(np.stack(chunk), views.short_side).numpy())
+    frames = np.concatenate(resized)
+    if len(frames) < sampling.num_frames:
+        raise video.VideoError(f"{path}: {len(frames)} frames, too short for clips of {sampling.num_frames} frames")
+    unique, positions = np.unique(data.test_indices(len(frames), sampling, views).numpy().reshape(-1),
+                                  return_inverse=True)
+    return data.crop_views(frames[unique], positions, sampling, views).numpy()
+
+
+def probabilities(scores: np.ndarray, aggregate: str, num_views: int) -> np.ndarray:
+    """Class probabilities of one video from the aggregated scores (the ranking stays that of the scores)."""
+    if aggregate == "mean_softmax":
+        return scores
+    return np.asarray(jax.nn.softmax(scores / num_views))  # the softmax of the views' mean logits
+
+
+def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> list[str]:
+    names = labels.read_class_names(labels_file) if labels_file else read_metadata(checkpoint).get("class_names")
+    if names is None:
+        return [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{labels_file or checkpoint} names {len(names)} classes, the model has {num_classes}")
+    return names
+
+
+def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, labels_file: str | None = None):
+    """Yields {video, top5: [{label, probability}]} or {video, error} for each path, in order."""
+    model, variables = load_pretrained(checkpoint, dtype=protocol.compute_dtype, attention=protocol.attention)
+    names = class_names(checkpoint, labels_file, model.num_classes)
+    step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype)
+    for path in paths:
+        try:
+            views = load_views(path, protocol.sampling, protocol.views)
+        except video.VideoError as e:
+            yield {"video": path, "error": str(e)}
+            continue
+        scores = np.asarray(step(variables, views[None]))[0]
+        probs = probabilities(scores, protocol.aggregate, len(views))
+        top = np.argsort(-probs, kind="stable")[:5]
+        yield {"video": path, "top5": [{"label": names[c], "probability": float(probs[c])} for c in top]}
+
+
+def main(argv):
+    paths = argv[1:]
+    config = _CONFIG.value
+    checkpoint = _CHECKPOINT.value or (config.checkpoint if config is not None else None)
+    if not paths:
+        sys.exit("error: name at least one video file: python -m uniformer_jax.predict VIDEO ... --checkpoint DIR")
+    if checkpoint is None:
+        sys.exit("error: set --checkpoint to a `python -m convert` output directory")
+    failed = False
+    try:
+        protocol = evaluation.Protocol()
+        if config is not None:
+            protocol = evaluation.Protocol.from_config(config)
+            evaluation.check_model(config, read_metadata(checkpoint), checkpoint)
+        for result in predict(paths, checkpoint, protocol, _LABELS.value):
+            failed |= "error" in result
+            if _JSON.value:
+                print(json.dumps(result), flush=True)
+            elif "error" in result:
+                print(f"error: {result['error']}", file=sys.stderr, flush=True)
+            else:
+                lines = [f"  {p['probability']:7.2%}  {p['label']}" for p in result["top5"]]
+                print("\n".join([result["video"], *lines]), flush=True)
+    except (CheckpointError, ValueError) as e:  # ConfigError, DataError and label files are ValueErrors
+        sys.exit(f"error: {e}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    app.run(main)
