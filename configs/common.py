@@ -39,9 +39,10 @@ def kinetics(dataset: str, variant: str, frames: int, rate: int, top1: float, gf
     return config
 
 
-def something(dataset: str, variant: str, frames: int, top1: float, gflops: float):
-    """A Something-Something model: TSN segment sampling, 1 clip x 3 crops."""
+def something(dataset: str, variant: str, frames: int, top1: float, top1_k600: float, gflops: float):
+    """A Something-Something model: TSN segment sampling, 1 clip x 3 crops. Released twice, fine-tuned from
+    K400 (`top1`) and from K600 (`top1_k600`) weights; the architecture and protocol are the same."""
     config = _base(dataset, variant, frames)
     config.data.update(mode="segment", rate=1, clips=1, crops=3)
-    config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="3x1"))
+    config.paper = ml_collections.ConfigDict(dict(top1=top1, top1_k600=top1_k600, gflops=gflops, views="3x1"))
     return config

@@ -188,20 +188,41 @@ def test_predict_matches_mmaction2_on_the_video_files(setup):
         np.testing.assert_allclose([p["probability"] for p in result["top5"]], probs, atol=2e-3)
 
 
+def run_predict(root: Path, paths: list[Path], *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "uniformer_jax.predict", *map(str, paths), f"--config={ROOT / 'configs/k400_s16.py'}",
+         *PROTOCOL, f"--checkpoint={root / 'ckpt'}", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def bad_videos(root: Path, tmp_path: Path) -> dict[Path, str]:
+    """Videos predict cannot use, and what its message says of each."""
+    write_video(tmp_path / "short.mp4", FRAMES - 1)
+    return {tmp_path / "missing.mp4": "no such file", root / "videos/b/text.mp4": "cannot decode",
+            root / "videos/b/trunc.mp4": "", tmp_path / "short.mp4": "too short"}
+
+
 def test_predict_reports_bad_videos_and_goes_on(setup, tmp_path):
     root, _ = setup
-    write_video(tmp_path / "short.mp4", FRAMES - 1)
-    good = root / "videos/a/v0.mp4"
-    bad = [tmp_path / "missing.mp4", root / "videos/b/text.mp4", root / "videos/b/trunc.mp4", tmp_path / "short.mp4"]
-    result = subprocess.run(
-        [sys.executable, "-m", "uniformer_jax.predict", str(bad[0]), str(good), *map(str, bad[1:]),
-         f"--config={ROOT / 'configs/k400_s16.py'}", *PROTOCOL, f"--checkpoint={root / 'ckpt'}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    good, bad = root / "videos/a/v0.mp4", bad_videos(root, tmp_path)
+    result = run_predict(root, [*list(bad)[:1], good, *list(bad)[1:]])
     assert result.returncode == 1, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0] == str(good) and len(lines) == 4  # the good video and its 3 classes
     assert all(line.split()[-1] in CLASSES and line.split()[0].endswith("%") for line in lines[1:])
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(bad)
-    for path, reason, error in zip(bad, ["no such file", "cannot decode", "", "too short"], errors):
+    for (path, reason), error in zip(bad.items(), errors):
         assert str(path) in error and reason in error, error
+
+
+def test_predict_json_has_one_object_a_video(setup, tmp_path):
+    root, _ = setup
+    good, bad = [root / "videos" / n for n in VIDEOS], bad_videos(root, tmp_path)
+    result = run_predict(root, [*good, *bad], "--json")
+    assert result.returncode == 1, result.stderr[-3000:]
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["video"] for o in objects] == [str(p) for p in [*good, *bad]]
+    protocol = evaluation.Protocol(data.Sampling(FRAMES, RATE), data.TestViews(CLIPS, 1, SIZE, SIZE))
+    assert objects[:len(good)] == list(predict.predict([str(p) for p in good], str(root / "ckpt"), protocol))
+    for o, reason in zip(objects[len(good):], bad.values()):
+        assert set(o) == {"video", "error"} and reason in o["error"]

@@ -1,0 +1,54 @@
+"""Every released model has a config, and each config says what uniformer-spec §4 and §5 say of that model."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from uniformer_jax import evaluation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# uniformer-spec §4.2: (dataset, variant, frames, stride) -> top-1 (K400-pretrained for SSv; K600-pretrained second)
+RELEASED = {
+    "k400_s8": ("k400", "s", 8, 8, 78.4), "k400_s16": ("k400", "s", 16, 4, 80.8),
+    "k400_s16x8": ("k400", "s", 16, 8, 80.8), "k400_b8": ("k400", "b", 8, 8, 79.8),
+    "k400_b16": ("k400", "b", 16, 4, 82.0), "k400_b16x8": ("k400", "b", 16, 8, 81.7),
+    "k400_b32": ("k400", "b", 32, 4, 82.9),
+    "k600_s16": ("k600", "s", 16, 4, 82.8), "k600_s16x8": ("k600", "s", 16, 8, 82.7),
+    "k600_b16": ("k600", "b", 16, 4, 84.0), "k600_b16x8": ("k600", "b", 16, 8, 83.4),
+    "k600_b32": ("k600", "b", 32, 4, 84.5),
+    "sthv1_s16": ("sthv1", "s", 16, None, (57.2, 57.6)), "sthv1_s32": ("sthv1", "s", 32, None, (58.8, 59.9)),
+    "sthv1_b16": ("sthv1", "b", 16, None, (59.1, 58.8)), "sthv1_b32": ("sthv1", "b", 32, None, (60.9, 61.0)),
+    "sthv2_s16": ("sthv2", "s", 16, None, (67.7, 69.4)), "sthv2_s32": ("sthv2", "s", 32, None, (69.0, 70.4)),
+    "sthv2_b16": ("sthv2", "b", 16, None, (70.4, 70.2)), "sthv2_b32": ("sthv2", "b", 32, None, (71.1, 71.2)),
+}
+PER_VIEW_GFLOPS = {("s", 8): 17.61, ("s", 16): 41.76, ("s", 32): 109.63,  # uniformer-spec §4.1 (fvcore)
+                   ("b", 8): 40.23, ("b", 16): 96.74, ("b", 32): 258.63}
+CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
+
+
+def test_every_config_file_is_a_released_model():
+    files = {p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common")}
+    assert files == set(RELEASED)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_config_matches_the_spec(name):
+    dataset, variant, frames, stride, top1 = RELEASED[name]
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert config.model.variant == {"s": "uniformer_small", "b": "uniformer_base"}[variant]
+    assert config.model.num_classes == CLASSES[dataset]
+    assert config.data.num_frames == frames and config.data.crop_size == 224 and config.data.short_side == 224
+    if stride:  # Kinetics: dense sampling, 4 clips x 1 centre crop (§4.2, §5.1)
+        assert (config.data.mode, config.data.rate, config.data.clips, config.data.crops) == ("dense", stride, 4, 1)
+        assert config.paper.top1 == top1
+    else:  # Something-Something: segment sampling, 1 clip x 3 crops, no flip (§5.2)
+        assert (config.data.mode, config.data.clips, config.data.crops) == ("segment", 1, 3)
+        assert (config.paper.top1, config.paper.top1_k600) == top1
+    views = config.data.clips * config.data.crops
+    assert config.paper.gflops == pytest.approx(PER_VIEW_GFLOPS[variant, frames] * views, rel=0.01)
+    assert config.eval.aggregate == "sum_logits"  # the original's TestMeter (§5.3)
+    evaluation.Protocol.from_config(config)  # a valid protocol
