@@ -73,12 +73,15 @@ def setup(tmp_path_factory):
     return root, str(source)
 
 
+def eval_command(root: Path, source: str, workdir: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "eval.py"), f"--config={ROOT / 'configs/k400_s16.py'}",
+            f"--config.checkpoint={root / 'ckpt'}", f"--config.data.source={source}", *PROTOCOL,
+            f"--config.workdir={root / workdir}", *extra]
+
+
 def run_eval(root: Path, source: str, workdir: str, *extra: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "eval.py"), f"--config={ROOT / 'configs/k400_s16.py'}",
-         f"--config.checkpoint={root / 'ckpt'}", f"--config.data.source={source}", *PROTOCOL,
-         f"--config.workdir={root / workdir}", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env=env)
+    return subprocess.run(eval_command(root, source, workdir, *extra), capture_output=True, text=True, timeout=600,
+                          cwd=ROOT, env=env)
 
 
 def read_run(workdir: Path) -> tuple[list[dict], dict]:
@@ -136,10 +139,8 @@ def test_two_processes_give_the_same_predictions(setup, one_device):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, str(ROOT / "eval.py"), f"--config={ROOT / 'configs/k400_s16.py'}",
-               f"--config.checkpoint={root / 'ckpt'}", f"--config.data.source={source}", *PROTOCOL,
-               f"--config.workdir={root / 'two'}", "--config.eval.batch_size=2",
-               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    command = eval_command(root, source, "two", "--config.eval.batch_size=2",
+                           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2")
     procs = [subprocess.Popen(command + [f"--process_id={i}"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     for p in procs:

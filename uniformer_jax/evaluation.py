@@ -142,8 +142,9 @@ def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> t
     merged = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in rows.items()}
     keep = merged["mask"].astype(bool)
     order = np.argsort(merged["index"][keep])
-    return Predictions(index=merged["index"][keep][order], name=[decode_names(merged["name"][keep])[i] for i in order]
-                       if keep.any() else [], label=merged["label"][keep][order], top5=merged["top5"][keep][order],
+    names = decode_names(merged["name"][keep])
+    return Predictions(index=merged["index"][keep][order], name=[names[i] for i in order],
+                       label=merged["label"][keep][order], top5=merged["top5"][keep][order],
                        scores=merged["scores"][keep][order]), rate
 
 
