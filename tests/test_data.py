@@ -250,6 +250,27 @@ def test_repeated_augmentation_gives_two_different_clips_per_video(dataset):
     assert (batch["video"][0] != batch["video"][1]).any()
 
 
+def test_train_stream_resumes_where_it_stopped_across_epochs(dataset):
+    # 4 videos x 2 clips = 8 clips an epoch; batches of 3 cross clip, video and epoch boundaries.
+    def batches(start, n):
+        ds, _ = data.train_dataset(str(dataset), "train", batch_size=3, sampling=data.Sampling(4, 2),
+                                   aug=data.TrainAugment(crop_size=32), seed=5, start=start)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+
+    whole = batches(0, 9)
+    for stop in (1, 3, 5):
+        resumed = batches(3 * stop, 9 - stop)
+        for a, b in zip(whole[stop:], resumed):
+            np.testing.assert_array_equal(a["video"], b["video"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+    labels = np.concatenate([b["label"] for b in whole])
+    for epoch in (labels[:8], labels[8:16], labels[16:24]):  # every video twice an epoch (repeated augmentation)
+        assert sorted(epoch) == [0, 0, 1, 1, 1, 1, 2, 2]
+    clips = np.concatenate([b["video"] for b in whole])
+    first, second = clips[:8], clips[8:16]
+    assert not any((first[i] == second[j]).all() for i in range(8) for j in range(8))  # each epoch augments anew
+
+
 def test_normalise_matches_mmaction2_constants():
     video = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16, 1)
     expected = (video.astype(np.float64) - 114.75) / 57.375  # MMAction2's mean/std on the 0-255 scale
