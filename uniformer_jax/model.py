@@ -293,6 +293,12 @@ def create_model(name: str, **kwargs) -> UniFormer:
     return UniFormer(depth=VARIANTS[name], **kwargs)
 
 
+def init_head(key, num_classes: int) -> dict:
+    """A new classification head, as Sense-X makes one when fine-tuning for other classes."""
+    kernel = linear_init(key, (EMBED_DIM[-1], num_classes))
+    return {"kernel": np.asarray(kernel), "bias": np.zeros(num_classes, np.float32)}
+
+
 def variant_of(depth: Sequence[int]) -> str | None:
     """The variant name for a block count per stage, or None."""
     return next((name for name, d in VARIANTS.items() if tuple(depth) == d), None)
