@@ -142,12 +142,11 @@ class Log:
 
 
 def validate(plan: Plan, config, mesh, state) -> dict:
+    views = data.TestViews(1, 1, config.data.short_side, config.data.crop_size)
     batches, _, _ = data.eval_dataset(config.data.source, config.train.val_split, batch_size=plan.val_batch,
-                                      sampling=plan.sampling, views=data.TestViews(1, 1, config.data.short_side,
-                                                                                   config.data.crop_size),
-                                      process_index=jax.process_index(), process_count=jax.process_count())
-    protocol = evaluation.Protocol(plan.sampling, data.TestViews(1, 1, config.data.short_side, config.data.crop_size),
-                                   dtype=config.train.dtype, attention=config.model.attention)
+                                      sampling=plan.sampling, views=views, process_index=jax.process_index(),
+                                      process_count=jax.process_count())
+    protocol = evaluation.Protocol(plan.sampling, views, dtype=config.train.dtype, attention=config.model.attention)
     model = plan.model.clone(drop_path_rate=0.0, remat=(0, 0, 0, 0))
     predictions, _ = evaluation.run(model, {"params": state.params, "batch_stats": state.batch_stats},
                                     batches.as_numpy_iterator(), mesh, protocol)
