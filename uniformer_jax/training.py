@@ -157,26 +157,34 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch):
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        videos = micro_batches(batch["video"], accumulate, shards)
-        labels = micro_batches(batch["label"], accumulate, shards)
+    def micro(state: TrainState, batch_stats, video, label, key):
+        mix_key, drop_key = jax.random.split(key)
+        x, targets = mix(data.normalise(video, dtype), label, num_classes, mixing, mix_key)
+        (loss, (batch_stats, logits)), grads = grad_fn(state.params, batch_stats, x, targets, drop_key)
+        return grads, batch_stats, loss, jnp.mean(jnp.argmax(logits, -1) == label)
 
-        def micro(carry, xs):
+    def accumulated(state: TrainState, batch, key):
+        def body(carry, xs):
             grads, batch_stats = carry
             video, label, i = xs
-            mix_key, drop_key = jax.random.split(jax.random.fold_in(key, i))
-            x, targets = mix(data.normalise(video, dtype), label, num_classes, mixing, mix_key)
-            (loss, (batch_stats, logits)), g = grad_fn(state.params, batch_stats, x, targets, drop_key)
-            correct = jnp.mean(jnp.argmax(logits, -1) == label)
+            g, batch_stats, loss, correct = micro(state, batch_stats, video, label, jax.random.fold_in(key, i))
             return (jax.tree.map(jnp.add, grads, g), batch_stats), (loss, correct)
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
-        (grads, batch_stats), (losses, correct) = jax.lax.scan(
-            micro, (zeros, state.batch_stats), (videos, labels, jnp.arange(accumulate)))
-        grads = jax.tree.map(lambda g: g / accumulate, grads)
+        xs = (micro_batches(batch["video"], accumulate, shards), micro_batches(batch["label"], accumulate, shards),
+              jnp.arange(accumulate))
+        (grads, batch_stats), (losses, correct) = jax.lax.scan(body, (zeros, state.batch_stats), xs)
+        return jax.tree.map(lambda g: g / accumulate, grads), batch_stats, losses.mean(), correct.mean()
+
+    def step(state: TrainState, batch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if accumulate == 1:  # XLA:CPU runs the model ~5x slower inside a loop, so no scan of one
+            grads, batch_stats, loss, accuracy = micro(state, state.batch_stats, batch["video"], batch["label"],
+                                                       jax.random.fold_in(key, 0))
+        else:
+            grads, batch_stats, loss, accuracy = accumulated(state, batch, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        metrics = {"loss": losses.mean(), "accuracy": correct.mean(), "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
         return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                              batch_stats=batch_stats, opt_state=opt_state), metrics
