@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -57,6 +57,11 @@ class Plan:
                 f"train.batch_size {t.batch_size} on {jax.device_count()} devices must split into "
                 f"train.accumulate={t.accumulate} micro-batches per device, each a multiple of "
                 f"train.mix_group={t.mix_group} clips over all devices")
+        shards = t.input_shards or jax.process_count()
+        if shards % jax.process_count() or self.local_batch % (shards // jax.process_count()):
+            raise evaluation.ConfigError(
+                f"train.input_shards={shards} must be a multiple of the {jax.process_count()} process(es) and "
+                f"give each the same share of its {self.local_batch} clips")
         if jax.device_count() % t.fsdp:
             raise evaluation.ConfigError(f"train.fsdp={t.fsdp} must divide the {jax.device_count()} devices")
         self.init = read_metadata(t.init) if t.init else None
@@ -68,6 +73,10 @@ class Plan:
                                      randaugment=t.randaugment, erasing=t.erasing, repeats=t.repeats)
         self.train_part = data.open_split(config.data.source, t.split, process_index=jax.process_index(),
                                           process_count=jax.process_count())
+        classes = len(self.train_part.class_names or ())  # DMVR TFRecords carry no class names
+        if classes and classes != config.model.num_classes:
+            raise evaluation.ConfigError(f"the {t.split} split has {classes} classes and model.num_classes is "
+                                         f"{config.model.num_classes}; set --config.model.num_classes={classes}")
         self.validate = bool(t.val_every)
         if self.validate:
             self.val_batch = data.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
@@ -157,13 +166,28 @@ def validate(plan: Plan, config, mesh, state) -> dict:
 def check_finite(step: int, metrics, manager) -> None:
     loss = float(metrics["loss"])
     if not math.isfinite(loss):
-        raise TrainingError(f"the loss is {loss} at step {step}; stopping. The last good checkpoint (step "
-                            f"{manager.latest_step()}) is kept: lower train.lr or raise train.warmup_epochs, "
-                            "and run again to resume from it")
+        last = manager.latest_step()
+        kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
+        raise TrainingError(f"the loss is {loss} at step {step}; stopping, {kept}. Lower train.lr or raise "
+                            "train.warmup_epochs and run again")
+
+
+def restore(manager, abstract, shardings) -> training.TrainState:
+    """The latest checkpoint of the work directory, laid out for this run's mesh."""
+    step = manager.latest_step()
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise CheckpointError(f"cannot resume from {manager.directory / str(step)}: it does not hold this run's "
+                              f"model and optimiser state ({str(e).splitlines()[0][:300]}). Give this run its own "
+                              "--config.workdir, or remove that step to resume from an earlier one") from None
 
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs every checkpoint step at INFO
+        logging.set_verbosity(logging.WARNING)
     sharding.initialise_distributed()
     config = _CONFIG.value
     try:
@@ -172,31 +196,31 @@ def main(argv):
         sys.exit(f"error: {e}")
     lead = jax.process_index() == 0
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()
-    if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     t = config.train
     mesh = sharding.train_mesh(t.fsdp)
     tx = plan.recipe.optimizer()
     abstract = jax.eval_shape(lambda v: training.init_state(v, tx, t.seed), abstract_variables(plan.model))
     state_sharding = sharding.fsdp_shardings(abstract, mesh)
     manager = train_manager(workdir / "checkpoints", t.keep)
-    if manager.latest_step() is not None:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                              state_sharding)
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(target))
-    else:
-        state = jax.jit(lambda v: training.init_state(v, tx, t.seed), out_shardings=state_sharding)(
-            initial_variables(plan, config))
+    try:
+        if manager.latest_step() is not None:
+            state = restore(manager, abstract, state_sharding)
+        else:
+            state = jax.jit(lambda v: training.init_state(v, tx, t.seed), out_shardings=state_sharding)(
+                initial_variables(plan, config))
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    if lead:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     first = int(state.step)
     step_fn = jax.jit(training.make_train_step(plan.model, tx, plan.recipe.schedule(), plan.mixing, t.accumulate,
                                                mesh.size, _dtype(t.dtype)),
                       in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-    batches, _ = data.train_dataset(config.data.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
-                                    aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
-                                    process_count=jax.process_count(), start=first * plan.local_batch,
-                                    shuffle_buffer=t.shuffle_buffer)
+    batches = data.train_dataset(config.data.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
+                                 aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
+                                 process_count=jax.process_count(), shards=t.input_shards,
+                                 start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer)
     log, stop = Log(workdir, lead), Stop()
     saved = first
     previous = None
@@ -236,6 +260,7 @@ def main(argv):
                 print(f"stopped by SIGTERM at step {step}; saved, run the same command to continue", flush=True)
                 return
     except TrainingError as e:
+        bar.close()
         manager.wait_until_finished()
         sys.exit(f"error: {e}")
     bar.close()

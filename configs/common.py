@@ -47,6 +47,9 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
         mix_group=2 * videos // 8,  # clips mixed together: one GPU's batch in the original
         repeats=2, randaugment=True, erasing=0.25, flip=flip, crop_scale=(0.08, 1.0), crop_size=224,
         shuffle_buffer=128,
+        # The split is read as this many shards, each a stream of its own (a multiple of the process count).
+        # Fixed, the batches do not depend on the number of processes; None: one shard per process.
+        input_shards=config_dict.placeholder(int),
         dtype="bfloat16",  # compute; parameters and optimiser state stay float32
         remat=(0, 0, 0, 0),  # leading blocks of each stage to recompute in the backward pass
         accumulate=1,  # micro-batches per optimiser step

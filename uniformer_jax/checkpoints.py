@@ -142,7 +142,9 @@ def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[UniFormer, d
     if problems:
         raise CheckpointError(f"{path} does not fit {metadata['variant']} with {metadata['num_classes']} classes:\n  "
                               + "\n  ".join(problems))
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), expected)
+    # Whole arrays on this process's first device, whatever layout the checkpoint was written from.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32, sharding=device), expected)
     try:
         variables = checkpointer.restore(path, target)
     except Exception as e:

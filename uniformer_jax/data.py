@@ -304,26 +304,46 @@ def local_batch_size(global_batch: int, process_count: int, local_devices: int) 
 
 
 def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
-                  seed: int = 0, process_index: int = 0, process_count: int = 1, start: int = 0,
-                  shuffle_buffer: int = 128) -> tuple[tf.data.Dataset, Split]:
+                  seed: int = 0, process_index: int = 0, process_count: int = 1, shards: int | None = None,
+                  start: int = 0, shuffle_buffer: int = 128) -> tf.data.Dataset:
     """An endless stream of this process's batches {video (B,T,S,S,3) uint8, label (B,)}, epoch after epoch.
 
-    `batch_size` counts this process's clips; each video yields `aug.repeats` differently augmented clips.
-    Epoch e of process p has its own file order, shuffle and augmentation, drawn from (seed, p, e) alone, so
-    `start` (clips this process has already used) resumes the stream exactly where it was: only the part of
-    the current epoch before it is read again, and none of it is decoded. The shuffle buffer holds whole
-    encoded videos (about 10 MB each for 10 s at 320p).
+    The split is read as `shards` parts (default: one per process), each an endless stream of its own; a
+    process reads its share of them and its batch of `batch_size` clips takes the same number from each. With
+    a fixed `shards` the global batches (all processes' batches in process order) do not depend on the number
+    of processes. `start` counts the clips this process has already used: the stream resumes exactly there.
     """
-    part = open_split(source, split, process_index=process_index, process_count=process_count)
-    per_epoch = part.counts[process_index] * aug.repeats
+    shards = shards or process_count
+    if shards % process_count or batch_size % (shards // process_count):
+        raise DataError(f"{shards} input shards cannot be shared by {process_count} process(es) with "
+                        f"{batch_size} clips each: use a multiple of the process count that divides the batch")
+    mine = shards // process_count
+    streams = [shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
+                            start=start // mine, shuffle_buffer=shuffle_buffer).batch(batch_size // mine)
+               for shard in range(process_index * mine, (process_index + 1) * mine)]
+    ds = streams[0] if mine == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
+                 seed: int, start: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Clips of one shard of the split, epoch after epoch, from the `start`-th on.
+
+    Epoch e of shard s has its own file order, shuffle and augmentation, drawn from (seed, s, e) alone, so only
+    the part of the current epoch before `start` is read again, and none of it is decoded. The shuffle buffer
+    holds whole encoded videos (about 10 MB each for 10 s at 320p).
+    """
+    part = open_split(source, split, process_index=shard, process_count=shards)
+    per_epoch = part.counts[shard] * aug.repeats
     if per_epoch == 0:
-        raise DataError(f"{source} split {split!r} has no examples for process {process_index}")
+        raise DataError(f"{source} split {split!r} has no examples for input shard {shard} of {shards}")
     first_epoch, within = divmod(start, per_epoch)
     done_videos, done_clips = divmod(within, aug.repeats)
-    process_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), process_index)
+    shard_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), shard)
 
     def epoch(e):
-        epoch_seed = tf.random.experimental.stateless_fold_in(process_seed, e)
+        epoch_seed = tf.random.experimental.stateless_fold_in(shard_seed, e)
 
         def clips(position, example):
             seeds = tf.random.experimental.stateless_split(
@@ -335,9 +355,7 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
         return (part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=_scalar_seed(epoch_seed)).enumerate()
                 .skip(skip).map(clips, num_parallel_calls=tf.data.AUTOTUNE))
 
-    ds = (tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch).unbatch().skip(done_clips)
-          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    return ds.with_options(_options()), part
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch).unbatch().skip(done_clips)
 
 
 def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, views: TestViews,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
 def run(*args) -> None:
     command = [sys.executable, *map(str, args)]
     print("$", " ".join(map(str, args)), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+    # TensorFlow's C++ INFO lines (oneDNN notices) would bury the steps' output.
+    subprocess.run(command, check=True, cwd=REPO, env={"TF_CPP_MIN_LOG_LEVEL": "1", **os.environ})
 
 
 def main(argv=None):
