@@ -142,9 +142,8 @@ def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[UniFormer, d
     if problems:
         raise CheckpointError(f"{path} does not fit {metadata['variant']} with {metadata['num_classes']} classes:\n  "
                               + "\n  ".join(problems))
-    # Whole arrays on this process's first device, whatever layout the checkpoint was written from.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32, sharding=device), expected)
+    # Whole host arrays, whatever device layout the checkpoint was written from (a sharded training run's).
+    target = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), expected)
     try:
         variables = checkpointer.restore(path, target)
     except Exception as e:
