@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import torch
 from conftest import reference_model, save_mmaction2, sensex_state_dict
 from flax import traverse_util
@@ -25,8 +26,12 @@ def torch_soft_cross_entropy(logits, labels, num_classes, smoothing):
     return torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
-def test_one_train_step_matches_mmaction2(tmp_path):
-    """Same weights, same batch, BatchNorm in training mode: same loss, gradients and running statistics."""
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_one_train_step_matches_mmaction2(tmp_path, accumulate):
+    """Same weights, same batch, BatchNorm in training mode: same loss, gradients and running statistics.
+
+    With accumulation, PyTorch's usual loop is the reference: one forward and backward pass per micro-batch,
+    each loss divided by their number, gradients summed before the step."""
     reference = copy.deepcopy(reference_model("uniformer_small", num_classes=400, ln_eps=1e-5))
     assert cli.main([str(save_mmaction2(reference, tmp_path / "mm.pth")), str(tmp_path / "ckpt")]) == 0
     model, variables = load_pretrained(tmp_path / "ckpt")
@@ -37,7 +42,8 @@ def test_one_train_step_matches_mmaction2(tmp_path):
     # Plain SGD with rate 1 turns the update into the gradient.
     tx = optax.sgd(1.0)
     step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(1.0),
-                                            training.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.1, group=8)))
+                                            training.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.1, group=4),
+                                            accumulate=accumulate))
     state = training.init_state(variables, tx, seed=0)
     new, metrics = step(state, {"video": video, "label": labels})
     grads = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), state.params, new.params)
@@ -46,10 +52,12 @@ def test_one_train_step_matches_mmaction2(tmp_path):
     reference.train()
     reference.cls_head.dropout.eval()  # MMAction2's head drops half its inputs in training; the original does not
     x = ((torch.from_numpy(video).float() - 114.75) / 57.375).permute(0, 4, 1, 2, 3).contiguous()
-    loss = torch_soft_cross_entropy(reference.cls_head(reference.backbone(x)), torch.from_numpy(labels).long(),
-                                    400, 0.1)
-    loss.backward()
-    assert abs(float(metrics["loss"]) - loss.item()) < 1e-4
+    losses = []
+    for part, y in zip(x.chunk(accumulate), torch.from_numpy(labels).long().chunk(accumulate)):
+        loss = torch_soft_cross_entropy(reference.cls_head(reference.backbone(part)), y, 400, 0.1)
+        (loss / accumulate).backward()
+        losses.append(loss.item())
+    assert abs(float(metrics["loss"]) - np.mean(losses)) < 1e-4
 
     named = dict(reference.named_parameters())
     torch_grads = {k: named[m].grad.numpy() for k, m in zip(sensex_state_dict(reference), reference.state_dict())
@@ -66,9 +74,10 @@ def test_one_train_step_matches_mmaction2(tmp_path):
     for k, v in after.items():
         if k[-1] == "var":
             # PyTorch updates running_var with the unbiased batch variance, Flax with the biased one (as the
-            # original's BatchNorm does in its normalisation): undo Bessel's correction on torch's update.
-            n = 8 * VALUES_PER_CHANNEL[k[0][:7]]
-            v = 0.9 * before[k] + (v - 0.9 * before[k]) * (n - 1) / n
+            # original's BatchNorm does in its normalisation): undo Bessel's correction on torch's updates.
+            n = 8 // accumulate * VALUES_PER_CHANNEL[k[0][:7]]
+            kept = 0.9 ** accumulate * before[k]
+            v = kept + (v - kept) * (n - 1) / n
         np.testing.assert_allclose(ours[k], v, rtol=1e-4, atol=1e-5, err_msg=str(k))
 
 
