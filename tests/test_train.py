@@ -1,5 +1,5 @@
 """train.py end to end on the demo's moving-square videos: resuming after SIGTERM and kill -9, another device
-layout over 2 processes, non-finite losses and refused configs. That training learns is the demo's test (test_demo.py)."""
+layout over 2 processes, non-finite losses and refused configs. That training learns is test_demo.py's test."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8  # 16 videos, 1 clip each, 8 clips a batch: 2 steps an epoch
 # Mixing, stochastic depth and the random augmentations on, so that resuming must restore every random stream;
 # 2 input shards, so that 1 and 2 processes read the same batches.
-SMALL = ["--config.train.input_shards=2", "--config.train.batch_size=8", "--config.train.reference_batch=8", "--config.train.mix_group=4",
+SMALL = ["--config.train.input_shards=2", "--config.train.batch_size=8", "--config.train.reference_batch=8",
+         "--config.train.mix_group=4",
          "--config.train.repeats=1", "--config.train.epochs=4", "--config.train.warmup_epochs=1",
          "--config.train.mixup=0.8", "--config.train.cutmix=1.0", "--config.train.drop_path=0.1",
          "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.train.val_every=0"]
@@ -195,8 +196,8 @@ def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message
 def test_a_work_directory_of_another_model_is_refused_and_left_alone(source, env, straight, tmp_path):
     workdir = tmp_path / "other"
     shutil.copytree(straight / "checkpoints" / "8", workdir / "checkpoints" / "8")
-    result = subprocess.run(command(source, workdir, "--config.model.variant=uniformer_base"), capture_output=True, text=True,
-                            timeout=600, cwd=ROOT, env=env)
+    result = subprocess.run(command(source, workdir, "--config.model.variant=uniformer_base"), capture_output=True,
+                            text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot resume from") and "its own --config.workdir" in last, result.stderr[-2000:]
