@@ -31,18 +31,49 @@ def _base(dataset: str, variant: str, frames: int) -> ml_collections.ConfigDict:
     return config
 
 
-def kinetics(dataset: str, variant: str, frames: int, rate: int, top1: float, gflops: float):
+def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, init: str, nodes: int = 1,
+           flip: bool = True) -> ml_collections.ConfigDict:
+    """The original's training run (uniformer-spec §6): `videos` per node of 8 GPUs and its `lr`, on `nodes`
+    nodes. Each video gives 2 clips (repeated augmentation), so the batch counts 2 x videos x nodes clips; the
+    learning rate is for that batch and scales linearly when `batch_size` is changed."""
+    clips = 2 * videos * nodes
+    return ml_collections.ConfigDict(dict(
+        init=config_dict.placeholder(str),  # a `python -m convert` output to start from; None: random weights
+        paper_init=init,  # what the paper started from
+        split="train", val_split="validation", seed=0,
+        batch_size=clips, reference_batch=clips, lr=lr * nodes, epochs=epochs, warmup_epochs=warmup,
+        warmup_lr=1e-6, end_lr=1e-6, weight_decay=0.05, clip_norm=20.0, drop_path=drop_path,
+        mixup=0.8, cutmix=1.0, mix_switch=0.5, label_smoothing=0.1,
+        mix_group=2 * videos // 8,  # clips mixed together: one GPU's batch in the original
+        repeats=2, randaugment=True, erasing=0.25, flip=flip, crop_scale=(0.08, 1.0), crop_size=224,
+        shuffle_buffer=128,
+        # The split is read as this many shards, each a stream of its own (a multiple of the process count).
+        # Fixed, the batches do not depend on the number of processes; None: one shard per process.
+        input_shards=config_dict.placeholder(int),
+        dtype="bfloat16",  # compute; parameters and optimiser state stay float32
+        remat=(0, 0, 0, 0),  # leading blocks of each stage to recompute in the backward pass
+        accumulate=1,  # micro-batches per optimiser step
+        fsdp=1,  # devices that share each parameter (FSDP); the rest split the batch
+        log_every=20, checkpoint_every=1000, keep=3,  # steps; the last `keep` checkpoints and the best stay
+        val_every=5000, val_batch_size=8))  # validation: 1 clip x 1 centre crop per video
+
+
+def kinetics(dataset: str, variant: str, frames: int, rate: int, top1: float, gflops: float,
+             train: ml_collections.ConfigDict):
     """A Kinetics model: dense sampling, 4 clips x 1 centre crop. `gflops` sums all views (spec §4.2)."""
     config = _base(dataset, variant, frames)
+    config.train = train
     config.data.rate = rate
     config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="1x4"))
     return config
 
 
-def something(dataset: str, variant: str, frames: int, top1: float, top1_k600: float, gflops: float):
+def something(dataset: str, variant: str, frames: int, top1: float, top1_k600: float, gflops: float,
+              train: ml_collections.ConfigDict):
     """A Something-Something model: TSN segment sampling, 1 clip x 3 crops. Released twice, fine-tuned from
     K400 (`top1`) and from K600 (`top1_k600`) weights; the architecture and protocol are the same."""
     config = _base(dataset, variant, frames)
+    config.train = train
     config.data.update(mode="segment", rate=1, clips=1, crops=3)
     config.paper = ml_collections.ConfigDict(dict(top1=top1, top1_k600=top1_k600, gflops=gflops, views="3x1"))
     return config

@@ -8,14 +8,13 @@ import tempfile
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from convert import keys
 from convert.forms import (FORMS, INFLATE_MODES, ConversionError, check_finite, inflate, load_torch_file,
                            read_state_dict, stage_depths)
 from uniformer_jax import labels as labels_lib
 from uniformer_jax.checkpoints import abstract_variables, load_pretrained, save_pretrained, shape_mismatches
-from uniformer_jax.model import EMBED_DIM, VARIANTS, create_model, linear_init, variant_of
+from uniformer_jax.model import VARIANTS, create_model, init_head, variant_of
 
 # The LayerNorm eps of the attention blocks that trained each form's weights.
 LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5}
@@ -83,8 +82,7 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
         raise ConversionError(f"the {form} checkpoint does not fit {variant}:\n  " + "\n  ".join(problems))
     variables = keys.to_flax(state_dict)
     if num_classes != source_classes:
-        kernel = linear_init(jax.random.key(seed), (EMBED_DIM[-1], num_classes))
-        variables["params"]["head"] = {"kernel": np.asarray(kernel), "bias": np.zeros(num_classes, np.float32)}
+        variables["params"]["head"] = init_head(jax.random.key(seed), num_classes)
     class_names, variables["params"]["head"] = _class_names(labels, reorder_to, num_classes,
                                                            variables["params"]["head"])
     metadata = {

@@ -28,10 +28,24 @@ RELEASED = {
 PER_VIEW_GFLOPS = {("s", 8): 17.61, ("s", 16): 41.76, ("s", 32): 109.63,  # uniformer-spec §4.1 (fvcore)
                    ("b", 8): 40.23, ("b", 16): 96.74, ("b", 32): 258.63}
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
+# uniformer-spec §6.2 and §2: (videos per node, base lr per node, nodes, epochs, warmup epochs, drop path)
+RECIPES = {
+    "k400_s8": (128, 4e-4, 1, 100, 10, 0.1), "k400_s16": (32, 1e-4, 1, 110, 10, 0.1),
+    "k400_s16x8": (32, 1e-4, 1, 110, 10, 0.1), "k400_b8": (64, 2e-4, 1, 100, 10, 0.3),
+    "k400_b16": (40, 1.25e-4, 1, 110, 10, 0.3), "k400_b16x8": (40, 1.25e-4, 1, 110, 10, 0.3),
+    "k400_b32": (32, 1e-4, 1, 110, 10, 0.3), "k600_s16": (96, 3e-4, 1, 110, 10, 0.1),
+    "k600_s16x8": (32, 1e-4, 1, 110, 10, 0.1), "k600_b16": (40, 1.25e-4, 1, 110, 10, 0.3),
+    "k600_b16x8": (32, 1.25e-4, 1, 110, 10, 0.3), "k600_b32": (32, 1e-4, 4, 110, 10, 0.3),
+    "sthv1_s16": (32, 2e-4, 1, 60, 5, 0.2), "sthv1_s32": (32, 2e-4, 1, 60, 5, 0.2),
+    "sthv2_s16": (32, 2e-4, 1, 50, 5, 0.3), "sthv2_s32": (32, 2e-4, 1, 50, 5, 0.3),
+    "sthv1_b16": (40, 2.5e-4, 1, 60, 5, 0.6), "sthv1_b32": (32, 2e-4, 1, 60, 5, 0.6),
+    "sthv2_b16": (40, 2.5e-4, 1, 50, 5, 0.4), "sthv2_b32": (32, 2e-4, 1, 50, 5, 0.5),
+}
+DEMO = {"motion"}  # the demo's task (python -m uniformer_jax.demo), not a released model
 
 
 def test_every_config_file_is_a_released_model():
-    files = {p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common")}
+    files = {p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common")} - DEMO
     assert files == set(RELEASED)
 
 
@@ -52,3 +66,10 @@ def test_config_matches_the_spec(name):
     assert config.paper.gflops == pytest.approx(PER_VIEW_GFLOPS[variant, frames] * views, rel=0.01)
     assert config.eval.aggregate == "sum_logits"  # the original's TestMeter (§5.3)
     evaluation.Protocol.from_config(config)  # a valid protocol
+    videos, lr, nodes, epochs, warmup, drop_path = RECIPES[name]
+    t = config.train
+    assert t.batch_size == t.reference_batch == 2 * videos * nodes  # 2 clips a video (repeated augmentation)
+    assert t.lr == pytest.approx(lr * nodes)  # BASE_LR_SCALE_NUM_SHARDS
+    assert (t.epochs, t.warmup_epochs, t.drop_path) == (epochs, warmup, drop_path)
+    assert (t.weight_decay, t.clip_norm, t.mixup, t.cutmix, t.label_smoothing) == (0.05, 20.0, 0.8, 1.0, 0.1)
+    assert t.flip == bool(stride)  # no flips for Something-Something (§5.2)

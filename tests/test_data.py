@@ -224,7 +224,7 @@ def test_train_clips_are_deterministic_and_augmented(dataset):
     aug = data.TrainAugment(crop_size=32, randaugment=False, erasing=0.0, crop_scale=(0.3, 1.0))
 
     def first(seed, n=6):
-        ds, _ = data.train_dataset(str(dataset), "train", batch_size=4, sampling=sampling, aug=aug, seed=seed)
+        ds = data.train_dataset(str(dataset), "train", batch_size=4, sampling=sampling, aug=aug, seed=seed)
         return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
 
     a, b, c = first(0), first(0), first(1)
@@ -243,11 +243,51 @@ def test_train_clips_are_deterministic_and_augmented(dataset):
 
 
 def test_repeated_augmentation_gives_two_different_clips_per_video(dataset):
-    ds, _ = data.train_dataset(str(dataset), "train", batch_size=2, sampling=data.Sampling(4, 2),
+    ds = data.train_dataset(str(dataset), "train", batch_size=2, sampling=data.Sampling(4, 2),
                                aug=data.TrainAugment(crop_size=32, repeats=2), seed=3)
     batch = next(ds.as_numpy_iterator())
     assert batch["label"][0] == batch["label"][1]
     assert (batch["video"][0] != batch["video"][1]).any()
+
+
+def test_train_stream_resumes_where_it_stopped_across_epochs(dataset):
+    # 4 videos x 2 clips = 8 clips an epoch; batches of 3 cross clip, video and epoch boundaries.
+    def batches(start, n):
+        ds = data.train_dataset(str(dataset), "train", batch_size=3, sampling=data.Sampling(4, 2),
+                                   aug=data.TrainAugment(crop_size=32), seed=5, start=start)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+
+    whole = batches(0, 9)
+    for stop in (1, 3, 5):
+        resumed = batches(3 * stop, 9 - stop)
+        for a, b in zip(whole[stop:], resumed):
+            np.testing.assert_array_equal(a["video"], b["video"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+    labels = np.concatenate([b["label"] for b in whole])
+    for epoch in (labels[:8], labels[8:16], labels[16:24]):  # every video twice an epoch (repeated augmentation)
+        assert sorted(epoch) == [0, 0, 1, 1, 1, 1, 2, 2]
+    clips = np.concatenate([b["video"] for b in whole])
+    first, second = clips[:8], clips[8:16]
+    assert not any((first[i] == second[j]).all() for i in range(8) for j in range(8))  # each epoch augments anew
+
+
+def test_fixed_input_shards_give_the_same_global_batches_on_one_or_two_processes(dataset):
+    def batches(process_index, process_count, start=0, n=4):
+        ds = data.train_dataset(str(dataset), "train", batch_size=4 // process_count, sampling=data.Sampling(4, 2),
+                                aug=data.TrainAugment(crop_size=32, randaugment=False), seed=2,
+                                process_index=process_index, process_count=process_count, shards=2, start=start)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+
+    one = batches(0, 1)
+    two = zip(batches(0, 2), batches(1, 2))
+    for whole, (first, second) in zip(one, two, strict=True):
+        for key in ("video", "label"):
+            np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]))
+    for a, b in zip(one[2:], batches(0, 1, start=8, n=2), strict=True):  # 2 steps of 4 clips used
+        np.testing.assert_array_equal(a["video"], b["video"])
+    with pytest.raises(data.DataError, match="3 input shards cannot be shared by 2"):
+        data.train_dataset(str(dataset), "train", batch_size=2, sampling=data.Sampling(4, 2),
+                           aug=data.TrainAugment(crop_size=32), process_count=2, shards=3)
 
 
 def test_normalise_matches_mmaction2_constants():

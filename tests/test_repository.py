@@ -14,7 +14,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_demo_and_test_commands():
     demo, tests = readme_commands()
-    assert demo.endswith("python -m uniformer_jax.demo") and "'.[torch]'" in demo
+    assert demo.endswith("python -m uniformer_jax.demo") and " -e . " in demo
     assert "'.[test]'" in tests and "python -m pytest" in tests
 
 

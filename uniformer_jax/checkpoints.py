@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
 from uniformer_jax.model import VARIANTS, UniFormer, create_model
 
@@ -51,27 +52,59 @@ def _flat_shapes(tree) -> dict[str, tuple]:
 
 def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadata: Mapping[str, Any],
                     overwrite: bool = False) -> Path:
-    """Writes a checkpoint directory atomically: on any failure the destination is left as it was."""
+    """Writes a checkpoint directory atomically: on any failure the destination is left as it was.
+
+    With several processes every process calls it (each writes its shards of the arrays); process 0 alone
+    writes the metadata and moves the directory into place.
+    """
     directory = Path(directory).absolute()
+    lead = jax.process_index() == 0
     if directory.exists() and not overwrite:
         raise CheckpointError(f"{directory} already exists; choose another destination or allow overwriting")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    # A name every process agrees on without talking: one writer per destination at a time.
+    tmp = directory.parent / f".{directory.name}.partial"
+    if lead:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _barrier("uniformer_save_start")
     try:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats")})
         checkpointer.wait_until_finished()
-        (tmp / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
+        if lead:
+            (tmp / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
+            _replace(tmp, directory)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if lead:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _barrier("uniformer_save_end")
     return directory
+
+
+def _replace(tmp: Path, directory: Path) -> None:
+    if directory.exists():
+        old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def train_manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
+    """Training checkpoints in `directory`: asynchronous, each step written to a temporary directory and
+    renamed when complete; the last `keep` are kept, and the one with the best validation top-1."""
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(keep),
+        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["top1"], n=1, keep_checkpoints_without_metrics=False)])
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
+                                           cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
 def read_metadata(directory: str | Path) -> dict:
@@ -109,7 +142,8 @@ def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[UniFormer, d
     if problems:
         raise CheckpointError(f"{path} does not fit {metadata['variant']} with {metadata['num_classes']} classes:\n  "
                               + "\n  ".join(problems))
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), expected)
+    # Whole host arrays, whatever device layout the checkpoint was written from (a sharded training run's).
+    target = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), expected)
     try:
         variables = checkpointer.restore(path, target)
     except Exception as e:

@@ -12,6 +12,7 @@ import glob
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -70,22 +71,27 @@ class TestViews:
 
 @dataclasses.dataclass
 class Split:
-    """One process's part of a split: examples {frames (encoded), label, name, index} in a fixed order."""
+    """One process's part of a split: examples {frames (encoded), label, name, index} in a fixed order.
+
+    `index` is an example's position in the whole split. `shuffled(seed)` gives the same examples with the
+    order of the files drawn from `seed` (a stateless seed tensor), for training; sources whose files cannot be
+    reordered without changing which process reads what give them in the stored order.
+    """
     examples: tf.data.Dataset
     counts: list[int]  # examples of every process, in process order
     class_names: list[str] | None
+    shuffled: Callable[[tf.Tensor], tf.data.Dataset]
 
 
 # --- sources -----------------------------------------------------------------------------------------------
 
-def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1,
-               shuffle_files: bool = False, seed: int = 0) -> Split:
+def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1) -> Split:
     """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
 
     A DMVR pattern names the files of one split, so `split` only selects among the splits of a TFDS directory.
     """
     if (Path(source) / "dataset_info.json").is_file():
-        return _open_tfds(source, split, process_index, process_count, shuffle_files, seed)
+        return _open_tfds(source, split, process_index, process_count)
     files = sorted(glob.glob(source))
     if not files:
         raise DataError(f"{source}: neither a dataset directory (with dataset_info.json, as written by "
@@ -93,20 +99,43 @@ def open_split(source: str, split: str, *, process_index: int = 0, process_count
     return _open_dmvr(files, process_index, process_count)
 
 
-def _open_tfds(directory: str, split: str, index: int, count: int, shuffle_files: bool, seed: int) -> Split:
+def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
     builder = tfds.builder_from_directory(directory)
     if split not in builder.info.splits:
         raise DataError(f"{directory} has no split {split!r}; it has {sorted(builder.info.splits)}")
     parts = tfds.even_splits(split, n=count)
     counts = [builder.info.splits[part].num_examples for part in parts]
-    # cycle length 1 reads in the stored order, so an example's index is its position in the split.
-    read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
-    ds = builder.as_dataset(split=parts[index], shuffle_files=shuffle_files, read_config=read_config,
-                            decoders={"video": tfds.decode.SkipDecoding()})
-    start = sum(counts[:index])
-    ds = ds.enumerate(start).map(lambda i, ex: {"frames": ex["video"], "label": tf.cast(ex["label"], tf.int32),
-                                                "name": ex["name"], "index": tf.cast(i, tf.int32)})
-    return Split(ds, counts, builder.info.features["label"].names)
+    files = builder.info.splits[parts[index]].file_instructions
+    # The split's examples are numbered in stored order, so each file piece knows where its examples start.
+    starts = np.cumsum([sum(counts[:index])] + [f.take for f in files[:-1]])
+    pieces = tf.data.Dataset.from_tensor_slices(
+        ([f.filename for f in files], np.array([f.skip for f in files], np.int64),
+         np.array([f.take for f in files], np.int64), starts.astype(np.int64)))
+    features = builder.info.features
+
+    def read(name, skip, take, start):
+        return tf.data.TFRecordDataset(name).skip(skip).take(take).enumerate(start)
+
+    def parse(i, record):
+        ex = features.deserialize_example(record, decoders={"video": tfds.decode.SkipDecoding()})
+        return {"frames": ex["video"], "label": tf.cast(ex["label"], tf.int32), "name": ex["name"],
+                "index": tf.cast(i, tf.int32)}
+
+    def examples(order):
+        return order.interleave(read, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def shuffled(seed):
+        return examples(pieces.shuffle(len(files), seed=_scalar_seed(seed)))
+
+    # One file at a time keeps the stored order, so an example's index is its position in the split.
+    ordered = pieces.flat_map(read).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return Split(ordered, counts, features["label"].names, shuffled)
+
+
+def _scalar_seed(seed):
+    """An int64 seed for the tf.data ops that take one, drawn from a stateless seed pair."""
+    return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
 
 
 _DMVR_OLD_LAYOUT = ("the record holds several JPEGs in one `image/encoded` Feature: this is DMVR's layout from before "
@@ -131,11 +160,12 @@ def _parse_dmvr(index, record):
 
 
 def _open_dmvr(files: list[str], index: int, count: int) -> Split:
-    # Records are split by position, so every process reads the files but parses only its own examples.
+    # Records are split by position, so every process reads the files but parses only its own examples; the
+    # file order stays fixed so that the examples of a process stay its own.
     total = int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
     counts = [len(range(i, total, count)) for i in range(count)]
     ds = tf.data.TFRecordDataset(files).enumerate().shard(count, index).map(_parse_dmvr)
-    return Split(ds, counts, None)
+    return Split(ds, counts, None, lambda seed: ds)
 
 
 # --- temporal sampling ---------------------------------------------------------------------------------------
@@ -274,28 +304,58 @@ def local_batch_size(global_batch: int, process_count: int, local_devices: int) 
 
 
 def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
-                  seed: int = 0, process_index: int = 0, process_count: int = 1,
-                  shuffle_buffer: int = 128) -> tuple[tf.data.Dataset, Split]:
-    """An endless, shuffled stream of this process's batches {video (B,T,S,S,3) uint8, label (B,)}.
+                  seed: int = 0, process_index: int = 0, process_count: int = 1, shards: int | None = None,
+                  start: int = 0, shuffle_buffer: int = 128) -> tf.data.Dataset:
+    """An endless stream of this process's batches {video (B,T,S,S,3) uint8, label (B,)}, epoch after epoch.
 
-    `batch_size` counts this process's clips; each video yields `aug.repeats` differently augmented clips.
-    The shuffle buffer holds whole encoded videos (about 10 MB each for 10 s at 320p), on top of the
-    shuffling the builder does when it writes the records and the shuffled file order.
+    The split is read as `shards` parts (default: one per process), each an endless stream of its own; a
+    process reads its share of them and its batch of `batch_size` clips takes the same number from each. With
+    a fixed `shards` the global batches (all processes' batches in process order) do not depend on the number
+    of processes. `start` counts the clips this process has already used: the stream resumes exactly there.
     """
-    part = open_split(source, split, process_index=process_index, process_count=process_count,
-                      shuffle_files=True, seed=seed + process_index)
-    process_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), process_index)
+    shards = shards or process_count
+    if shards % process_count or batch_size % (shards // process_count):
+        raise DataError(f"{shards} input shards cannot be shared by {process_count} process(es) with "
+                        f"{batch_size} clips each: use a multiple of the process count that divides the batch")
+    mine = shards // process_count
+    streams = [shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
+                            start=start // mine, shuffle_buffer=shuffle_buffer).batch(batch_size // mine)
+               for shard in range(process_index * mine, (process_index + 1) * mine)]
+    ds = streams[0] if mine == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
-    def clips(position, example):
-        seeds = tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(process_seed, position), aug.repeats)
-        video = tf.stack([train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
-        return {"video": video, "label": tf.fill([aug.repeats], example["label"])}
 
-    ds = (part.examples.repeat().shuffle(shuffle_buffer, seed=seed + process_index).enumerate()
-          .map(clips, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    return ds.with_options(_options()), part
+def shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
+                 seed: int, start: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Clips of one shard of the split, epoch after epoch, from the `start`-th on.
+
+    Epoch e of shard s has its own file order, shuffle and augmentation, drawn from (seed, s, e) alone, so only
+    the part of the current epoch before `start` is read again, and none of it is decoded. The shuffle buffer
+    holds whole encoded videos (about 10 MB each for 10 s at 320p).
+    """
+    part = open_split(source, split, process_index=shard, process_count=shards)
+    per_epoch = part.counts[shard] * aug.repeats
+    if per_epoch == 0:
+        raise DataError(f"{source} split {split!r} has no examples for input shard {shard} of {shards}")
+    first_epoch, within = divmod(start, per_epoch)
+    done_videos, done_clips = divmod(within, aug.repeats)
+    shard_seed = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), shard)
+
+    def epoch(e):
+        epoch_seed = tf.random.experimental.stateless_fold_in(shard_seed, e)
+
+        def clips(position, example):
+            seeds = tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(epoch_seed, position), aug.repeats)
+            video = tf.stack([train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
+            return {"video": video, "label": tf.fill([aug.repeats], example["label"])}
+
+        skip = tf.where(e == first_epoch, tf.constant(done_videos, tf.int64), 0)
+        return (part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=_scalar_seed(epoch_seed)).enumerate()
+                .skip(skip).map(clips, num_parallel_calls=tf.data.AUTOTUNE))
+
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch).unbatch().skip(done_clips)
 
 
 def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, views: TestViews,

@@ -134,7 +134,7 @@ def main(argv):
     paths, source = prepare(workdir, FLAGS.videos)
     sampling, aug, views = data.Sampling(FLAGS.num_frames, FLAGS.rate), data.TrainAugment(), data.TestViews(4, 1)
     count = FLAGS.clips
-    train, _ = data.train_dataset(source, "train", batch_size=8, sampling=sampling, aug=aug)
+    train = data.train_dataset(source, "train", batch_size=8, sampling=sampling, aug=aug)
     test, _, _ = data.eval_dataset(source, "train", batch_size=1, sampling=sampling, views=views)
 
     @tf.function

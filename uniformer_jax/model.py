@@ -56,7 +56,34 @@ def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, pa
         kernel_init=conv_kernel_init, bias_init=conv_bias_init(fan_in), dtype=dtype, name=name)
 
 
+@jax.custom_vjp
 def _depthwise_shift_add(x, kernel):
+    return _shift_add(x, kernel)
+
+
+def _shift_add_fwd(x, kernel):
+    return _shift_add(x, kernel), (x, kernel)
+
+
+def _shift_add_bwd(residuals, g):
+    """The transpose of a 'same' correlation is the correlation with the flipped kernel; the kernel gradient is
+    one reduction per tap. Written out, because XLA's own derivative of the shifted sums fuses badly on CPU
+    (20x slower than the forward pass in a CBlock)."""
+    x, kernel = residuals
+    dx = _shift_add(g, kernel[::-1, ::-1, ::-1])
+    kt, kh, kw = kernel.shape[:3]
+    _, t, h, w, _ = x.shape
+    xp = jnp.pad(x.astype(jnp.float32), ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
+    g = g.astype(jnp.float32)
+    taps = [jnp.sum(xp[:, a:a + t, b:b + h, c:c + w, :] * g, axis=(0, 1, 2, 3))
+            for a in range(kt) for b in range(kh) for c in range(kw)]
+    return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+_depthwise_shift_add.defvjp(_shift_add_fwd, _shift_add_bwd)
+
+
+def _shift_add(x, kernel):
     """Depthwise 'same' conv as a sum of shifted, scaled copies of the input, in float32.
 
     XLA's CPU backend expands grouped convolutions into dense ones (C times the work), which makes the 5x5x5
@@ -291,6 +318,12 @@ def create_model(name: str, **kwargs) -> UniFormer:
     if name not in VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
     return UniFormer(depth=VARIANTS[name], **kwargs)
+
+
+def init_head(key, num_classes: int) -> dict:
+    """A new classification head, as Sense-X makes one when fine-tuning for other classes."""
+    kernel = linear_init(key, (EMBED_DIM[-1], num_classes))
+    return {"kernel": np.asarray(kernel), "bias": np.zeros(num_classes, np.float32)}
 
 
 def variant_of(depth: Sequence[int]) -> str | None:

@@ -13,6 +13,26 @@ def data_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
 
 
+def train_mesh(fsdp: int = 1) -> jax.sharding.Mesh:
+    """Devices on (data, fsdp): the batch is split over both axes, parameters over `fsdp` when it is > 1."""
+    return jax.make_mesh((jax.device_count() // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+
+
+def fsdp_shardings(tree, mesh: jax.sharding.Mesh, min_size: int = 2 ** 18):
+    """For each array, its largest dimension that the `fsdp` axis divides is split over it (big_vision's rule);
+    arrays under `min_size` elements, and all arrays when the axis has one device, are replicated."""
+    n = mesh.shape.get("fsdp", 1)
+
+    def rule(leaf):
+        if n > 1 and leaf.size >= min_size:
+            for dim in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d]):
+                if leaf.shape[dim] % n == 0:
+                    return NamedSharding(mesh, P(*[("fsdp" if d == dim else None) for d in range(leaf.ndim)]))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(rule, tree)
+
+
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     """The leading (batch) axis split over every mesh axis."""
     return NamedSharding(mesh, P(mesh.axis_names))

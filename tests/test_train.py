@@ -1,0 +1,204 @@
+"""train.py end to end on the demo's moving-square videos: resuming after SIGTERM and kill -9, another device
+layout over 2 processes, non-finite losses and refused configs. That training learns is test_demo.py's test."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from uniformer_jax import demo
+from uniformer_jax.checkpoints import load_pretrained
+from uniformer_jax.dataset_builder import build
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 8  # 16 videos, 1 clip each, 8 clips a batch: 2 steps an epoch
+# Mixing, stochastic depth and the random augmentations on, so that resuming must restore every random stream;
+# 2 input shards, so that 1 and 2 processes read the same batches.
+SMALL = ["--config.train.input_shards=2", "--config.train.batch_size=8", "--config.train.reference_batch=8",
+         "--config.train.mix_group=4",
+         "--config.train.repeats=1", "--config.train.epochs=4", "--config.train.warmup_epochs=1",
+         "--config.train.mixup=0.8", "--config.train.cutmix=1.0", "--config.train.drop_path=0.1",
+         "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.train.val_every=0"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("motion")
+    demo.write_videos(root, {"train": 4, "validation": 1})
+    return str(build("motion", root / "videos", {"train": root / "train.txt", "validation": root / "validation.txt"},
+                     root / "tfds", classes=root / "classes.txt", short_side=32, workers=2).data_dir)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """Every run of the module shares one compilation cache: restarts then compile in seconds."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def command(source: str, workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), f"--config={ROOT / 'configs/motion.py'}",
+            f"--config.data.source={source}", f"--config.workdir={workdir}", *SMALL, *extra]
+
+
+def train(source: str, workdir: Path, env: dict, *extra: str, devices: int = 1) -> subprocess.CompletedProcess:
+    if devices > 1:
+        env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run(command(source, workdir, *extra), capture_output=True, text=True, timeout=900, cwd=ROOT,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    """Step -> loss from metrics.jsonl; a step logged twice (run again after kill -9) keeps its last value."""
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return {row["step"]: row["loss"] for row in map(json.loads, lines)}
+
+
+def params(workdir: Path) -> list[np.ndarray]:
+    _, variables = load_pretrained(workdir / "model")
+    return [np.asarray(x) for x in jax.tree.leaves(variables)]
+
+
+def steps_saved(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def straight(source, env, tmp_path_factory) -> Path:
+    """One uninterrupted run on 1 device."""
+    workdir = tmp_path_factory.mktemp("train") / "straight"
+    train(source, workdir, env)
+    return workdir
+
+
+def test_an_uninterrupted_run_logs_and_saves_everything(straight):
+    assert sorted(losses(straight)) == list(range(1, STEPS + 1))
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "accuracy", "grad_norm", "lr", "clips_per_second"} <= set(rows[-1])
+    assert steps_saved(straight) == [4, 6, 8]  # keep=3
+    assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((straight / "config.json").read_text())["train"]["batch_size"] == 8
+    assert json.loads((straight / "model" / "uniformer.json").read_text())["class_names"] == list(demo.DIRECTIONS)
+
+
+def wait_for_step(workdir: Path, step: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (workdir / "metrics.jsonl").exists() and max(losses(workdir), default=0) >= step:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended or stalled before step {step}: {proc.communicate()[1][-3000:]}")
+
+
+def test_sigterm_and_kill_9_resume_to_the_same_parameters(source, env, straight, tmp_path):
+    workdir = tmp_path / "resumed"
+    proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_step(workdir, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    stopped = int(re.search(r"stopped by SIGTERM at step (\d+)", out).group(1))
+    assert stopped < STEPS and steps_saved(workdir)[-1] == stopped
+
+    proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_step(workdir, stopped + 3, proc)
+    proc.kill()
+    proc.communicate()
+    assert not (workdir / "model").exists()
+
+    train(source, workdir, env)
+    assert not list((workdir / "checkpoints").glob("*tmp*"))
+    assert losses(workdir) == losses(straight)
+    for a, b in zip(params(workdir), params(straight), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_two_processes_of_four_devices_resume_a_one_device_checkpoint_on_the_same_curve(source, env, straight,
+                                                                                        tmp_path):
+    """8 devices over 2 processes with FSDP over 4 take the 1-device run's step 4 and finish it."""
+    workdir = tmp_path / "two"
+    shutil.copytree(straight / "checkpoints" / "4", workdir / "checkpoints" / "4")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = command(source, workdir, "--config.train.fsdp=4", f"--coordinator_address=127.0.0.1:{port}",
+                   "--num_processes=2")
+    four = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    procs = [subprocess.Popen(base + [f"--process_id={i}"], cwd=ROOT, env=four, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    expected = {k: v for k, v in losses(straight).items() if k > 4}
+    found = losses(workdir)
+    assert sorted(found) == sorted(expected)
+    # Another layout sums in another order: the same curve and parameters within float tolerance. AdamW moves
+    # a parameter by up to the learning rate (1e-3) a step, whatever its gradient, so tiny gradient differences
+    # can move a parameter apart by a fraction of that: 1e-4, a tenth of one step, is allowed.
+    np.testing.assert_allclose([found[k] for k in expected], list(expected.values()), rtol=2e-3)
+    for a, b in zip(params(workdir), params(straight), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(source, env, straight, tmp_path):
+    workdir = tmp_path / "diverged"
+    step = workdir / "checkpoints" / "4"
+    shutil.copytree(straight / "checkpoints" / "4", step)
+    # A NaN in the head, as a too-high learning rate leaves it: the next step's loss is NaN.
+    checkpointer = ocp.StandardCheckpointer()
+    state = checkpointer.restore(straight / "checkpoints" / "4" / "default")
+    state["params"]["head"]["bias"] = np.full_like(state["params"]["head"]["bias"], np.nan)
+    shutil.rmtree(step / "default")
+    checkpointer.save(step / "default", state)
+    checkpointer.wait_until_finished()
+    result = subprocess.run(command(source, workdir), capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the loss is nan at step 5; stopping, the last good checkpoint (step 4) is kept"), \
+        result.stderr[-3000:]
+    assert steps_saved(workdir) == [4] and not (workdir / "model").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.variant=uniformer_tiny", "unknown variant 'uniformer_tiny'"),
+    ("--config.train.batch_size=6", "must split into train.accumulate=1 micro-batches"),
+    ("--config.data.source=/nonexistent/motion/1.0.0", "/nonexistent/motion/1.0.0"),
+    ("--config.train.init=/nonexistent/ckpt", "/nonexistent/ckpt is not a converted checkpoint"),
+    ("--config.model.num_classes=5", "has 4 classes and model.num_classes is 5"),
+])
+def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message):
+    workdir = tmp_path / "refused"
+    result = subprocess.run(command(source, workdir, override), capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-2000:]
+    assert not workdir.exists()
+
+
+def test_a_work_directory_of_another_model_is_refused_and_left_alone(source, env, straight, tmp_path):
+    workdir = tmp_path / "other"
+    shutil.copytree(straight / "checkpoints" / "8", workdir / "checkpoints" / "8")
+    result = subprocess.run(command(source, workdir, "--config.model.variant=uniformer_base"), capture_output=True,
+                            text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot resume from") and "its own --config.workdir" in last, result.stderr[-2000:]
+    assert steps_saved(workdir) == [8] and not (workdir / "config.json").exists()

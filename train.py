@@ -1,0 +1,279 @@
+"""Train UniFormer with the original recipe on a video dataset, on every device of every process.
+
+    python train.py --config configs/k400_s16.py --config.train.init=ckpt/in1k_small \
+        --config.data.source=/data/tfds/video_classification/k400/1.0.0
+
+Work directory (default runs/<config name>): checkpoints/ (Orbax, resumed from automatically), metrics.jsonl,
+tensorboard/, config.json, and model/ at the end: the trained weights as a converted checkpoint for eval.py
+and predict. Saves every `train.checkpoint_every` steps, after each validation and on SIGTERM before exiting.
+Add --distributed on each host of a pod or cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorflow as tf
+from absl import app, flags, logging
+from jax.experimental import multihost_utils
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from uniformer_jax import data, evaluation, sharding, training
+from uniformer_jax.checkpoints import (CheckpointError, abstract_variables, load_pretrained, read_metadata,
+                                       save_pretrained, train_manager)
+from uniformer_jax.model import VARIANTS, create_model, init_head
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
+flags.mark_flags_as_required(["config"])
+sharding.define_distributed_flags()
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on; the message says why and what is kept."""
+
+
+class Plan:
+    """Everything a run needs, checked before any compute."""
+
+    def __init__(self, config):
+        t = config.train
+        if config.data.source is None:
+            raise evaluation.ConfigError("set --config.data.source (a dataset directory or TFRecord pattern)")
+        if config.model.variant not in VARIANTS:
+            raise evaluation.ConfigError(f"unknown variant {config.model.variant!r}; use one of {sorted(VARIANTS)}")
+        self.local_batch = data.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
+        per_device = t.batch_size // jax.device_count()
+        if per_device % t.accumulate or (t.batch_size // t.accumulate) % t.mix_group:
+            raise evaluation.ConfigError(
+                f"train.batch_size {t.batch_size} on {jax.device_count()} devices must split into "
+                f"train.accumulate={t.accumulate} micro-batches per device, each a multiple of "
+                f"train.mix_group={t.mix_group} clips over all devices")
+        shards = t.input_shards or jax.process_count()
+        if shards % jax.process_count() or self.local_batch % (shards // jax.process_count()):
+            raise evaluation.ConfigError(
+                f"train.input_shards={shards} must be a multiple of the {jax.process_count()} process(es) and "
+                f"give each the same share of its {self.local_batch} clips")
+        if jax.device_count() % t.fsdp:
+            raise evaluation.ConfigError(f"train.fsdp={t.fsdp} must divide the {jax.device_count()} devices")
+        self.init = read_metadata(t.init) if t.init else None
+        if self.init and self.init["variant"] != config.model.variant:
+            raise evaluation.ConfigError(f"train.init {t.init} holds {self.init['variant']}, the config trains "
+                                         f"{config.model.variant}")
+        self.sampling = data.Sampling(config.data.num_frames, config.data.rate, config.data.mode)
+        self.aug = data.TrainAugment(crop_size=t.crop_size, crop_scale=tuple(t.crop_scale), flip=t.flip,
+                                     randaugment=t.randaugment, erasing=t.erasing, repeats=t.repeats)
+        self.train_part = data.open_split(config.data.source, t.split, process_index=jax.process_index(),
+                                          process_count=jax.process_count())
+        classes = len(self.train_part.class_names or ())  # DMVR TFRecords carry no class names
+        if classes and classes != config.model.num_classes:
+            raise evaluation.ConfigError(f"the {t.split} split has {classes} classes and model.num_classes is "
+                                         f"{config.model.num_classes}; set --config.model.num_classes={classes}")
+        self.validate = bool(t.val_every)
+        if self.validate:
+            self.val_batch = data.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
+            data.open_split(config.data.source, t.val_split)  # fails now, not after hours of training
+        videos = sum(self.train_part.counts)
+        self.steps_per_epoch = training.steps_per_epoch(videos, t.repeats, t.batch_size)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        self.recipe = training.Recipe(lr=t.lr, reference_batch=t.reference_batch, batch_size=t.batch_size,
+                                      total_steps=self.total_steps, warmup_steps=t.warmup_epochs * self.steps_per_epoch,
+                                      warmup_lr=t.warmup_lr, end_lr=t.end_lr, weight_decay=t.weight_decay,
+                                      clip_norm=t.clip_norm)
+        self.mixing = training.Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
+        self.class_names = self.train_part.class_names
+        self.ln_eps = self.init["ln_eps"] if self.init else 1e-6
+        self.model = create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=self.ln_eps,
+                                  drop_path_rate=t.drop_path, dtype=_dtype(t.dtype),
+                                  attention=config.model.attention, remat=tuple(t.remat))
+
+
+def _dtype(name: str):
+    if name not in ("float32", "bfloat16"):
+        raise evaluation.ConfigError(f"train.dtype is {name!r}; use float32 or bfloat16")
+    return jax.numpy.bfloat16 if name == "bfloat16" else None
+
+
+def initial_variables(plan: Plan, config) -> dict:
+    """From train.init (its head replaced when the class count differs), or random as the original initialises."""
+    if not plan.init:
+        return jax.jit(plan.model.init)(jax.random.key(config.train.seed),
+                                        np.zeros((1, 8, 64, 64, 3), np.float32))
+    _, variables = load_pretrained(config.train.init)
+    if plan.init["num_classes"] != config.model.num_classes:
+        variables["params"]["head"] = init_head(jax.random.key(config.train.seed), config.model.num_classes)
+    return variables
+
+
+class Stop:
+    """SIGTERM (preemption) asks the loop to save and leave at the next step that all processes agree on."""
+
+    def __init__(self):
+        self.asked = False
+        if jax.process_count() == 1:  # with jax.distributed, its preemption notifier catches SIGTERM
+            signal.signal(signal.SIGTERM, self._ask)
+
+    def _ask(self, *_):
+        self.asked = True
+
+    def now(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.asked
+
+
+class Log:
+    """Metrics to metrics.jsonl and TensorBoard, from process 0 only."""
+
+    def __init__(self, workdir: Path, lead: bool):
+        self.lead = lead
+        if lead:
+            self.file = (workdir / "metrics.jsonl").open("a")
+            self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.lead:
+            return
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        with self.writer.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+        self.writer.flush()
+
+
+def validate(plan: Plan, config, mesh, state) -> dict:
+    views = data.TestViews(1, 1, config.data.short_side, config.data.crop_size)
+    batches, _, _ = data.eval_dataset(config.data.source, config.train.val_split, batch_size=plan.val_batch,
+                                      sampling=plan.sampling, views=views, process_index=jax.process_index(),
+                                      process_count=jax.process_count())
+    protocol = evaluation.Protocol(plan.sampling, views, dtype=config.train.dtype, attention=config.model.attention)
+    model = plan.model.clone(drop_path_rate=0.0, remat=(0, 0, 0, 0))
+    predictions, _ = evaluation.run(model, {"params": state.params, "batch_stats": state.batch_stats},
+                                    batches.as_numpy_iterator(), mesh, protocol)
+    results = evaluation.metrics(predictions, config.model.num_classes)
+    return {"val_top1": results["top1"], "val_top5": results["top5"]}
+
+
+def check_finite(step: int, metrics, manager) -> None:
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+        last = manager.latest_step()
+        kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
+        raise TrainingError(f"the loss is {loss} at step {step}; stopping, {kept}. Lower train.lr or raise "
+                            "train.warmup_epochs and run again")
+
+
+def restore(manager, abstract, shardings) -> training.TrainState:
+    """The latest checkpoint of the work directory, laid out for this run's mesh."""
+    step = manager.latest_step()
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise CheckpointError(f"cannot resume from {manager.directory / str(step)}: it does not hold this run's "
+                              f"model and optimiser state ({str(e).splitlines()[0][:300]}). Give this run its own "
+                              "--config.workdir, or remove that step to resume from an earlier one") from None
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs every checkpoint step at INFO
+        logging.set_verbosity(logging.WARNING)
+    sharding.initialise_distributed()
+    config = _CONFIG.value
+    try:
+        plan = Plan(config)
+    except (evaluation.ConfigError, CheckpointError, data.DataError) as e:
+        sys.exit(f"error: {e}")
+    lead = jax.process_index() == 0
+    workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()
+    t = config.train
+    mesh = sharding.train_mesh(t.fsdp)
+    tx = plan.recipe.optimizer()
+    abstract = jax.eval_shape(lambda v: training.init_state(v, tx, t.seed), abstract_variables(plan.model))
+    state_sharding = sharding.fsdp_shardings(abstract, mesh)
+    manager = train_manager(workdir / "checkpoints", t.keep)
+    try:
+        if manager.latest_step() is not None:
+            state = restore(manager, abstract, state_sharding)
+        else:
+            state = jax.jit(lambda v: training.init_state(v, tx, t.seed), out_shardings=state_sharding)(
+                initial_variables(plan, config))
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    if lead:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    first = int(state.step)
+    step_fn = jax.jit(training.make_train_step(plan.model, tx, plan.recipe.schedule(), plan.mixing, t.accumulate,
+                                               mesh.size, _dtype(t.dtype)),
+                      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+    batches = data.train_dataset(config.data.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
+                                 aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
+                                 process_count=jax.process_count(), shards=t.input_shards,
+                                 start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer)
+    log, stop = Log(workdir, lead), Stop()
+    saved = first
+    previous = None
+    bar = tqdm(total=plan.total_steps, initial=first, desc="train", unit="step", disable=not lead)
+    tick, ticked = time.perf_counter(), first
+    try:
+        for step, batch in zip(range(first + 1, plan.total_steps + 1), batches.as_numpy_iterator()):
+            state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
+            if previous is not None:  # one step behind, so the device always has work queued
+                check_finite(step - 1, previous, manager)
+            previous = metrics
+            bar.update()
+            stats = None
+            if step % t.log_every == 0 or step == plan.total_steps:
+                check_finite(step, metrics, manager)
+                now = time.perf_counter()
+                stats = {k: float(v) for k, v in metrics.items()}
+                stats["clips_per_second"] = (step - ticked) * t.batch_size / (now - tick)
+                tick, ticked = now, step
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}",
+                                clips_s=f"{stats['clips_per_second']:.1f}")
+            validated = plan.validate and (step % t.val_every == 0 or step == plan.total_steps)
+            if validated:
+                stats = {**(stats or {}), **validate(plan, config, mesh, state)}
+                bar.write(f"step {step}: validation top-1 {stats['val_top1']:.2f}%")
+            if stats:
+                log.write(step, stats)
+            preempted = stop.now(step)
+            if validated or preempted or step % t.checkpoint_every == 0 or step == plan.total_steps:
+                check_finite(step, metrics, manager)
+                manager.save(step, args=ocp.args.StandardSave(state),
+                             metrics={"top1": stats["val_top1"]} if validated else None, force=True)
+                saved = step
+            if preempted:
+                manager.wait_until_finished()
+                bar.close()
+                print(f"stopped by SIGTERM at step {step}; saved, run the same command to continue", flush=True)
+                return
+    except TrainingError as e:
+        bar.close()
+        manager.wait_until_finished()
+        sys.exit(f"error: {e}")
+    bar.close()
+    manager.wait_until_finished()
+    if saved == plan.total_steps:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        save_pretrained(workdir / "model", variables, {
+            "variant": config.model.variant, "num_classes": config.model.num_classes, "ln_eps": plan.ln_eps,
+            "class_names": plan.class_names, "source_form": "train.py", "source_file": str(workdir),
+            "steps": plan.total_steps}, overwrite=True)
+        if lead:
+            print(f"trained {plan.total_steps} steps; model written to {workdir / 'model'}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

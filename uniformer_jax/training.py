@@ -1,0 +1,196 @@
+"""The original training recipe (uniformer-spec §6) as one jitted step over a device mesh.
+
+AdamW without decay on 1-D parameters, linear warmup then cosine per step, global-norm clipping, mixup/cutmix
+with label smoothing and soft-target cross-entropy, stochastic depth, gradient accumulation. BatchNorm
+statistics are computed over the whole global (micro-)batch: under jit a sharded batch is one array, so this is
+SyncBN, where the original normalised each GPU's 4-16 clips on their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from uniformer_jax import data
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+    """Mixup/cutmix as timm's `Mixup` in batch mode (SlowFast's copy of it), on groups of clips.
+
+    The original mixes each GPU's own batch (clip i with clip n-1-i); here each group of `group` consecutive
+    clips of the global batch draws its own mode, lambda and box, so the result does not depend on the number
+    of devices.
+    """
+    mixup: float = 0.8  # Beta(a, a) for mixup; 0 turns it off
+    cutmix: float = 1.0  # Beta(a, a) for cutmix; 0 turns it off
+    switch: float = 0.5  # chance of cutmix when both are on
+    smoothing: float = 0.1
+    group: int = 8
+
+
+def soft_targets(labels, num_classes: int, smoothing: float):
+    off = smoothing / num_classes
+    return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
+
+
+def cutmix_box(key, height: int, width: int, lam):
+    """timm's `rand_bbox` with `correct_lam`: a box of area ~(1 - lam) around a uniform centre, clipped to the
+    frame; returns the (H, W) mask of the box and lambda corrected to the clipped area."""
+    ky, kx = jax.random.split(key)
+    ratio = jnp.sqrt(1.0 - lam)
+    cut_h, cut_w = (height * ratio).astype(jnp.int32), (width * ratio).astype(jnp.int32)
+    cy, cx = jax.random.randint(ky, (), 0, height), jax.random.randint(kx, (), 0, width)
+    y0, y1 = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
+    x0, x1 = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
+    rows, cols = jnp.arange(height), jnp.arange(width)
+    mask = ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+    return mask, 1.0 - ((y1 - y0) * (x1 - x0)) / (height * width)
+
+
+def mix_group(video, labels, num_classes: int, mixing: Mixing, key):
+    """One group (G, T, H, W, C) mixed with its own reverse; returns the video and its soft targets."""
+    k_switch, k_mixup, k_cutmix, k_box = jax.random.split(key, 4)
+    targets = soft_targets(labels, num_classes, mixing.smoothing)
+    if mixing.mixup <= 0 and mixing.cutmix <= 0:
+        return video, targets
+    flipped = video[::-1]
+    use_cutmix = jnp.asarray(mixing.cutmix > 0)
+    if mixing.mixup > 0 and mixing.cutmix > 0:
+        use_cutmix = jax.random.uniform(k_switch) < mixing.switch
+    lam_mixup = jax.random.beta(k_mixup, mixing.mixup, mixing.mixup) if mixing.mixup > 0 else 1.0
+    lam_cutmix = jax.random.beta(k_cutmix, mixing.cutmix, mixing.cutmix) if mixing.cutmix > 0 else 1.0
+    box, lam_box = cutmix_box(k_box, video.shape[2], video.shape[3], lam_cutmix)
+    cut = jnp.where(box[None, None, :, :, None], flipped, video)
+    blended = video * lam_mixup + flipped * (1.0 - lam_mixup)
+    lam = jnp.where(use_cutmix, lam_box, lam_mixup)
+    mixed = jnp.where(use_cutmix, cut, blended.astype(video.dtype))
+    return mixed, lam * targets + (1.0 - lam) * targets[::-1]
+
+
+def mix(video, labels, num_classes: int, mixing: Mixing, key):
+    """Mixes (B, T, H, W, C) in groups of `mixing.group` consecutive clips; returns video and soft targets."""
+    b = video.shape[0]
+    if b % mixing.group:
+        raise ValueError(f"a batch of {b} clips cannot be mixed in groups of {mixing.group}")
+    groups = b // mixing.group
+    keys = jax.random.split(key, groups)
+    grouped = video.reshape(groups, mixing.group, *video.shape[1:])
+    mixed, targets = jax.vmap(lambda v, y, k: mix_group(v, y, num_classes, mixing, k))(
+        grouped, labels.reshape(groups, mixing.group), keys)
+    return mixed.reshape(video.shape), targets.reshape(b, num_classes)
+
+
+def decay_mask(params):
+    """Weight decay on kernels only: biases, norm scales and other 1-D parameters get none (ZERO_WD_1D_PARAM)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Optimiser and schedule; `lr` is for `reference_batch` clips and scales linearly with the real batch."""
+    lr: float
+    reference_batch: int
+    batch_size: int
+    total_steps: int
+    warmup_steps: int
+    warmup_lr: float = 1e-6
+    end_lr: float = 1e-6
+    weight_decay: float = 0.05
+    clip_norm: float = 20.0
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr * self.batch_size / self.reference_batch
+
+    def schedule(self) -> optax.Schedule:
+        return optax.warmup_cosine_decay_schedule(self.warmup_lr, self.peak_lr, self.warmup_steps,
+                                                  max(self.total_steps, self.warmup_steps + 1), self.end_lr)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm),
+                           optax.adamw(self.schedule(), b1=0.9, b2=0.999, eps=1e-8, weight_decay=self.weight_decay,
+                                       mask=decay_mask))
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+    rng: jax.Array  # raw uint32 key data, so checkpoints hold a plain array
+
+
+def init_state(variables, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
+                      rng=jax.random.key_data(jax.random.key(seed)))
+
+
+def micro_batches(x, accumulate: int, shards: int):
+    """(B, ...) into (accumulate, B / accumulate, ...) so that each micro-batch takes rows from every shard of
+    the batch axis: the split needs no data to move between devices."""
+    per_shard = x.shape[0] // shards
+    x = x.reshape(shards, accumulate, per_shard // accumulate, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1).reshape(accumulate, x.shape[0] * x.shape[2], *x.shape[3:])
+
+
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mixing: Mixing,
+                    accumulate: int = 1, shards: int = 1, dtype=None):
+    """step(state, {video (B, T, H, W, 3) uint8, label (B,)}) -> (state, metrics); not jitted here.
+
+    With `accumulate` > 1 the batch is split into that many micro-batches whose gradients are averaged before
+    one optimiser update; each micro-batch updates the BatchNorm statistics in turn, as separate steps would.
+    """
+    num_classes = model.num_classes
+
+    def loss_fn(params, batch_stats, video, targets, key):
+        logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
+                                      rngs={"dropout": key}, mutable=["batch_stats"])
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        return loss, (mutated["batch_stats"], logits)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def micro(state: TrainState, batch_stats, video, label, key):
+        mix_key, drop_key = jax.random.split(key)
+        x, targets = mix(data.normalise(video, dtype), label, num_classes, mixing, mix_key)
+        (loss, (batch_stats, logits)), grads = grad_fn(state.params, batch_stats, x, targets, drop_key)
+        return grads, batch_stats, loss, jnp.mean(jnp.argmax(logits, -1) == label)
+
+    def accumulated(state: TrainState, batch, key):
+        def body(carry, xs):
+            grads, batch_stats = carry
+            video, label, i = xs
+            g, batch_stats, loss, correct = micro(state, batch_stats, video, label, jax.random.fold_in(key, i))
+            return (jax.tree.map(jnp.add, grads, g), batch_stats), (loss, correct)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        xs = (micro_batches(batch["video"], accumulate, shards), micro_batches(batch["label"], accumulate, shards),
+              jnp.arange(accumulate))
+        (grads, batch_stats), (losses, correct) = jax.lax.scan(body, (zeros, state.batch_stats), xs)
+        return jax.tree.map(lambda g: g / accumulate, grads), batch_stats, losses.mean(), correct.mean()
+
+    def step(state: TrainState, batch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if accumulate == 1:  # XLA:CPU runs the model ~5x slower inside a loop, so no scan of one
+            grads, batch_stats, loss, accuracy = micro(state, state.batch_stats, batch["video"], batch["label"],
+                                                       jax.random.fold_in(key, 0))
+        else:
+            grads, batch_stats, loss, accuracy = accumulated(state, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
+                   "lr": schedule(state.step)}
+        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                             batch_stats=batch_stats, opt_state=opt_state), metrics
+
+    return step
+
+
+def steps_per_epoch(videos: int, repeats: int, batch_size: int) -> int:
+    return max(1, math.ceil(videos * repeats / batch_size))
