@@ -20,8 +20,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from uniformer_jax import demo
-from uniformer_jax.checkpoints import load_pretrained
+from uniformer_jax.checkpoints import load_pretrained, save_pretrained
 from uniformer_jax.dataset_builder import build
+from uniformer_jax.model import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8  # 16 videos, 1 clip each, 8 clips a batch: 2 steps an epoch
@@ -94,6 +95,23 @@ def test_an_uninterrupted_run_logs_and_saves_everything(straight):
     assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((straight / "config.json").read_text())["train"]["batch_size"] == 8
     assert json.loads((straight / "model" / "uniformer.json").read_text())["class_names"] == list(demo.DIRECTIONS)
+
+
+def test_fine_tuning_starts_from_a_checkpoint_with_another_head(source, env, straight, tmp_path):
+    model = create_model("uniformer_small", num_classes=400)
+    init = jax.jit(model.init)(jax.random.key(7), np.zeros((1, 8, 32, 32, 3), np.float32))
+    save_pretrained(tmp_path / "k400", init, {"variant": "uniformer_small", "num_classes": 400, "ln_eps": 1e-6,
+                                              "class_names": None, "source_form": "test", "source_file": "random"})
+    train(source, tmp_path / "tuned", env, f"--config.train.init={tmp_path / 'k400'}")  # straight's program
+    _, tuned = load_pretrained(tmp_path / "tuned" / "model")
+    assert tuned["params"]["head"]["kernel"].shape == (512, 4)
+    # AdamW moves a parameter by about the learning rate (here <= 1e-3) a step at most: 8 steps stay within
+    # 8e-3 of where they started, where another random start differs by up to ~0.08.
+    start, end = dict(init["params"]), dict(tuned["params"])
+    del start["head"], end["head"]
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(end), strict=True))
+    assert moved <= 8e-3
 
 
 def wait_for_step(workdir: Path, step: int, proc: subprocess.Popen) -> None:
