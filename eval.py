@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -50,6 +50,8 @@ def prediction_lines(predictions: evaluation.Predictions, names: list[str]) -> s
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO
+        logging.set_verbosity(logging.WARNING)
     sharding.initialise_distributed()
     config = _CONFIG.value
     try:

@@ -15,7 +15,7 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from uniformer_jax import data, evaluation, labels, video
@@ -87,6 +87,8 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
 
 
 def main(argv):
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO
+        logging.set_verbosity(logging.WARNING)
     paths = argv[1:]
     config = _CONFIG.value
     checkpoint = _CHECKPOINT.value or (config.checkpoint if config is not None else None)
