@@ -12,9 +12,10 @@ import math
 
 import tensorflow as tf
 
+from uniformer_jax.model import MEAN, STD
+
 MAX_LEVEL = 10.0
 FILL = 128  # timm's default fill colour for geometric ops
-MEAN, STD = 0.45 * 255, 0.225 * 255  # the original's normalisation (0.45 / 0.225 on the 0-1 scale)
 
 
 def _blend(degenerate, frames, factor):

@@ -2,7 +2,7 @@
 
 Sources are datasets written by `uniformer_jax.dataset_builder` (a TFDS directory) or DMVR/Scenic
 `SequenceExample` TFRecords (a file pattern). Frames are chosen on the still-encoded JPEG strings and only
-those are decoded. Clips stay uint8; `normalise` runs on the device, inside the jitted step.
+those are decoded. Clips stay uint8; `model.normalise` runs on the device, inside the jitted step.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from uniformer_jax import augment
-from uniformer_jax.augment import MEAN, STD
 
 
 class DataError(ValueError):
@@ -381,10 +380,3 @@ def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling
           .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     return ds.with_options(_options()), part, steps
 
-
-def normalise(video, dtype=None):
-    """uint8 video to the model's input scale, (x / 255 - 0.45) / 0.225; call it inside the jitted step."""
-    import jax.numpy as jnp
-
-    x = (jnp.asarray(video, jnp.float32) - MEAN) / STD
-    return x if dtype is None else x.astype(dtype)

@@ -11,6 +11,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from uniformer_jax import data, labels, sharding
+from uniformer_jax.model import normalise
 
 AGGREGATES = ("sum_logits", "mean_softmax")
 NAME_BYTES = 512  # video names travel between processes as fixed-width bytes
@@ -83,7 +84,7 @@ def make_step(model, aggregate: str, dtype=None):
 
     def step(variables, video):
         b, v = video.shape[:2]
-        logits = model.apply(variables, data.normalise(video.reshape(b * v, *video.shape[2:]), dtype))
+        logits = model.apply(variables, normalise(video.reshape(b * v, *video.shape[2:]), dtype))
         logits = logits.reshape(b, v, -1)
         if aggregate == "sum_logits":  # the original (SlowFast TestMeter, ENSEMBLE_METHOD sum)
             return logits.sum(axis=1)

@@ -27,6 +27,7 @@ VARIANTS = {
     "uniformer_base": (5, 8, 20, 7),
 }
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+MEAN, STD = 0.45 * 255, 0.225 * 255  # the original's input normalisation (0.45 / 0.225 on the 0-1 scale)
 
 # timm's trunc_normal_(std=.02) truncates at absolute +-2, i.e. +-100 std: a plain normal in practice.
 linear_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
@@ -324,6 +325,31 @@ def init_head(key, num_classes: int) -> dict:
     """A new classification head, as Sense-X makes one when fine-tuning for other classes."""
     kernel = linear_init(key, (EMBED_DIM[-1], num_classes))
     return {"kernel": np.asarray(kernel), "bias": np.zeros(num_classes, np.float32)}
+
+
+def normalise(video, dtype=None):
+    """uint8 video to the model's input scale, (x / 255 - 0.45) / 0.225; call it inside the jitted step."""
+    x = (jnp.asarray(video, jnp.float32) - MEAN) / STD
+    return x if dtype is None else x.astype(dtype)
+
+
+def flops(depth: Sequence[int], frames: int, size: int = 224, num_classes: int = 400) -> int:
+    """Forward FLOPs of one clip as fvcore counts them (the paper's figures): one per multiply-accumulate of the
+    convolutions, linear layers and attention products, 5 per LayerNorm and 2 per BatchNorm element (eval mode);
+    activations, softmax and additions are not counted."""
+    t, h = frames // 2, size // 4
+    total = t * h * h * EMBED_DIM[0] * (3 * 4 * 4 * 3 + 5)  # patch_embed1 and its LayerNorm
+    for s, (blocks, c) in enumerate(zip(depth, EMBED_DIM)):
+        if s:
+            h //= 2
+            total += t * h * h * c * (EMBED_DIM[s - 1] * 4 + 5)
+        n = t * h * h
+        if s < 2:  # pos_embed 3^3, conv1, attn 5^3, conv2, mlp, 2 BatchNorms
+            block = n * c * (27 + 2 * c + 125 + 2 * MLP_RATIO * c + 2 * 2)
+        else:  # pos_embed 3^3, qkv, q.k and attn.v over all n tokens, proj, mlp, 2 LayerNorms
+            block = n * c * (27 + 4 * c + 2 * n + 2 * MLP_RATIO * c + 2 * 5)
+        total += blocks * block
+    return total + n * EMBED_DIM[-1] * 2 + EMBED_DIM[-1] * num_classes
 
 
 def variant_of(depth: Sequence[int]) -> str | None:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from uniformer_jax import data
+from uniformer_jax.model import normalise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +159,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
     def micro(state: TrainState, batch_stats, video, label, key):
         mix_key, drop_key = jax.random.split(key)
-        x, targets = mix(data.normalise(video, dtype), label, num_classes, mixing, mix_key)
+        x, targets = mix(normalise(video, dtype), label, num_classes, mixing, mix_key)
         (loss, (batch_stats, logits)), grads = grad_fn(state.params, batch_stats, x, targets, drop_key)
         return grads, batch_stats, loss, jnp.mean(jnp.argmax(logits, -1) == label)
 
