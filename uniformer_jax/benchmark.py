@@ -274,9 +274,13 @@ def main(argv=None):
             if not set(values) <= set(allowed):
                 raise UsageError(f"--{name} takes {', '.join(allowed)}, got {','.join(values)}")
         args.remat = tuple(int(r) for r in args.remat.split(","))
+        if len(args.remat) != 4:
+            raise UsageError(f"--remat {args.remat} needs 4 numbers, one per stage")
         if args.size % 32:
             raise UsageError(f"--size {args.size}: the model downsamples by 32, so it must be a multiple of 32")
         peaks = tuple(float(p) for p in args.peak_tflops.split(",")) if args.peak_tflops else None
+        if peaks is not None and len(peaks) != 2:
+            raise UsageError(f"--peak-tflops {args.peak_tflops}: give FLOAT32,BFLOAT16")
     except (UsageError, ValueError) as error:
         parser.error(str(error))
     import torch
@@ -286,13 +290,13 @@ def main(argv=None):
     if gpu:
         torch.set_float32_matmul_precision("high")  # TF32, as JAX's default precision on GPUs
     kind = jax.devices()[0].device_kind
-    if peaks is None:
-        peaks = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
-        source = "datasheet"
-    if peaks is None:
-        peaks, source = measured_peak_tflops(torch, device), "best 4096^3 PyTorch matmul"
+    datasheet = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
+    if peaks:
+        source = "given"
+    elif datasheet:
+        peaks, source = datasheet, "datasheet"
     else:
-        source = "given" if args.peak_tflops else source
+        peaks, source = measured_peak_tflops(torch, device), "best 4096^3 PyTorch matmul"
     name = torch.cuda.get_device_name() if gpu else (platform.processor() or platform.machine())
     print(f"# {name} ({kind}), {os.cpu_count()} CPUs; python {platform.python_version()}, jax {jax.__version__} "
           f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads); "
