@@ -22,20 +22,26 @@ def rows(stdout: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_benchmark_times_jax_eager_and_compiled_pytorch_on_the_same_model():
+@pytest.mark.parametrize("steps,modes", [("inference,train", "eager"), ("inference", "compile")])
+def test_benchmark_times_jax_and_pytorch_on_the_same_model(steps, modes):
+    # torch.compile's train step is left out here: compiling it takes a minute even at 32x32.
     result = run("--models=s2", "--size=32", "--batch=2", "--train-batch=2", "--min-seconds=0",
-                 "--dtypes=float32", "--steps=inference,train", "--torch=eager,compile")
+                 "--peak-tflops=1,2", "--dtypes=float32", f"--steps={steps}", f"--torch={modes}")
     assert result.returncode == 0, result.stderr[-3000:]
     table = rows(result.stdout)
     assert [(r["model"], r["step"], r["dtype"]) for r in table] == [
-        ("small 2", "inference", "float32"), ("small 2", "train", "float32")]
+        ("small 2", step, "float32") for step in steps.split(",")]
     for row in table:
-        speeds = [float(row[f"{k} clips/s"]) for k in ("jax", "eager", "compile")]
-        assert all(s > 0 for s in speeds), row
-        assert float(row["jax/eager"]) == pytest.approx(speeds[0] / speeds[1], rel=0.01)
-        assert float(row["MFU jax"].rstrip("%")) > 0 and float(row["compile s torch"]) > 0
+        jax_speed, torch_speed = float(row["jax clips/s"]), float(row[f"{modes} clips/s"])
+        assert jax_speed > 0 and torch_speed > 0, row
+        assert float(row[f"jax/{modes}"]) == pytest.approx(jax_speed / torch_speed, rel=0.01)
+        assert float(row["MFU jax"].rstrip("%")) > 0
+        other = "compile" if modes == "eager" else "eager"
+        assert row[f"{other} clips/s"] == "–"
+    if modes == "compile":
+        assert float(table[0]["compile s torch"]) > 0
     # Same weights, same uint8 clips, same normalisation: MMAction2's logits.
-    assert float(table[0]["max|dlogit|"]) < 1e-4
+    assert float(table[0]["max Δlogit"]) < 1e-4
 
 
 @pytest.mark.parametrize("args,message", [

@@ -250,7 +250,7 @@ def table_row(model: str, row: dict) -> str:
 
 HEADER = ("model", "step", "dtype", "jax clips/s", "eager clips/s", "compile clips/s", "jax/eager", "jax/compile",
           "MFU jax", "MFU eager", "MFU compile", "GiB jax", "GiB eager", "GiB compile", "compile s jax",
-          "compile s torch", "max|dlogit|")
+          "compile s torch", "max Δlogit")
 
 
 def main(argv=None):
