@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from tests.videos import frame, frame_index, write_video
 from uniformer_jax import data
 from uniformer_jax.dataset_builder import BuildError, build
+from uniformer_jax.model import normalise
 
 VIDEOS = {  # relative path: (frames, fps, width, height, codec)
     "a/v0.mp4": (40, 25, 160, 120, "libx264"),
@@ -293,7 +294,7 @@ def test_fixed_input_shards_give_the_same_global_batches_on_one_or_two_processes
 def test_normalise_matches_mmaction2_constants():
     video = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16, 1)
     expected = (video.astype(np.float64) - 114.75) / 57.375  # MMAction2's mean/std on the 0-255 scale
-    np.testing.assert_allclose(np.asarray(data.normalise(video)), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(normalise(video)), expected, atol=1e-5)
 
 
 def test_batch_size_that_does_not_split_over_processes_and_devices_is_refused():
