@@ -149,19 +149,22 @@ class Torch:
         return self.torch.cuda.max_memory_allocated()
 
 
-def compiled_bytes(compiled) -> float:
-    """What XLA's buffer assignment allocates for one call: arguments, outputs and temporaries."""
+def compile_timed(fn, *args):
+    """The compiled function, seconds to lower and compile it, and what XLA's buffer assignment allocates for
+    one call (arguments, outputs and temporaries)."""
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    seconds = time.perf_counter() - start
     m = compiled.memory_analysis()
-    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return compiled, seconds, (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                               - m.alias_size_in_bytes)
 
 
 def jax_inference(variant: str, dtype: str, variables, video, attention: str):
     model = create_model(variant, num_classes=NUM_CLASSES, ln_eps=1e-5, dtype=jnp.dtype(dtype), attention=attention)
-    fn = jax.jit(lambda v, x: model.apply(v, normalise(x, model.dtype)))
-    start = time.perf_counter()
-    compiled = fn.lower(variables, video).compile()
-    seconds = time.perf_counter() - start
-    return (lambda: compiled(variables, video)), seconds, compiled_bytes(compiled)
+    compiled, seconds, memory = compile_timed(jax.jit(lambda v, x: model.apply(v, normalise(x, model.dtype))),
+                                              variables, video)
+    return (lambda: compiled(variables, video)), seconds, memory
 
 
 def jax_train_step(variant: str, dtype: str, variables, video, labels, attention: str, remat):
@@ -174,15 +177,13 @@ def jax_train_step(variant: str, dtype: str, variables, video, labels, attention
                    donate_argnums=0)
     state = training.init_state(jax.tree.map(jnp.array, variables), tx, seed=0)
     batch = {"video": video, "label": labels}
-    start = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
-    seconds = time.perf_counter() - start
+    compiled, seconds, memory = compile_timed(step, state, batch)
     box = [state]
 
     def run():
         box[0], metrics = compiled(box[0], batch)
         return metrics["loss"]
-    return run, seconds, compiled_bytes(compiled)
+    return run, seconds, memory
 
 
 def measure(variant: str, frames: int, step: str, dtype: str, args, torch_side: Torch, peaks) -> dict:

@@ -74,15 +74,13 @@ def _shift_add_bwd(residuals, g):
     x, kernel = residuals
     dx = _shift_add(g, kernel[::-1, ::-1, ::-1])
     kt, kh, kw = kernel.shape[:3]
-    _, t, h, w, _ = x.shape
-    xp = jnp.pad(x.astype(jnp.float32), ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
+    h, w = x.shape[2:4]
+    xp = _pad_same(x.astype(jnp.float32), kernel.shape)
     g = g.astype(jnp.float32)
     # Each tap reads the gradient and the input once: in chunks of frames that stay in cache together, 2.8x
     # faster at 224^2 than whole-tensor passes (measured per conv, stages 1-2 of UniFormer-S).
-    chunk = max(1, min(t, CACHE_BYTES // 2 // (g[:, 0].size * 4)))
     total = None
-    for i in range(0, t, chunk):
-        n = min(chunk, t - i)
+    for i, n in _frame_chunks(g, CACHE_BYTES // 2):
         taps = jnp.stack([jnp.sum(xp[:, i + a:i + a + n, b:b + h, c:c + w, :] * g[:, i:i + n], axis=(0, 1, 2, 3))
                           for a in range(kt) for b in range(kh) for c in range(kw)])
         total = taps if total is None else lax.optimization_barrier(total) + taps
@@ -90,6 +88,19 @@ def _shift_add_bwd(residuals, g):
 
 
 _depthwise_shift_add.defvjp(_shift_add_fwd, _shift_add_bwd)
+
+
+def _pad_same(x, kernel_shape):
+    """(B, T, H, W, C) padded for a stride-1 'same' correlation with an odd (kt, kh, kw, ...) kernel."""
+    return jnp.pad(x, ((0, 0), *((k // 2, k // 2) for k in kernel_shape[:3]), (0, 0)))
+
+
+def _frame_chunks(x, budget: int) -> list[tuple[int, int]]:
+    """(first frame, frame count) of consecutive chunks of float32 (B, T, ...) frames of at most `budget` bytes,
+    one frame where a frame alone is larger."""
+    t = x.shape[1]
+    chunk = max(1, min(t, budget // (x[:, 0].size * 4)))
+    return [(i, min(chunk, t - i)) for i in range(0, t, chunk)]
 
 
 def _shift_add(x, kernel):
@@ -105,12 +116,10 @@ def _shift_add(x, kernel):
     dtype = x.dtype
     x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
     kt, kh, kw = kernel.shape[:3]
-    _, t, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
-    chunk = max(1, min(t, CACHE_BYTES // (x[:, 0].size * 4)))
+    h, w = x.shape[2:4]
+    xp = _pad_same(x, kernel.shape)
     chunks = []
-    for i in range(0, t, chunk):
-        n = min(chunk, t - i)
+    for i, n in _frame_chunks(x, CACHE_BYTES):
         out = None
         for a in range(kt):
             part = sum(xp[:, i + a:i + a + n, b:b + h, c:c + w, :] * kernel[a, b, c, 0]
