@@ -6,20 +6,9 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from uniformer_jax import torch_reference
-
-LABEL_MAPS = Path(__file__).resolve().parents[2] / "shared" / "label_maps"
-
-
-@pytest.fixture(scope="session")
-def label_maps() -> Path:
-    if not LABEL_MAPS.is_dir():
-        pytest.fail(f"the label maps are read from ../shared/label_maps beside the repository; {LABEL_MAPS} is missing")
-    return LABEL_MAPS
-
 
 @functools.cache
 def reference_model(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: float = 1e-5, seed: int = 0):

@@ -18,7 +18,7 @@ import convert.__main__ as cli
 from convert import keys
 from uniformer_jax import CheckpointError, load_pretrained, save_pretrained, torch_reference
 from uniformer_jax.checkpoints import read_metadata
-from uniformer_jax.labels import permutation, read_class_names
+from uniformer_jax.labels import CLASS_LISTS, class_list_path, permutation, read_class_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,11 +113,11 @@ def test_imagenet_checkpoint_keeps_its_1000_class_head(tmp_path):
     np.testing.assert_array_equal(variables["params"]["head"]["kernel"], two_d_state_dict()["head.weight"].T)
 
 
-def test_reorder_mmaction2_head_into_sensex_class_order(tmp_path, mm_checkpoint, label_maps):
-    mm_names = label_maps / "mmaction2_label_map_k400.txt"
-    sx_names = label_maps / "sensex_k400_categories.tsv"
-    assert cli.main([str(mm_checkpoint), str(tmp_path / "ck"), "--labels", str(mm_names),
-                     "--reorder-to", str(sx_names)]) == 0
+def test_reorder_mmaction2_head_into_sensex_class_order(tmp_path, mm_checkpoint):
+    mm_names = class_list_path("k400-mmaction2")
+    sx_names = class_list_path("k400-sensex")
+    assert cli.main([str(mm_checkpoint), str(tmp_path / "ck"), "--labels", "k400-mmaction2",
+                     "--reorder-to", "k400-sensex"]) == 0
     model, variables = load_pretrained(tmp_path / "ck")
     assert read_metadata(tmp_path / "ck")["class_names"][:3] == ["riding a bike", "marching", "dodgeball"]
     x = video((1, 8, 64, 64, 3))
@@ -129,23 +129,42 @@ def test_reorder_mmaction2_head_into_sensex_class_order(tmp_path, mm_checkpoint,
         assert abs(ours[int(index)] - theirs[alphabetical.index(name)]) < 1e-4, name
 
 
-def test_k600_class_orders_match_by_name(label_maps):
-    sensex = read_class_names(label_maps / "sensex_k600_categories.txt")
-    mmaction = read_class_names(label_maps / "mmaction2_label_map_k600.txt")
+def test_k600_class_orders_match_by_name():
+    sensex = read_class_names("k600-sensex")
+    mmaction = read_class_names("k600-mmaction2")
     order = permutation(sensex, mmaction)
     assert sorted(order) == list(range(600))
     assert sensex[order[mmaction.index("passing American football (in game)")]] == \
         "passing_American_football_in_game"
 
 
-@pytest.mark.parametrize("name,count", [("sensex_k400_categories.tsv", 400), ("sensex_k600_categories.txt", 600),
-                                        ("sensex_sthv2_categories.txt", 174),
-                                        ("mmaction2_label_map_k400.txt", 400),
-                                        ("mmaction2_label_map_k600.txt", 600),
-                                        ("mmaction2_label_map_k700.txt", 700)])
-def test_released_label_files_read(label_maps, name, count):
-    names = read_class_names(label_maps / name)
+@pytest.mark.parametrize("name,count", [("k400-sensex", 400), ("k600-sensex", 600), ("sthv1-sensex", 174),
+                                        ("sthv2-sensex", 174), ("k400-mmaction2", 400), ("k600-mmaction2", 600),
+                                        ("k700-mmaction2", 700)])
+def test_packaged_class_lists_read(name, count):
+    names = read_class_names(name)
     assert len(names) == count and len(set(names)) == count
+    if name.endswith("mmaction2"):  # MMAction2's label maps are alphabetical (uniformer-spec §7)
+        assert names == sorted(names)
+
+
+def test_sensex_class_orders_as_the_spec_describes():
+    k400 = read_class_names("k400-sensex")  # uniformer-spec §7: riding a bike 0, marching 1, ..., abseiling 341
+    assert k400[:2] == ["riding a bike", "marching"] and k400[341] == "abseiling"
+    assert read_class_names("k600-sensex")[0] == "feeding_fish"
+    assert permutation(k400, read_class_names("k400-mmaction2")).shape == (400,)
+
+
+def test_every_packaged_class_list_is_listed():
+    files = {p.name for p in class_list_path("k400-sensex").parent.iterdir() if p.suffix in (".txt", ".tsv")}
+    assert files == {f for f, _ in CLASS_LISTS.values()}
+    result = subprocess.run([sys.executable, "-m", "uniformer_jax.labels"], capture_output=True, text=True)
+    assert result.returncode == 0 and all(name in result.stdout for name in CLASS_LISTS)
+
+
+def test_unknown_class_list_names_the_short_names(tmp_path):
+    with pytest.raises(ValueError, match="k400-sensex"):
+        read_class_names("k400-sense")
 
 
 # ---- bad input: one clear message, exit status 2, no traceback, the destination untouched ----
@@ -237,16 +256,16 @@ def test_failed_conversion_leaves_destination_as_it_was(tmp_path, mm_checkpoint)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["altered.pth", "ck"]  # no temporary left behind
 
 
-def test_label_problems(tmp_path, mm_checkpoint, label_maps):
-    assert_refused(run_cli(mm_checkpoint, tmp_path / "a", "--labels", label_maps / "mmaction2_label_map_k600.txt"),
+def test_label_problems(tmp_path, mm_checkpoint):
+    assert_refused(run_cli(mm_checkpoint, tmp_path / "a", "--labels", "k600-mmaction2"),
                    "names 600 classes, but the head has 400")
-    assert_refused(run_cli(mm_checkpoint, tmp_path / "b", "--reorder-to", label_maps / "sensex_k400_categories.tsv"),
+    assert_refused(run_cli(mm_checkpoint, tmp_path / "b", "--reorder-to", "k400-sensex"),
                    "needs --labels")
-    names = (label_maps / "mmaction2_label_map_k400.txt").read_text().splitlines()
+    names = (class_list_path("k400-mmaction2")).read_text().splitlines()
     names[5] = "juggling chainsaws"
     (tmp_path / "odd.txt").write_text("\n".join(names))
     assert_refused(run_cli(mm_checkpoint, tmp_path / "c", "--labels", tmp_path / "odd.txt", "--reorder-to",
-                           label_maps / "sensex_k400_categories.tsv"), "juggling chainsaws")
+                           class_list_path("k400-sensex")), "juggling chainsaws")
 
 
 def test_converted_checkpoint_problems(tmp_path, mm_checkpoint):

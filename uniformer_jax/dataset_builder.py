@@ -244,7 +244,8 @@ def define_flags():
     flags.DEFINE_string("videos", None, "folder holding the video files the lists name")
     for split in SPLITS:
         flags.DEFINE_string(split, None, f"list file of the {split} split")
-    flags.DEFINE_string("classes", None, "class list file; default: sorted label names, or the label indices")
+    flags.DEFINE_string("classes", None, "class list file or short name (python -m uniformer_jax.labels); default: "
+                                        "sorted label names, or the label indices")
     flags.DEFINE_string("out", None, "TFDS data directory to write into")
     flags.DEFINE_integer("short_side", 320, "resize frames so the shorter side has this many pixels; 0 keeps them")
     flags.DEFINE_float("fps", None, "resample to this frame rate; default: keep the native rate")
@@ -254,13 +255,20 @@ def define_flags():
     flags.DEFINE_multi_string("beam_option", [], "a Beam pipeline option, e.g. --beam_option=--runner=DataflowRunner")
 
 
+def _class_list(classes: str | None) -> str | None:
+    """A packaged list's short name as it is, a file by its absolute path."""
+    if classes is None or classes in labels_lib.CLASS_LISTS:
+        return classes
+    return str(Path(classes).resolve())
+
+
 def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: str | None = None,
           short_side: int = 320, fps: float | None = None, jpeg_quality: int = 90, workers: int | None = None,
           beam: bool = False, beam_options: list[str] = ()) -> VideoClassification:
     """Builds (or finds already built) the dataset and returns its builder."""
     settings = dict(videos=str(Path(videos).resolve()),
                     lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())),
-                    classes=str(Path(classes).resolve()) if classes else None, short_side=short_side or 0, fps=fps,
+                    classes=_class_list(classes), short_side=short_side or 0, fps=fps,
                     jpeg_quality=jpeg_quality)
     # The settings go into the stored dataset info, so a rebuild with other settings cannot reuse the old data.
     config = VideoConfig(name=name, description=json.dumps(settings, sort_keys=True), **settings)

@@ -1,24 +1,48 @@
-"""Class-name lists as released checkpoints use them, and permutations between class orders."""
+"""Class-name lists as released checkpoints use them, and permutations between class orders.
+
+    python -m uniformer_jax.labels           the packaged class lists and their short names
+"""
 
 from __future__ import annotations
 
 import re
+import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+# Short name -> (packaged file, what it is). Sources and licences: label_maps/SOURCES.md.
+CLASS_LISTS = {
+    "k400-sensex": ("k400_sensex.tsv", "Kinetics-400, Sense-X order (its released K400 heads)"),
+    "k600-sensex": ("k600_sensex.txt", "Kinetics-600, Sense-X order (its released K600 heads)"),
+    "sthv1-sensex": ("sthv1_sensex.txt", "Something-Something V1, Sense-X order"),
+    "sthv2-sensex": ("sthv2_sensex.txt", "Something-Something V2, Sense-X order"),
+    "k400-mmaction2": ("k400_mmaction2.txt", "Kinetics-400, alphabetical (MMAction2's heads)"),
+    "k600-mmaction2": ("k600_mmaction2.txt", "Kinetics-600, alphabetical (MMAction2)"),
+    "k700-mmaction2": ("k700_mmaction2.txt", "Kinetics-700, alphabetical (MMAction2)"),
+}
 
-def read_class_names(path: str | Path) -> list[str]:
-    """Class names in index order from a label file.
+
+def class_list_path(name_or_path: str | Path) -> Path:
+    """The file behind a short name from CLASS_LISTS, or the path itself."""
+    if str(name_or_path) in CLASS_LISTS:
+        return Path(str(resources.files(__package__) / "label_maps" / CLASS_LISTS[str(name_or_path)][0]))
+    return Path(name_or_path)
+
+
+def read_class_names(name_or_path: str | Path) -> list[str]:
+    """Class names in index order from a short name (`k400-sensex`, see CLASS_LISTS) or a label file.
 
     Accepts one name per line (line i is class i), `name<TAB>index` (Sense-X K400) and `name index`
     (Sense-X K600), where the indices must be exactly 0..N-1 in any order.
     """
-    path = Path(path)
+    path = class_list_path(name_or_path)
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read label file {path}: {e}") from None
+        raise ValueError(f"cannot read label file {path}: {e}; give a class-list file or one of the short names "
+                         f"{', '.join(CLASS_LISTS)}") from None
     lines = [line for line in lines if line]
     if not lines:
         raise ValueError(f"label file {path} holds no class names")
@@ -60,3 +84,14 @@ def permutation(source: list[str], target: list[str]) -> np.ndarray:
             f"class names do not match ({len(source)} source, {len(target)} target): "
             f"not in the source: {missing}; not in the target: {unused}")
     return np.array([index[normalise(n)] for n in target])
+
+
+def main() -> int:
+    print(f"{'name':16} {'classes':>7}  description")
+    for name, (_, description) in CLASS_LISTS.items():
+        print(f"{name:16} {len(read_class_names(name)):7d}  {description}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
