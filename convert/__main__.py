@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convert import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
 from uniformer_jax.checkpoints import CheckpointError
+from uniformer_jax.conversion import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
 from uniformer_jax.model import VARIANTS
 
 

@@ -15,7 +15,7 @@ from conftest import reference_model, save_mmaction2, save_sensex, sensex_state_
 from flax import traverse_util
 
 import convert.__main__ as cli
-from convert import keys
+from uniformer_jax import torch_keys as keys
 from uniformer_jax import CheckpointError, load_pretrained, save_pretrained, torch_reference
 from uniformer_jax.checkpoints import read_metadata
 from uniformer_jax.labels import CLASS_LISTS, class_list_path, permutation, read_class_names

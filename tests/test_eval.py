@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 import torch
 from PIL import Image
 
-import convert
+from uniformer_jax import conversion
 from tests.conftest import reference_model, save_mmaction2
 from tests.test_data import CLASSES, VIDEOS, make_videos
 from tests.videos import write_video
@@ -68,7 +68,7 @@ def setup(tmp_path_factory):
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     source = build("e2e", root / "videos", {"validation": root / "val.txt"}, root / "tfds",
                    classes=root / "classes.txt", short_side=80, workers=2).data_dir
-    convert.to_orbax(save_mmaction2(reference_model("uniformer_small", 3), root / "mm.pth"), root / "ckpt",
+    conversion.to_orbax(save_mmaction2(reference_model("uniformer_small", 3), root / "mm.pth"), root / "ckpt",
                      labels=root / "classes.txt")
     return root, str(source)
 
@@ -154,7 +154,7 @@ def test_two_processes_give_the_same_predictions(setup, one_device):
 def test_a_checkpoint_in_another_class_order_is_refused(setup, tmp_path):
     root, source = setup
     (tmp_path / "reversed.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
-    convert.to_orbax(root / "mm.pth", tmp_path / "ckpt", labels=tmp_path / "reversed.txt")
+    conversion.to_orbax(root / "mm.pth", tmp_path / "ckpt", labels=tmp_path / "reversed.txt")
     result = run_eval(root, source, "refused", f"--config.checkpoint={tmp_path / 'ckpt'}")
     assert result.returncode != 0
     assert "orders its 3 classes differently" in result.stderr and "--reorder-to" in result.stderr

@@ -10,7 +10,7 @@ from conftest import reference_model, sensex_state_dict, video
 from flax import traverse_util
 
 import uniformer_jax.model as model_lib
-from convert import keys
+from uniformer_jax import torch_keys as keys
 from uniformer_jax import create_model, torch_reference
 from uniformer_jax.checkpoints import abstract_variables
 

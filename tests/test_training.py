@@ -16,7 +16,7 @@ from conftest import reference_model, save_mmaction2, sensex_state_dict
 from flax import traverse_util
 
 import convert.__main__ as cli
-from convert import keys
+from uniformer_jax import torch_keys as keys
 from uniformer_jax import load_pretrained, training
 
 

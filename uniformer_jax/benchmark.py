@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convert import keys
-from convert.forms import read_state_dict
+from uniformer_jax import torch_keys as keys
+from uniformer_jax.torch_checkpoints import read_state_dict
 from uniformer_jax import torch_reference, training
 from uniformer_jax.model import MEAN, STD, VARIANTS, create_model, flops, normalise
 

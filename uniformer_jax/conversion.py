@@ -1,0 +1,120 @@
+"""PyTorch UniFormer checkpoints -> converted Orbax checkpoints, and back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+
+from uniformer_jax import labels as labels_lib
+from uniformer_jax import torch_keys as keys
+from uniformer_jax.torch_checkpoints import (FORMS, INFLATE_MODES, ConversionError, check_finite, inflate,
+                                             load_torch_file, read_state_dict, stage_depths)
+from uniformer_jax.checkpoints import abstract_variables, load_pretrained, save_pretrained, shape_mismatches
+from uniformer_jax.model import VARIANTS, create_model, init_head, variant_of
+
+# The LayerNorm eps of the attention blocks that trained each form's weights.
+LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5}
+
+__all__ = ["FORMS", "INFLATE_MODES", "ConversionError", "to_orbax", "to_torch"]
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _class_names(labels, reorder_to, num_classes, head):
+    """Class names of the converted head, and the head rows permuted into `reorder_to`'s order."""
+    try:
+        names = labels_lib.read_class_names(labels) if labels else None
+        target = labels_lib.read_class_names(reorder_to) if reorder_to else None
+        if names is not None and len(names) != num_classes:
+            raise ValueError(f"{labels} names {len(names)} classes, but the head has {num_classes}")
+        if target is None:
+            return names, head
+        if names is None:
+            raise ValueError("--reorder-to needs --labels naming the classes of the source head rows")
+        order = labels_lib.permutation(names, target)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+    return target, {"kernel": head["kernel"][:, order], "bias": head["bias"][order]}
+
+
+def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None, reorder_to=None,
+             inflate_mode="average", ln_eps=None, seed=0, overwrite=False) -> dict:
+    """Converts a PyTorch checkpoint file into a checkpoint directory; returns the metadata written.
+
+    Form, variant and class count are detected from the file unless given. A `num_classes` other than the
+    source head's gives a freshly initialised head (truncated normal, std .02, as Sense-X does when
+    fine-tuning from ImageNet).
+    """
+    if Path(dst).exists() and not overwrite:
+        raise ConversionError(f"{dst} already exists; choose another destination or pass --force")
+    state_dict, form = read_state_dict(load_torch_file(str(src)), form)
+    depth = stage_depths(state_dict)
+    variant = variant or variant_of(depth)
+    if variant not in VARIANTS:
+        raise ConversionError(f"unknown variant: blocks per stage {depth} match none of "
+                              + ", ".join(f"{n} {d}" for n, d in VARIANTS.items()))
+    head = state_dict.get("head.weight")
+    source_classes = None if head is None else head.shape[0]
+    num_classes = num_classes or source_classes
+    if num_classes is None:
+        raise ConversionError("the checkpoint has no classification head; pass --num-classes to initialise one")
+    ln_eps = LN_EPS[form] if ln_eps is None else ln_eps
+    model = create_model(variant, num_classes=source_classes or num_classes, ln_eps=ln_eps)
+    expected = keys.torch_shapes(abstract_variables(model))
+    if source_classes is None:
+        expected = {k: v for k, v in expected.items() if not k.startswith("head.")}
+    if form == "imagenet":
+        state_dict = inflate(state_dict, expected, inflate_mode)
+    check_finite(state_dict)
+    found = {k: v.shape for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    problems = shape_mismatches(found, expected)
+    if problems:
+        raise ConversionError(f"the {form} checkpoint does not fit {variant}:\n  " + "\n  ".join(problems))
+    variables = keys.to_flax(state_dict)
+    if num_classes != source_classes:
+        variables["params"]["head"] = init_head(jax.random.key(seed), num_classes)
+    class_names, variables["params"]["head"] = _class_names(labels, reorder_to, num_classes,
+                                                           variables["params"]["head"])
+    metadata = {
+        "variant": variant,
+        "num_classes": int(num_classes),
+        "ln_eps": ln_eps,
+        "class_names": class_names,
+        "source_form": form,
+        "source_file": Path(src).name,
+        "source_sha256": sha256(src),
+        "inflate": inflate_mode if form == "imagenet" else None,
+        "head": "initialised" if num_classes != source_classes else "converted",
+    }
+    save_pretrained(dst, variables, metadata, overwrite=overwrite)
+    return metadata
+
+
+def to_torch(src_dir, out, *, overwrite=False) -> dict:
+    """Writes a converted checkpoint as a Sense-X state dict (`torch.load` + `load_state_dict` ready)."""
+    import torch
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConversionError(f"{out} already exists; choose another destination or pass --force")
+    _, variables = load_pretrained(src_dir)
+    state_dict = {k: torch.tensor(v) for k, v in keys.to_torch(variables).items()}  # a copy: restored arrays are read-only
+    fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state_dict, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"keys": len(state_dict)}
