@@ -1,8 +1,10 @@
-"""Evaluate a converted UniFormer checkpoint on a video dataset with the paper's multi-view protocol.
+"""Evaluate a UniFormer checkpoint on a video dataset with the paper's multi-view protocol.
 
-    python eval.py --config configs/k400_b32.py --config.checkpoint=ckpt/b32_k400 \
-        --config.data.source=/data/tfds/video_classification/k400/1.0.0
+    python eval.py --config configs/k400_b32.py
 
+evaluates the config's released model (fetched and converted once, then cached) on the config's dataset as
+`python -m uniformer_jax.dataset_builder --name k400 ...` writes it. `--config.checkpoint=` takes another release
+name, a converted directory or a .pth file; `--config.data.source=` a dataset directory or a DMVR file pattern.
 Runs on every device of every process (add --distributed on each host of a pod or cluster); writes
 eval_results.json, predictions.jsonl and config.json to the work directory (default runs/<config file name>).
 """
@@ -18,20 +20,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import data, evaluation, labels, load_pretrained, sharding
-from uniformer_jax.checkpoints import CheckpointError, read_metadata
+from uniformer_jax import data, evaluation, labels, releases, sharding, zoo
+from uniformer_jax.checkpoints import CheckpointError, load_pretrained, read_metadata
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
 flags.mark_flags_as_required(["config"])
 sharding.define_distributed_flags()
-
-
-def require(config) -> None:
-    missing = [f"--config.{name}" for name, value in
-               (("checkpoint", config.checkpoint), ("data.source", config.data.source)) if value is None]
-    if missing:
-        raise evaluation.ConfigError(
-            f"set {' and '.join(missing)} (a `python -m convert` output and a dataset directory)")
 
 
 def write(path: Path, text: str) -> None:
@@ -48,6 +42,12 @@ def prediction_lines(predictions: evaluation.Predictions, names: list[str]) -> s
                                                            predictions.top5, predictions.scores))
 
 
+def paper_top1(config, checkpoint: str) -> float | None:
+    """The paper's figure for what was evaluated: a release's own, else the config's."""
+    release = releases.BY_NAME.get(checkpoint)
+    return release.top1 if release else config.paper.get("top1")
+
+
 def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO
@@ -55,21 +55,22 @@ def main(argv):
     sharding.initialise_distributed()
     config = _CONFIG.value
     try:
-        require(config)
         protocol = evaluation.Protocol.from_config(config)
-        metadata = read_metadata(config.checkpoint)
-        evaluation.check_model(config, metadata, config.checkpoint)
-        model, variables = load_pretrained(config.checkpoint, dtype=protocol.compute_dtype,
-                                           attention=protocol.attention)
+        source = evaluation.source_of(config)
+        checkpoint = evaluation.checkpoint_of(config)
+        directory = zoo.resolve(checkpoint, progress=jax.process_index() == 0)
+        metadata = read_metadata(directory)
+        evaluation.check_model(config, metadata, checkpoint)
+        model, variables = load_pretrained(directory, dtype=protocol.compute_dtype, attention=protocol.attention)
         mesh = sharding.data_mesh()
         local = data.local_batch_size(config.eval.batch_size, jax.process_count(), jax.local_device_count())
-        batches, part, steps = data.eval_dataset(config.data.source, config.data.split, batch_size=local,
+        batches, part, steps = data.eval_dataset(source, config.data.split, batch_size=local,
                                                  sampling=protocol.sampling, views=protocol.views,
                                                  process_index=jax.process_index(),
                                                  process_count=jax.process_count())
         dataset_names = part.class_names or (labels.read_class_names(config.data.class_names)
                                              if config.data.class_names else None)
-        evaluation.check_classes(metadata.get("class_names"), dataset_names, config.checkpoint, config.data.source)
+        evaluation.check_classes(metadata.get("class_names"), dataset_names, checkpoint, source)
     except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem)
@@ -84,8 +85,8 @@ def main(argv):
     results = {**evaluation.metrics(predictions, len(names)), "clips_per_second": rate,
                "clips": protocol.views.clips, "crops": protocol.views.crops, "aggregate": protocol.aggregate,
                "dtype": protocol.dtype, "devices": jax.device_count(), "processes": jax.process_count(),
-               "checkpoint": config.checkpoint, "source": config.data.source, "split": config.data.split,
-               "paper_top1": config.paper.get("top1")}
+               "checkpoint": checkpoint, "source": source, "split": config.data.split,
+               "paper_top1": paper_top1(config, checkpoint)}
     if lead:
         write(workdir / "predictions.jsonl", prediction_lines(predictions, names))
         write(workdir / "eval_results.json", json.dumps(results, indent=2) + "\n")

@@ -1,7 +1,10 @@
 """Train UniFormer with the original recipe on a video dataset, on every device of every process.
 
-    python train.py --config configs/k400_s16.py --config.train.init=ckpt/in1k_small \
-        --config.data.source=/data/tfds/video_classification/k400/1.0.0
+    python train.py --config configs/k400_s16.py --config.train.init=in1k_s
+
+trains on the config's dataset as `python -m uniformer_jax.dataset_builder --name k400 ...` writes it (or
+--config.data.source), from a released model's weights (fetched and converted once, then cached), a converted
+directory or a .pth file.
 
 Work directory (default runs/<config name>): checkpoints/ (Orbax, resumed from automatically), metrics.jsonl,
 tensorboard/, config.json, and model/ at the end: the trained weights as a converted checkpoint for eval.py
@@ -27,7 +30,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import data, evaluation, sharding, training
+from uniformer_jax import data, evaluation, sharding, training, zoo
 from uniformer_jax.checkpoints import (CheckpointError, abstract_variables, load_pretrained, read_metadata,
                                        save_pretrained, train_manager)
 from uniformer_jax.model import VARIANTS, create_model, init_head
@@ -46,8 +49,7 @@ class Plan:
 
     def __init__(self, config):
         t = config.train
-        if config.data.source is None:
-            raise evaluation.ConfigError("set --config.data.source (a dataset directory or TFRecord pattern)")
+        self.source = evaluation.source_of(config)
         if config.model.variant not in VARIANTS:
             raise evaluation.ConfigError(f"unknown variant {config.model.variant!r}; use one of {sorted(VARIANTS)}")
         self.local_batch = data.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
@@ -64,14 +66,15 @@ class Plan:
                 f"give each the same share of its {self.local_batch} clips")
         if jax.device_count() % t.fsdp:
             raise evaluation.ConfigError(f"train.fsdp={t.fsdp} must divide the {jax.device_count()} devices")
-        self.init = read_metadata(t.init) if t.init else None
+        self.init_dir = zoo.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
+        self.init = read_metadata(self.init_dir) if t.init else None
         if self.init and self.init["variant"] != config.model.variant:
             raise evaluation.ConfigError(f"train.init {t.init} holds {self.init['variant']}, the config trains "
                                          f"{config.model.variant}")
         self.sampling = data.Sampling(config.data.num_frames, config.data.rate, config.data.mode)
         self.aug = data.TrainAugment(crop_size=t.crop_size, crop_scale=tuple(t.crop_scale), flip=t.flip,
                                      randaugment=t.randaugment, erasing=t.erasing, repeats=t.repeats)
-        self.train_part = data.open_split(config.data.source, t.split, process_index=jax.process_index(),
+        self.train_part = data.open_split(self.source, t.split, process_index=jax.process_index(),
                                           process_count=jax.process_count())
         classes = len(self.train_part.class_names or ())  # DMVR TFRecords carry no class names
         if classes and classes != config.model.num_classes:
@@ -80,7 +83,7 @@ class Plan:
         self.validate = bool(t.val_every)
         if self.validate:
             self.val_batch = data.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
-            data.open_split(config.data.source, t.val_split)  # fails now, not after hours of training
+            data.open_split(self.source, t.val_split)  # fails now, not after hours of training
         videos = sum(self.train_part.counts)
         self.steps_per_epoch = training.steps_per_epoch(videos, t.repeats, t.batch_size)
         self.total_steps = t.epochs * self.steps_per_epoch
@@ -107,7 +110,7 @@ def initial_variables(plan: Plan, config) -> dict:
     if not plan.init:
         return jax.jit(plan.model.init)(jax.random.key(config.train.seed),
                                         np.zeros((1, 8, 64, 64, 3), np.float32))
-    _, variables = load_pretrained(config.train.init)
+    _, variables = load_pretrained(plan.init_dir)
     if plan.init["num_classes"] != config.model.num_classes:
         variables["params"]["head"] = init_head(jax.random.key(config.train.seed), config.model.num_classes)
     return variables
@@ -152,7 +155,7 @@ class Log:
 
 def validate(plan: Plan, config, mesh, state) -> dict:
     views = data.TestViews(1, 1, config.data.short_side, config.data.crop_size)
-    batches, _, _ = data.eval_dataset(config.data.source, config.train.val_split, batch_size=plan.val_batch,
+    batches, _, _ = data.eval_dataset(plan.source, config.train.val_split, batch_size=plan.val_batch,
                                       sampling=plan.sampling, views=views, process_index=jax.process_index(),
                                       process_count=jax.process_count())
     protocol = evaluation.Protocol(plan.sampling, views, dtype=config.train.dtype, attention=config.model.attention)
@@ -217,7 +220,7 @@ def main(argv):
                                                mesh.size, _dtype(t.dtype)),
                       in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-    batches = data.train_dataset(config.data.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
+    batches = data.train_dataset(plan.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
                                  aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), shards=t.input_shards,
                                  start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer)

@@ -14,14 +14,20 @@ VARIANTS = {"s": "uniformer_small", "b": "uniformer_base"}
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
 
 
-def _base(dataset: str, variant: str, frames: int) -> ml_collections.ConfigDict:
+def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.checkpoint = config_dict.placeholder(str)  # a directory written by `python -m convert`
+    # A released model's name (`python -m uniformer_jax.zoo list`), a converted directory or a .pth file;
+    # None: the config's own release.
+    config.checkpoint = config_dict.placeholder(str)
+    config.release = release  # the released weights this config's protocol and recipe belong to
     config.workdir = config_dict.placeholder(str)  # where results go; default: runs/<config name>
     config.model = ml_collections.ConfigDict(dict(
         variant=VARIANTS[variant], num_classes=CLASSES[dataset], dtype="float32", attention="xla"))
     config.data = ml_collections.ConfigDict(dict(
-        source=config_dict.placeholder(str),  # a dataset directory, or a DMVR TFRecord file pattern
+        name=dataset,  # the dataset_builder --name that data.source defaults to
+        # A dataset directory or a DMVR TFRecord file pattern; None: the dataset `name` in the TFDS data
+        # directory ($TFDS_DATA_DIR, else ~/tensorflow_datasets), where dataset_builder writes by default.
+        source=config_dict.placeholder(str),
         split="validation", num_frames=frames, rate=4, mode="dense", clips=4, crops=1, short_side=224,
         crop_size=224, class_names=config_dict.placeholder(str)))  # class list file for sources without names
     config.eval = ml_collections.ConfigDict(dict(
@@ -38,8 +44,10 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
     learning rate is for that batch and scales linearly when `batch_size` is changed."""
     clips = 2 * videos * nodes
     return ml_collections.ConfigDict(dict(
-        init=config_dict.placeholder(str),  # a `python -m convert` output to start from; None: random weights
-        paper_init=init,  # what the paper started from
+        # What to start from: a release name (e.g. paper_init), a converted directory or a .pth file;
+        # None: random weights.
+        init=config_dict.placeholder(str),
+        paper_init=init,  # the release the paper started from
         split="train", val_split="validation", seed=0,
         batch_size=clips, reference_batch=clips, lr=lr * nodes, epochs=epochs, warmup_epochs=warmup,
         warmup_lr=1e-6, end_lr=1e-6, weight_decay=0.05, clip_norm=20.0, drop_path=drop_path,
@@ -58,21 +66,22 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
         val_every=5000, val_batch_size=8))  # validation: 1 clip x 1 centre crop per video
 
 
-def kinetics(dataset: str, variant: str, frames: int, rate: int, top1: float, gflops: float,
+def kinetics(dataset: str, variant: str, release: str | None, frames: int, rate: int, top1: float, gflops: float,
              train: ml_collections.ConfigDict):
     """A Kinetics model: dense sampling, 4 clips x 1 centre crop. `gflops` sums all views (spec §4.2)."""
-    config = _base(dataset, variant, frames)
+    config = _base(dataset, variant, frames, release)
     config.train = train
     config.data.rate = rate
     config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="1x4"))
     return config
 
 
-def something(dataset: str, variant: str, frames: int, top1: float, top1_k600: float, gflops: float,
+def something(dataset: str, variant: str, release: str, frames: int, top1: float, top1_k600: float, gflops: float,
               train: ml_collections.ConfigDict):
     """A Something-Something model: TSN segment sampling, 1 clip x 3 crops. Released twice, fine-tuned from
-    K400 (`top1`) and from K600 (`top1_k600`) weights; the architecture and protocol are the same."""
-    config = _base(dataset, variant, frames)
+    K400 (`top1`, the `release` named here) and from K600 (`top1_k600`, release `..._prek600`) weights; the
+    architecture and protocol are the same."""
+    config = _base(dataset, variant, frames, release)
     config.train = train
     config.data.update(mode="segment", rate=1, clips=1, crops=3)
     config.paper = ml_collections.ConfigDict(dict(top1=top1, top1_k600=top1_k600, gflops=gflops, views="3x1"))

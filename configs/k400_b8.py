@@ -4,5 +4,5 @@ from configs import common
 
 
 def get_config():
-    return common.kinetics("k400", "b", frames=8, rate=8, top1=79.8, gflops=161,
-        train=common.recipe(videos=64, lr=2e-4, epochs=100, warmup=10, drop_path=0.3, init="ImageNet-1K B"))
+    return common.kinetics("k400", "b", release="k400_b8", frames=8, rate=8, top1=79.8, gflops=161,
+        train=common.recipe(videos=64, lr=2e-4, epochs=100, warmup=10, drop_path=0.3, init="in1k_b"))

@@ -4,5 +4,5 @@ from configs import common
 
 
 def get_config():
-    return common.kinetics("k400", "s", frames=8, rate=8, top1=78.4, gflops=70,
-        train=common.recipe(videos=128, lr=4e-4, epochs=100, warmup=10, drop_path=0.1, init="ImageNet-1K S"))
+    return common.kinetics("k400", "s", release="k400_s8", frames=8, rate=8, top1=78.4, gflops=70,
+        train=common.recipe(videos=128, lr=4e-4, epochs=100, warmup=10, drop_path=0.1, init="in1k_s"))

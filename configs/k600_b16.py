@@ -4,5 +4,5 @@ from configs import common
 
 
 def get_config():
-    return common.kinetics("k600", "b", frames=16, rate=4, top1=84.0, gflops=387,
-        train=common.recipe(videos=40, lr=1.25e-4, epochs=110, warmup=10, drop_path=0.3, init="ImageNet-1K B"))
+    return common.kinetics("k600", "b", release="k600_b16", frames=16, rate=4, top1=84.0, gflops=387,
+        train=common.recipe(videos=40, lr=1.25e-4, epochs=110, warmup=10, drop_path=0.3, init="in1k_b"))

@@ -4,5 +4,5 @@ from configs import common
 
 
 def get_config():
-    return common.kinetics("k600", "b", frames=32, rate=4, top1=84.5, gflops=1036,
-        train=common.recipe(videos=32, lr=1e-4, epochs=110, warmup=10, drop_path=0.3, init="ImageNet-1K B", nodes=4))
+    return common.kinetics("k600", "b", release="k600_b32", frames=32, rate=4, top1=84.5, gflops=1036,
+        train=common.recipe(videos=32, lr=1e-4, epochs=110, warmup=10, drop_path=0.3, init="in1k_b", nodes=4))

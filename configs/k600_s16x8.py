@@ -4,5 +4,5 @@ from configs import common
 
 
 def get_config():
-    return common.kinetics("k600", "s", frames=16, rate=8, top1=82.7, gflops=167,
-        train=common.recipe(videos=32, lr=1e-4, epochs=110, warmup=10, drop_path=0.1, init="ImageNet-1K S"))
+    return common.kinetics("k600", "s", release="k600_s16x8", frames=16, rate=8, top1=82.7, gflops=167,
+        train=common.recipe(videos=32, lr=1e-4, epochs=110, warmup=10, drop_path=0.1, init="in1k_s"))

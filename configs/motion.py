@@ -7,10 +7,11 @@ from configs import common
 
 
 def get_config():
-    config = common.kinetics("k400", "s", frames=8, rate=2, top1=None, gflops=None, train=common.recipe(
+    config = common.kinetics("k400", "s", release=None, frames=8, rate=2, top1=None, gflops=None, train=common.recipe(
         videos=16, lr=1e-3, epochs=8, warmup=1, drop_path=0.0, init="random", flip=False))
     config.paper = ml_collections.ConfigDict()  # not a paper model
     config.model.num_classes = 4
+    config.data.name = "motion"
     config.data.update(short_side=32, crop_size=32, clips=2)
     config.eval.batch_size = 8
     # Flips would turn left into right, erasing and strong crops can hide the square, and on 4 easy classes

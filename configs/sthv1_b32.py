@@ -6,5 +6,6 @@ from configs import common
 
 
 def get_config():
-    return common.something("sthv1", "b", frames=32, top1=60.9, top1_k600=61.0, gflops=777,
-        train=common.recipe(videos=32, lr=2e-4, epochs=60, warmup=5, drop_path=0.6, init="K400 B 16x4", flip=False))
+    return common.something("sthv1", "b", release="sthv1_b32_prek400",
+        frames=32, top1=60.9, top1_k600=61.0, gflops=777,
+        train=common.recipe(videos=32, lr=2e-4, epochs=60, warmup=5, drop_path=0.6, init="k400_b16", flip=False))

@@ -6,5 +6,6 @@ from configs import common
 
 
 def get_config():
-    return common.something("sthv2", "b", frames=16, top1=70.4, top1_k600=70.2, gflops=290,
-        train=common.recipe(videos=40, lr=2.5e-4, epochs=50, warmup=5, drop_path=0.4, init="K400 B 16x4", flip=False))
+    return common.something("sthv2", "b", release="sthv2_b16_prek400",
+        frames=16, top1=70.4, top1_k600=70.2, gflops=290,
+        train=common.recipe(videos=40, lr=2.5e-4, epochs=50, warmup=5, drop_path=0.4, init="k400_b16", flip=False))

@@ -6,5 +6,6 @@ from configs import common
 
 
 def get_config():
-    return common.something("sthv2", "b", frames=32, top1=71.1, top1_k600=71.2, gflops=777,
-        train=common.recipe(videos=32, lr=2e-4, epochs=50, warmup=5, drop_path=0.5, init="K400 B 16x4", flip=False))
+    return common.something("sthv2", "b", release="sthv2_b32_prek400",
+        frames=32, top1=71.1, top1_k600=71.2, gflops=777,
+        train=common.recipe(videos=32, lr=2e-4, epochs=50, warmup=5, drop_path=0.5, init="k400_b16", flip=False))

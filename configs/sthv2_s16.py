@@ -6,5 +6,6 @@ from configs import common
 
 
 def get_config():
-    return common.something("sthv2", "s", frames=16, top1=67.7, top1_k600=69.4, gflops=125,
-        train=common.recipe(videos=32, lr=2e-4, epochs=50, warmup=5, drop_path=0.3, init="K400 S 16x4", flip=False))
+    return common.something("sthv2", "s", release="sthv2_s16_prek400",
+        frames=16, top1=67.7, top1_k600=69.4, gflops=125,
+        train=common.recipe(videos=32, lr=2e-4, epochs=50, warmup=5, drop_path=0.3, init="k400_s16", flip=False))

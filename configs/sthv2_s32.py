@@ -6,5 +6,6 @@ from configs import common
 
 
 def get_config():
-    return common.something("sthv2", "s", frames=32, top1=69.0, top1_k600=70.4, gflops=329,
-        train=common.recipe(videos=32, lr=2e-4, epochs=50, warmup=5, drop_path=0.3, init="K400 S 16x4", flip=False))
+    return common.something("sthv2", "s", release="sthv2_s32_prek400",
+        frames=32, top1=69.0, top1_k600=70.4, gflops=329,
+        train=common.recipe(videos=32, lr=2e-4, epochs=50, warmup=5, drop_path=0.3, init="k400_s16", flip=False))

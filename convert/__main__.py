@@ -1,11 +1,14 @@
 """python -m convert SRC.pth DST_DIR      PyTorch UniFormer checkpoint -> converted Orbax checkpoint
-python -m convert --to-torch DIR OUT.pth  converted checkpoint -> Sense-X PyTorch state dict"""
+python -m convert --to-torch DIR OUT.pth  converted checkpoint (or a release name) -> Sense-X PyTorch state dict
+
+Class lists (--labels, --reorder-to) are files or the packaged short names of `python -m uniformer_jax.labels`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from uniformer_jax import zoo
 from uniformer_jax.checkpoints import CheckpointError
 from uniformer_jax.conversion import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
 from uniformer_jax.model import VARIANTS
@@ -21,8 +24,8 @@ def parse_args(argv):
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="model variant (default: from block counts)")
     parser.add_argument("--num-classes", type=int,
                         help="head size (default: the checkpoint's); another size initialises a new head")
-    parser.add_argument("--labels", help="class names of the source head rows: one per line, or 'name<TAB>idx' "
-                                         "or 'name idx' lines")
+    parser.add_argument("--labels", help="class names of the source head rows: a short name (k400-sensex, ...) or a "
+                                         "file, one per line, or 'name<TAB>idx' or 'name idx' lines")
     parser.add_argument("--reorder-to", help="class list whose order the head rows are permuted into "
                                              "(matched by name, ignoring case, spaces, underscores, punctuation)")
     parser.add_argument("--inflate", choices=INFLATE_MODES, default="average",
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.to_torch:
-            written = to_torch(args.src, args.dst, overwrite=args.force)
+            written = to_torch(zoo.resolve(args.src), args.dst, overwrite=args.force)
             print(f"wrote {args.dst}: Sense-X state dict, {written['keys']} tensors")
         else:
             meta = to_orbax(args.src, args.dst, form=args.form, variant=args.variant, num_classes=args.num_classes,

@@ -1,9 +1,10 @@
 """A TFDS builder that turns a folder of videos and list files into sharded TFRecords of JPEG frames.
 
     python -m uniformer_jax.dataset_builder --name k400 --videos /data/k400 \\
-        --train k400/train.csv --validation k400/val.csv --classes kinetics_400_categroies.txt --out /data/tfds
+        --train k400/train.csv --validation k400/val.csv --classes k400-sensex
 
-writes `/data/tfds/video_classification/k400/1.0.0`, which `uniformer_jax.data` reads. List files may be
+writes `~/tensorflow_datasets/video_classification/k400/1.0.0` (`--out`, else $TFDS_DATA_DIR, else
+~/tensorflow_datasets), which `uniformer_jax.data` reads and where eval.py and train.py find a config's dataset. List files may be
 Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics csv
 (`label,youtube_id,time_start,time_end,split`). Videos that cannot be decoded are skipped and listed, with
 the reason, in `skipped-<split>.tsv` next to the records.
@@ -31,6 +32,12 @@ from uniformer_jax.video import jpeg_frames
 
 SPLITS = ("train", "validation", "test")
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
+
+
+def dataset_dir(name: str, data_dir: str | None = None) -> Path:
+    """Where the builder writes dataset `name`: in `data_dir`, else TFDS's default data directory."""
+    root = data_dir or tfds.core.constants.get_default_data_dir()
+    return Path(root) / VideoClassification.name / name / str(VideoClassification.VERSION)
 
 
 class BuildError(ValueError):
@@ -246,7 +253,8 @@ def define_flags():
         flags.DEFINE_string(split, None, f"list file of the {split} split")
     flags.DEFINE_string("classes", None, "class list file or short name (python -m uniformer_jax.labels); default: "
                                         "sorted label names, or the label indices")
-    flags.DEFINE_string("out", None, "TFDS data directory to write into")
+    flags.DEFINE_string("out", None, "TFDS data directory to write into; default: $TFDS_DATA_DIR, else "
+                                      "~/tensorflow_datasets")
     flags.DEFINE_integer("short_side", 320, "resize frames so the shorter side has this many pixels; 0 keeps them")
     flags.DEFINE_float("fps", None, "resample to this frame rate; default: keep the native rate")
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames")
@@ -288,13 +296,14 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
 def main(argv):
     del argv
     lists = {split: getattr(FLAGS, split) for split in SPLITS if getattr(FLAGS, split)}
-    missing = [f"--{f}" for f in ("name", "videos", "out") if not getattr(FLAGS, f)] + ([] if lists else ["a list"])
+    missing = [f"--{f}" for f in ("name", "videos") if not getattr(FLAGS, f)] + ([] if lists else ["a list"])
     if missing:
         sys.exit(f"error: missing {', '.join(missing)} (see --help)")
     if not Path(FLAGS.videos).is_dir():
         sys.exit(f"error: --videos {FLAGS.videos} is not a folder")
     try:
-        builder = build(FLAGS.name, FLAGS.videos, lists, FLAGS.out, classes=FLAGS.classes,
+        builder = build(FLAGS.name, FLAGS.videos, lists, FLAGS.out or tfds.core.constants.get_default_data_dir(),
+                        classes=FLAGS.classes,
                         short_side=FLAGS.short_side, fps=FLAGS.fps, jpeg_quality=FLAGS.jpeg_quality,
                         workers=FLAGS.workers, beam=FLAGS.beam, beam_options=FLAGS.beam_option)
     except ValueError as e:  # BuildError, or an unreadable class file

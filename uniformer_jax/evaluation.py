@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from uniformer_jax import data, labels, sharding
+from uniformer_jax import data, labels, releases, sharding
+from uniformer_jax.dataset_builder import dataset_dir
 from uniformer_jax.model import normalise
 
 AGGREGATES = ("sum_logits", "mean_softmax")
@@ -51,6 +52,28 @@ class Protocol:
     @property
     def compute_dtype(self):
         return jnp.bfloat16 if self.dtype == "bfloat16" else None
+
+
+def checkpoint_of(config) -> str:
+    """What the config evaluates: `checkpoint` if set, else its own release."""
+    checkpoint = config.checkpoint or config.get("release")
+    if checkpoint is None:
+        raise ConfigError("set --config.checkpoint (a released model's name, a converted directory or a .pth file)")
+    return checkpoint
+
+
+def source_of(config) -> str:
+    """`data.source` if set, else the config's dataset in the TFDS data directory, where dataset_builder writes."""
+    if config.data.source:
+        return config.data.source
+    directory = dataset_dir(config.data.name)
+    if not (directory / "dataset_info.json").is_file():
+        release = releases.BY_NAME.get(config.get("release"))
+        classes = f" --classes {release.classes}" if release and release.classes else ""
+        raise ConfigError(f"no dataset {config.data.name!r} in {directory.parents[2]}: build it with `python -m "
+                          f"uniformer_jax.dataset_builder --name {config.data.name} --videos DIR --validation LIST"
+                          f"{classes}`, or set --config.data.source")
+    return str(directory)
 
 
 def check_model(config, metadata: dict, checkpoint: str) -> None:

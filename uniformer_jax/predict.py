@@ -1,7 +1,10 @@
 """The top-5 classes of video files, with the test protocol eval.py uses.
 
-    python -m uniformer_jax.predict VIDEO [VIDEO ...] --checkpoint DIR [--labels FILE] [--json]
-    python -m uniformer_jax.predict clip.mp4 --config configs/sthv2_s16.py --checkpoint ckpt/sthv2_s16
+    python -m uniformer_jax.predict VIDEO [VIDEO ...] --checkpoint k400_s16 [--labels FILE] [--json]
+    python -m uniformer_jax.predict clip.mp4 --config configs/sthv2_s16.py
+
+--checkpoint takes a released model's name (fetched and converted once, then cached), a converted directory or a
+.pth file; with --config it defaults to the config's checkpoint or release.
 
 Without --config the protocol is Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, short side 224);
 a config file from configs/ sets the protocol of its model (and `--config.data.num_frames=32` etc. override it).
@@ -18,14 +21,16 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from uniformer_jax import data, evaluation, labels, video
+from uniformer_jax import data, evaluation, labels, video, zoo
 from uniformer_jax.checkpoints import CheckpointError, load_pretrained, read_metadata
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "a config file from configs/ whose test protocol to use (default: Kinetics 16x4, 4x1 views)",
     lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a `python -m convert` output (default: the config's)")
-_LABELS = flags.DEFINE_string("labels", None, "class names in head order, one a line (default: the checkpoint's)")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a release name, converted directory or .pth file "
+                                                      "(default: the config's)")
+_LABELS = flags.DEFINE_string("labels", None, "class names in head order: a file or a short name such as "
+                                              "k400-sensex (default: the checkpoint's)")
 _JSON = flags.DEFINE_bool("json", False, "print one JSON object a video instead of text")
 
 RESIZE_CHUNK = 32  # frames resized together: one TF call each, a bounded buffer at the source resolution
@@ -91,18 +96,20 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     paths = argv[1:]
     config = _CONFIG.value
-    checkpoint = _CHECKPOINT.value or (config.checkpoint if config is not None else None)
+    checkpoint = _CHECKPOINT.value or (config.checkpoint or config.get("release") if config is not None else None)
     if not paths:
-        sys.exit("error: name at least one video file: python -m uniformer_jax.predict VIDEO ... --checkpoint DIR")
+        sys.exit("error: name at least one video file: python -m uniformer_jax.predict VIDEO ... --checkpoint NAME")
     if checkpoint is None:
-        sys.exit("error: set --checkpoint to a `python -m convert` output directory")
+        sys.exit("error: set --checkpoint to a released model's name (python -m uniformer_jax.zoo list), a converted "
+                 "directory or a .pth file")
     failed = False
     try:
         protocol = evaluation.Protocol()
+        directory = zoo.resolve(checkpoint)
         if config is not None:
             protocol = evaluation.Protocol.from_config(config)
-            evaluation.check_model(config, read_metadata(checkpoint), checkpoint)
-        for result in predict(paths, checkpoint, protocol, _LABELS.value):
+            evaluation.check_model(config, read_metadata(directory), checkpoint)
+        for result in predict(paths, str(directory), protocol, _LABELS.value):
             failed |= "error" in result
             if _JSON.value:
                 print(json.dumps(result), flush=True)

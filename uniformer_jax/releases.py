@@ -1,0 +1,120 @@
+"""Every released UniFormer checkpoint: where it is published, how to check it, and what it holds.
+
+Sources: Sense-X/UniFormer `video_classification/README.md` (Google Drive ids, top-1), the Hugging Face Hub repos
+`Sense-X/uniformer_video`, `Sense-X/uniformer_image` and `Andy1621/uniformer` (file names and the sha256 of their
+Git LFS objects), MMAction2's `configs/recognition/uniformer/metafile.yml` (URLs, top-1; its file names end in the
+first 8 hex digits of the file's sha256). Sense-X publishes the files that are only on Google Drive under the names
+its code loads them by (`uniformer_{small,base}_{k400,k600}_{F}x{R}.pth`, `..._sthv{1,2}_{F}_prek{400,600}.pth`);
+no hash is published for them, so they are checked by the converter's strict key, shape and finiteness checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+MMACTION2_URL = "https://download.openmmlab.com/mmaction/v1.0/recognition/uniformerv1/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    name: str  # what users type: load_pretrained(name), --config.checkpoint=name, train.init=name
+    file: str  # the published file name (and its name in a mirror)
+    form: str  # checkpoint form, as `python -m convert --form`
+    variant: str
+    classes: str | None  # short name of the class list of the head rows; None: ImageNet's 1000 classes
+    frames: int | None  # frames x sampling rate the model was trained with (None: 2D ImageNet weights)
+    rate: int | None
+    config: str | None  # the configs/ file of its test protocol
+    top1: float  # the paper's top-1 (Kinetics, Something-Something: as configs/; ImageNet for in1k_*)
+    sha256: str | None = None  # the full hash, or MMAction2's published 8-digit prefix; None: none published
+    hub: str | None = None  # Hugging Face Hub repo that holds `file`
+    drive: str | None = None  # Google Drive file id
+    url: str | None = None  # a direct URL
+
+    @property
+    def source(self) -> str:
+        """Where the file comes from when no mirror is set."""
+        if self.hub:
+            return f"hf://{self.hub}/{self.file}"
+        if self.url:
+            return self.url
+        return f"https://drive.google.com/uc?id={self.drive}"
+
+
+def _sensex(name, size, dataset, frames, rate, top1, drive, hub=None, sha256=None, prek=None):
+    variant = {"s": "uniformer_small", "b": "uniformer_base"}[size]
+    if prek:
+        file = f"{variant}_{dataset}_{frames}_prek{prek}.pth"
+    else:
+        file = f"{variant}_{dataset}_{frames}x{rate}.pth"
+    config = name.removesuffix(f"_prek{prek}") if prek else name
+    return Release(name, file, "sensex", variant, f"{dataset}-sensex", frames, rate, config, top1, sha256, hub,
+                   drive)
+
+
+def _mmaction2(size, frames, top1, stamp):
+    variant = {"s": "uniformer_small", "b": "uniformer_base"}[size]
+    file = f"uniformer-{variant.removeprefix('uniformer_')}_imagenet1k-pre_{frames}x4x1_kinetics400-rgb_{stamp}.pth"
+    return Release(f"mmaction2/k400_{size}{frames}", file, "mmaction2", variant, "k400-mmaction2", frames, 4,
+                   f"k400_{size}{frames}", top1, stamp.rsplit("-", 1)[1], url=MMACTION2_URL + file)
+
+
+SX_HUB = "Sense-X/uniformer_video"
+
+RELEASES = (
+    _sensex("k400_s8", "s", "k400", 8, 8, 78.4, "1-kitVTkWErHXI_x-sLItvK9-sOmb53j6"),
+    _sensex("k400_s16", "s", "k400", 16, 4, 80.8, "1-jGZIIuTM5IYIpqkNTojhGhfMc7Gu9Kt"),
+    _sensex("k400_s16x8", "s", "k400", 16, 8, 80.8, "174muWZJcZHieABDZMKiJ0tNeFLoEkJLx", SX_HUB,
+            "d5fd7b0c49ee6a5422ef5d0c884d962c742003bfbd900747485eb99fa269d0db"),
+    _sensex("k400_b8", "b", "k400", 8, 8, 79.8, "1hBxGU-QE8hGRBjSNCymJ7Au06LhluvTv"),
+    _sensex("k400_b16", "b", "k400", 16, 4, 82.0, "15ipzFaZdTt-aHv7jcr_h_vgYD2X7D6AD", "Andy1621/uniformer",
+            "a36e08ecff0a2b11020d6e88046353f80fdeb10b40fe167f2fbc0c1d976fb873"),
+    _sensex("k400_b16x8", "b", "k400", 16, 8, 81.7, "1VoZcpFZbk9lEyRQ7gqRgT4CsnVt9g7uk"),
+    _sensex("k400_b32", "b", "k400", 32, 4, 82.9, "1gHxx8cr1H0CNvngj1kB9ArgcPfJtqjCV", SX_HUB,
+            "b432450566cdc4f50222e4851b5d304bba4444a699cdbb43fa529ceb18ae1f8e"),
+    _sensex("k600_s16", "s", "k600", 16, 4, 82.8, "1-dqzjm5RZVspWHQLRD4S1vo4_6jyVltb"),
+    _sensex("k600_s16x8", "s", "k600", 16, 8, 82.7, "1-c835NJjg_015WxLBQF-1cPdQsyWMWfY", SX_HUB,
+            "2a9143a63691c442b23f912ed3489e5800fc5916fb7aa1b25322ad5da2466c6f"),
+    _sensex("k600_b16", "b", "k600", 16, 4, 84.0, "1nBQCBCsCflhZ4OGUoGB3pAkc_GDau7vd"),
+    _sensex("k600_b16x8", "b", "k600", 16, 8, 83.4, "1aidHdSd-h65-_EUkfNOdMMw0ZB8G5maY"),
+    _sensex("k600_b32", "b", "k600", 32, 4, 84.5, "1-DwdVf8w8lYj-iFpU40pfEpog9VE5PQB", SX_HUB,
+            "d44685e1d12e5aa413032e7719a8be45b95a19da4e7f76ac0e811f9a6f4825ae"),
+    _sensex("sthv1_s16_prek400", "s", "sthv1", 16, 1, 57.2, "1-bdFsmXt2Ztf43lrVgmqS8_VYJ8tub6J", prek=400),
+    _sensex("sthv1_s16_prek600", "s", "sthv1", 16, 1, 57.6, "1-YbYGjM15MDtQnrmCeZ9H2ybNdYTFkgO", SX_HUB,
+            "9a4dbb1e6e2adeb817959edcfbd43cdbb41c7e5c1393f6a3335d0a089d4ba424", prek=600),
+    _sensex("sthv1_s32_prek400", "s", "sthv1", 32, 1, 58.8, "1-Y5ADssqM2C8o_1jix48fQM788mVGWQ3", prek=400),
+    _sensex("sthv1_s32_prek600", "s", "sthv1", 32, 1, 59.9, "1-XEgaGqXGp1EGzFl63ctApnvU54X27WP", prek=600),
+    _sensex("sthv1_b16_prek400", "b", "sthv1", 16, 1, 59.1, "1uMq4W5lf17vOHUmccNjYLeTMqaWHSh6v", prek=400),
+    _sensex("sthv1_b16_prek600", "b", "sthv1", 16, 1, 58.8, "1xpiL8zEDWYHFR55gOsbQiI41YEjTD89J", prek=600),
+    _sensex("sthv1_b32_prek400", "b", "sthv1", 32, 1, 60.9, "18A3FuUUbdQ8ehMQ0D78qTTtm6YmIVWaO", prek=400),
+    _sensex("sthv1_b32_prek600", "b", "sthv1", 32, 1, 61.0, "1xE1aJYAYFOlXOkpiIbJFHu_jSrr8reKm", SX_HUB,
+            "8da7f948d7fcc72444dd3783ff12fb18e997d78acc3d70135d14687433448090", prek=600),
+    _sensex("sthv2_s16_prek400", "s", "sthv2", 16, 1, 67.7, "1-Wq22024HB7tT8kPX6eSMn2GUNMI-_gY", prek=400),
+    _sensex("sthv2_s16_prek600", "s", "sthv2", 16, 1, 69.4, "1-V1mQp4fIIYhaXUWCgZXkJ0H6ne0Z8rz", SX_HUB,
+            "6b085f96980edf491386893902a5a304a63f4da395d528bcdeef6e7464bd160f", prek=600),
+    _sensex("sthv2_s32_prek400", "s", "sthv2", 32, 1, 69.0, "1-5Q5S-NRmHFkIBygaRYpJLT7aI9cpmky", prek=400),
+    _sensex("sthv2_s32_prek600", "s", "sthv2", 32, 1, 70.4, "1-1K5R3Ed4t8d_DZnJ62xysIt1dBNmx96", prek=600),
+    _sensex("sthv2_b16_prek400", "b", "sthv2", 16, 1, 70.4, "1s78JBpnykyJ7pYEGRDK8BZL9seIRIUlC", prek=400),
+    _sensex("sthv2_b16_prek600", "b", "sthv2", 16, 1, 70.2, "16nCBGWzMM8n8Vr_EY0UmvgzLG0S_QYef", prek=600),
+    _sensex("sthv2_b32_prek400", "b", "sthv2", 32, 1, 71.1, "1-rpMARXnyvyj6YUJkIvVqtna86egpjoS", prek=400),
+    _sensex("sthv2_b32_prek600", "b", "sthv2", 32, 1, 71.2, "1-lkRB3546l_ECuObN_IrHws1C9a-qKPr", SX_HUB,
+            "b7a74408ed230e9671d30da2f596bef84900aaaa325a5793f6cb3ba25f721eae", prek=600),
+    _mmaction2("s", 16, 80.9, "20221219-c630a037"),
+    _mmaction2("b", 16, 82.0, "20221219-157c2e66"),
+    _mmaction2("b", 32, 83.1, "20221219-b776322c"),
+    # 2D ImageNet-1K weights (without Token Labeling or Layer Scale, as the video models start from); top-1 on IN-1K.
+    Release("in1k_s", "uniformer_small_in1k.pth", "imagenet", "uniformer_small", None, None, None, None, 82.9,
+            "fd192c31f8bd77670de8f171111bd51f56fd87e6aea45043ab2edc181e1fa775", hub="Andy1621/uniformer"),
+    Release("in1k_b", "uniformer_base_in1k.pth", "imagenet", "uniformer_base", None, None, None, None, 83.9,
+            "82c01015818cb897b00a29352043053df53ce4c02c2d012226b3a8a12ccb60eb", hub="Sense-X/uniformer_image"),
+)
+
+BY_NAME = {r.name: r for r in RELEASES}
+
+
+def unknown(name: str) -> str:
+    """What to say of a name that is no release: the closest names, and where the list is."""
+    close = difflib.get_close_matches(name, BY_NAME, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"no released model is called {name!r}; {hint}`python -m uniformer_jax.zoo list` lists them all"
