@@ -261,3 +261,38 @@ def test_zoo_list(tmp_path, mirror):
     unknown = subprocess.run([sys.executable, "-m", "uniformer_jax.zoo", "fetch", "k400_b31"], capture_output=True,
                              text=True, env=os.environ, timeout=120)
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: no released model")
+
+
+# ---- eval.py with nothing but the config ---------------------------------------------------------------------
+
+def test_eval_needs_nothing_but_the_config(tmp_path, mirror, monkeypatch):
+    """A mirror holding the release file and a dataset built with the builder's defaults: no other flag."""
+    from tests.videos import write_video
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    sensex_file(mirror.folder)
+    work = tmp_path / "work"
+    work.mkdir()
+    evaluate = [sys.executable, str(ROOT / "eval.py"), "--config", str(ROOT / "configs/k400_s8.py")]
+    missing = subprocess.run(evaluate, cwd=work, capture_output=True, text=True, env=os.environ, timeout=300)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"error: no dataset 'k400' in {tmp_path / 'tfds'}: build it with `python -m uniformer_jax.dataset_builder "
+        "--name k400 --videos DIR --validation LIST --classes k400-sensex`, or set --config.data.source")
+    assert list(work.iterdir()) == []
+    (tmp_path / "videos").mkdir()
+    for i, frames in enumerate((30, 70)):
+        write_video(tmp_path / f"videos/v{i}.mp4", frames, width=96, height=72)
+    (tmp_path / "val.txt").write_text("v0.mp4 0\nv1.mp4 341\n")  # Sense-X indices: riding a bike, abseiling
+    build = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--name", "k400", "--videos",
+                            str(tmp_path / "videos"), "--validation", str(tmp_path / "val.txt"), "--classes",
+                            "k400-sensex"], cwd=work, capture_output=True, text=True, env=os.environ, timeout=300)
+    assert build.returncode == 0, build.stderr
+    result = subprocess.run(evaluate, cwd=work, capture_output=True, text=True, env=os.environ, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((work / "runs/k400_s8/eval_results.json").read_text())
+    assert (results["videos"], results["checkpoint"], results["paper_top1"]) == (2, "k400_s8", 78.4)
+    assert results["source"] == str(tmp_path / "tfds/video_classification/k400/1.0.0")
+    predictions = [json.loads(line) for line in (work / "runs/k400_s8/predictions.jsonl").read_text().splitlines()]
+    assert {p["video"]: p["label"] for p in predictions} == {"v0.mp4": "riding a bike", "v1.mp4": "abseiling"}
+    assert zoo.is_cached("k400_s8")
