@@ -11,12 +11,16 @@ eval_results.json, predictions.jsonl and config.json to the work directory (defa
 
 from __future__ import annotations
 
+from uniformer_jax import console
+
+console.quiet_startup()  # before TensorFlow loads
+
 import json
 import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -50,8 +54,7 @@ def paper_top1(config, checkpoint: str) -> float | None:
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO
-        logging.set_verbosity(logging.WARNING)
+    console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
     try:

@@ -14,6 +14,10 @@ Add --distributed on each host of a pod or cluster.
 
 from __future__ import annotations
 
+from uniformer_jax import console
+
+console.quiet_startup()  # before TensorFlow loads
+
 import json
 import math
 import signal
@@ -25,7 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -189,8 +193,7 @@ def restore(manager, abstract, shardings) -> training.TrainState:
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:  # Orbax logs every checkpoint step at INFO
-        logging.set_verbosity(logging.WARNING)
+    console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
     try:

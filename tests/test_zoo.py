@@ -296,3 +296,6 @@ def test_eval_needs_nothing_but_the_config(tmp_path, mirror, monkeypatch):
     predictions = [json.loads(line) for line in (work / "runs/k400_s8/predictions.jsonl").read_text().splitlines()]
     assert {p["video"]: p["label"] for p in predictions} == {"v0.mp4": "riding a bike", "v1.mp4": "abseiling"}
     assert zoo.is_cached("k400_s8")
+    noise = r"oneDNN|InitializeLog|deprecat|Downloading and preparing|cpu_feature_guard"
+    for output in (build.stdout, build.stderr, result.stdout, result.stderr):  # start-up noise only with --verbosity
+        assert not re.search(noise, output, re.IGNORECASE), output

@@ -12,6 +12,11 @@ the reason, in `skipped-<split>.tsv` next to the records.
 
 from __future__ import annotations
 
+from uniformer_jax import console
+
+if __name__ == "__main__":
+    console.quiet_startup()  # before TensorFlow loads
+
 import concurrent.futures
 import csv
 import dataclasses
@@ -26,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 from etils import epath
+from tqdm import tqdm
 
 from uniformer_jax import labels as labels_lib
 from uniformer_jax.video import jpeg_frames
@@ -174,6 +180,12 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             supervised_keys=("video", "label"),
         )
 
+    def _log_download_bytes(self):
+        pass  # TFDS's "Downloading and preparing dataset Unknown size": main() prints what was written instead
+
+    def _log_download_done(self):
+        pass
+
     def _split_generators(self, dl_manager):
         del dl_manager  # the videos folder is part of the config: listing Kinetics files needs it earlier
         return {split: self._generate_examples(split, entries)
@@ -187,15 +199,17 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         report = self.data_path / f"skipped-{split}.tsv"
         if self._beam:
             return _beam_examples(entries, [self._encode_args(e) for e in entries], str(report))
-        return self._examples_in_pool(entries, report)
+        return self._examples_in_pool(split, entries, report)
 
-    def _examples_in_pool(self, entries: list[Entry], report: epath.Path):
+    def _examples_in_pool(self, split: str, entries: list[Entry], report: epath.Path):
         skipped = []
         # forkserver: TensorFlow's threads make plain fork unsafe.
         context = multiprocessing.get_context("forkserver")
-        with concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context) as pool:
+        with (concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context) as pool,
+              tqdm(total=len(entries), desc=f"{self.builder_config.name} {split}", unit="video") as bar):
             results = pool.map(_encode, [self._encode_args(e) for e in entries], chunksize=4)
             for entry, result in zip(entries, results):
+                bar.update()
                 example = _example(entry, result)
                 if isinstance(example, str):
                     skipped.append(_report_line(entry.path, example))
@@ -295,6 +309,9 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
 
 def main(argv):
     del argv
+    console.quiet_logging()
+    if not FLAGS["verbosity"].present:
+        tfds.disable_progress_bar()  # its nested bars; the build shows one bar a split
     lists = {split: getattr(FLAGS, split) for split in SPLITS if getattr(FLAGS, split)}
     missing = [f"--{f}" for f in ("name", "videos") if not getattr(FLAGS, f)] + ([] if lists else ["a list"])
     if missing:

@@ -11,6 +11,11 @@ centre crop, short side 224). Needs `pip install 'uniformer-jax[bench]'` for dec
 
 from __future__ import annotations
 
+from uniformer_jax import console
+
+if __name__ == "__main__":
+    console.quiet_startup()  # before TensorFlow loads
+
 import os
 import platform
 import time
@@ -124,6 +129,7 @@ def decord_clips(paths: list[Path], sampling, views, count: int, transform=None)
 
 
 def main(argv):
+    console.quiet_logging()
     del argv
     os.sched_setaffinity(0, set(range(FLAGS.cores)))  # before TensorFlow starts its thread pools
     import tensorflow as tf

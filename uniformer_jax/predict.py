@@ -13,12 +13,17 @@ A missing, unreadable or too-short video is reported and the others still run; t
 
 from __future__ import annotations
 
+from uniformer_jax import console
+
+if __name__ == "__main__":
+    console.quiet_startup()  # before TensorFlow loads
+
 import json
 import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from uniformer_jax import data, evaluation, labels, video, zoo
@@ -92,8 +97,7 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
 
 
 def main(argv):
-    if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO
-        logging.set_verbosity(logging.WARNING)
+    console.quiet_logging()
     paths = argv[1:]
     config = _CONFIG.value
     checkpoint = _CHECKPOINT.value or (config.checkpoint or config.get("release") if config is not None else None)

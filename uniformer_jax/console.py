@@ -1,0 +1,31 @@
+"""What the command-line programs print: results, progress bars and one-line errors, not the start-up notices
+and deprecation warnings of TensorFlow, absl and TFDS. `--verbosity` (absl's flag) brings all of it back."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _verbose() -> bool:
+    return any(arg.split("=")[0] in ("--verbosity", "-v") for arg in sys.argv[1:])
+
+
+def quiet_startup() -> None:
+    """Before TensorFlow is first imported: its C++ logging reads the environment once, at import.
+
+    TensorFlow's oneDNN notices ("oneDNN custom operations are on", "oneDNN supports DT_UINT8 only on platforms
+    with AVX-512") bypass TF_CPP_MIN_LOG_LEVEL; they go with oneDNN's TensorFlow ops, which the input pipelines
+    (JPEG decoding, resizing, augmentation on uint8) do not need. A value the user set is kept.
+    """
+    if not _verbose():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def quiet_logging() -> None:
+    """After absl has parsed the flags: Python-side library logging (Orbax, TFDS, TF deprecations) only on errors."""
+    from absl import flags, logging
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.ERROR)
