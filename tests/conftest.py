@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from uniformer_jax import torch_reference
+from uniformer_jax import torch_reference, zoo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Models converted by the tests (and the programs they run) go to a cache of their own, not the user's."""
+    os.environ[zoo.CACHE_ENV] = str(tmp_path_factory.mktemp("model_cache"))
+
 
 @functools.cache
 def reference_model(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: float = 1e-5, seed: int = 0):

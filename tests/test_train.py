@@ -18,9 +18,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import torch
 
 from uniformer_jax import demo
-from uniformer_jax.checkpoints import load_pretrained, save_pretrained
+from uniformer_jax import torch_keys as keys
+from uniformer_jax.checkpoints import load_pretrained
 from uniformer_jax.dataset_builder import build
 from uniformer_jax.model import create_model
 
@@ -97,12 +99,12 @@ def test_an_uninterrupted_run_logs_and_saves_everything(straight):
     assert json.loads((straight / "model" / "uniformer.json").read_text())["class_names"] == list(demo.DIRECTIONS)
 
 
-def test_fine_tuning_starts_from_a_checkpoint_with_another_head(source, env, straight, tmp_path):
+def test_fine_tuning_starts_from_a_pytorch_checkpoint_with_another_head(source, env, straight, tmp_path):
     model = create_model("uniformer_small", num_classes=400)
     init = jax.jit(model.init)(jax.random.key(7), np.zeros((1, 8, 32, 32, 3), np.float32))
-    save_pretrained(tmp_path / "k400", init, {"variant": "uniformer_small", "num_classes": 400, "ln_eps": 1e-6,
-                                              "class_names": None, "source_form": "test", "source_file": "random"})
-    train(source, tmp_path / "tuned", env, f"--config.train.init={tmp_path / 'k400'}")  # straight's program
+    # A Sense-X state dict file: train.init converts it through the model cache.
+    torch.save({k: torch.tensor(v) for k, v in keys.to_torch(init).items()}, tmp_path / "k400.pth")
+    train(source, tmp_path / "tuned", env, f"--config.train.init={tmp_path / 'k400.pth'}")  # straight's program
     _, tuned = load_pretrained(tmp_path / "tuned" / "model")
     assert tuned["params"]["head"]["kernel"].shape == (512, 4)
     # AdamW moves a parameter by about the learning rate (here <= 1e-3) a step at most: 8 steps stay within
@@ -198,7 +200,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(sour
     ("--config.model.variant=uniformer_tiny", "unknown variant 'uniformer_tiny'"),
     ("--config.train.batch_size=6", "must split into train.accumulate=1 micro-batches"),
     ("--config.data.source=/nonexistent/motion/1.0.0", "/nonexistent/motion/1.0.0"),
-    ("--config.train.init=/nonexistent/ckpt", "/nonexistent/ckpt is not a converted checkpoint"),
+    ("--config.train.init=/nonexistent/ckpt", "/nonexistent/ckpt is neither a converted checkpoint directory"),
+    ("--config.train.init=in1k_S", "did you mean in1k_s"),
     ("--config.model.num_classes=5", "has 4 classes and model.num_classes is 5"),
 ])
 def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message):
