@@ -135,12 +135,14 @@ def test_eight_devices_give_the_same_predictions(setup, one_device):
 
 
 def test_two_processes_give_the_same_predictions(setup, one_device):
+    """Both processes take the PyTorch file: one converts it into the model cache while the other waits."""
     root, source = setup
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = eval_command(root, source, "two", "--config.eval.batch_size=2",
-                           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2")
+                           f"--config.checkpoint={root / 'mm.pth'}", f"--coordinator_address=127.0.0.1:{port}",
+                           "--num_processes=2")
     procs = [subprocess.Popen(command + [f"--process_id={i}"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     for p in procs:

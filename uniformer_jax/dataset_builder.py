@@ -4,8 +4,8 @@
         --train k400/train.csv --validation k400/val.csv --classes k400-sensex
 
 writes `~/tensorflow_datasets/video_classification/k400/1.0.0` (`--out`, else $TFDS_DATA_DIR, else
-~/tensorflow_datasets), which `uniformer_jax.data` reads and where eval.py and train.py find a config's dataset. List files may be
-Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics csv
+~/tensorflow_datasets), which `uniformer_jax.data` reads and where eval.py and train.py find a config's dataset.
+List files may be Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics csv
 (`label,youtube_id,time_start,time_end,split`). Videos that cannot be decoded are skipped and listed, with
 the reason, in `skipped-<split>.tsv` next to the records.
 """
