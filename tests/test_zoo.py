@@ -197,6 +197,15 @@ def test_no_network_and_no_copy_says_where_to_put_the_file(tmp_path, mirror, mon
     with pytest.raises(zoo.ZooError, match=f"put {S8.file} into a directory and set UNIFORMER_JAX_MIRROR"):
         zoo.fetch("k400_s8")
     assert not zoo.is_cached("k400_s8")
+    from huggingface_hub import constants
+
+    monkeypatch.delenv(zoo.MIRROR_ENV)
+    # A Hub release with the Hub client offline (HF_HUB_OFFLINE=1, read when it is imported) and its cache empty.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(zoo.ZooError, match=f"cannot download k400_b32 from hf://Sense-X/uniformer_video/"
+                                           f"uniformer_base_k400_32x4.pth: .*put uniformer_base_k400_32x4.pth"):
+        zoo.fetch("k400_b32")
 
 
 def test_mirror_directory_and_pth_paths(tmp_path, mirror, monkeypatch):
