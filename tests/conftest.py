@@ -13,6 +13,17 @@ import torch
 from uniformer_jax import torch_reference, zoo
 
 
+# The longest modules first (a few minutes each on 2 cores). With `--dist loadfile` a module runs on one worker,
+# so a long one started last would leave the other worker idle at the end (pyproject.toml turns off xdist's own
+# reordering by test count).
+LONGEST_FIRST = ("test_train.py", "test_demo.py", "test_eval.py", "test_data.py", "test_zoo.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST
+               else len(LONGEST_FIRST))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):
     """Models converted by the tests (and the programs they run) go to a cache of their own, not the user's."""
