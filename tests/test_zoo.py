@@ -316,3 +316,11 @@ def test_eval_needs_nothing_but_the_config(tmp_path, mirror, monkeypatch):
     # Library start-up noise comes only with --verbosity.
     for output in (build.stdout, build.stderr, result.stdout, result.stderr, predicted.stderr):
         assert not re.search(noise, output, re.IGNORECASE), output
+
+
+def test_without_pytorch_nothing_is_downloaded(tmp_path, mirror, monkeypatch):
+    sensex_file(mirror.folder)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails, as in an install without the extra
+    with pytest.raises(zoo.ZooError, match=r"needs PyTorch: pip install -c constraints.txt -e '\.\[torch\]'"):
+        zoo.fetch("k400_s8")
+    assert mirror.requests == [] and cached_files(tmp_path) == []

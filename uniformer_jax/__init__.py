@@ -2,6 +2,14 @@
 
 from uniformer_jax.checkpoints import CheckpointError, save_pretrained
 from uniformer_jax.model import VARIANTS, UniFormer, create_model
-from uniformer_jax.zoo import load_pretrained
 
 __all__ = ["VARIANTS", "CheckpointError", "UniFormer", "create_model", "load_pretrained", "save_pretrained"]
+
+
+def __getattr__(name):
+    # Imported on first use: `python -m uniformer_jax.zoo` must not find its module already loaded by the package.
+    if name == "load_pretrained":
+        from uniformer_jax.zoo import load_pretrained
+
+        return load_pretrained
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

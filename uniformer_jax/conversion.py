@@ -12,7 +12,7 @@ import jax
 from uniformer_jax import labels as labels_lib
 from uniformer_jax import torch_keys as keys
 from uniformer_jax.torch_checkpoints import (FORMS, INFLATE_MODES, ConversionError, check_finite, inflate,
-                                             load_torch_file, read_state_dict, stage_depths)
+                                             load_torch_file, read_state_dict, require_torch, stage_depths)
 from uniformer_jax.checkpoints import abstract_variables, load_pretrained, save_pretrained, shape_mismatches
 from uniformer_jax.model import VARIANTS, create_model, init_head, variant_of
 
@@ -103,8 +103,7 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
 
 def to_torch(src_dir, out, *, overwrite=False) -> dict:
     """Writes a converted checkpoint as a Sense-X state dict (`torch.load` + `load_state_dict` ready)."""
-    import torch
-
+    torch = require_torch()
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another destination or pass --force")

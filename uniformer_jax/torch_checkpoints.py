@@ -25,9 +25,19 @@ class ConversionError(Exception):
     """Input the converter cannot use; the message says what is wrong and what to do."""
 
 
+def require_torch():
+    """PyTorch, which reads and writes .pth files; an optional dependency (exactly pinned, see pyproject.toml)."""
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError("reading and writing PyTorch checkpoints needs PyTorch: "
+                              "pip install -c constraints.txt -e '.[torch]'") from None
+    return torch
+
+
 def load_torch_file(path: str):
     """`torch.load` without ever running pickled code; every failure becomes one ConversionError."""
-    import torch
+    torch = require_torch()
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

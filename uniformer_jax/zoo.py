@@ -22,6 +22,7 @@ from pathlib import Path
 from uniformer_jax import releases
 from uniformer_jax.checkpoints import METADATA_FILE, CheckpointError, load_pretrained as load_directory
 from uniformer_jax.conversion import ConversionError, sha256, to_orbax
+from uniformer_jax.torch_checkpoints import require_torch
 
 CACHE_ENV, MIRROR_ENV = "UNIFORMER_JAX_CACHE", "UNIFORMER_JAX_MIRROR"
 INCOMING = ".incoming"  # downloads/ staging area: files not yet checked
@@ -69,6 +70,7 @@ def fetch(name: str, progress: bool = True) -> Path:
     destination = _converted(name)
     if is_cached(name):
         return destination
+    _require_torch()  # before a download that could not be converted
     with _lock(name):
         if is_cached(name):  # another process finished it while this one waited
             return destination
@@ -92,6 +94,7 @@ def convert_file(path: Path) -> Path:
 
     A file that is a release (same sha256) gets that release's conversion (form, class names).
     """
+    _require_torch()
     digest = sha256(path)
     release = next((r for r in releases.RELEASES if r.sha256 == digest), None)
     name = release.name if release else f"files/{digest[:16]}"
@@ -101,6 +104,13 @@ def convert_file(path: Path) -> Path:
             _convert(path, destination, form=release.form if release else None,
                      labels=release.classes if release else None, release=release, context=str(path))
     return destination
+
+
+def _require_torch() -> None:
+    try:
+        require_torch()
+    except ConversionError as e:
+        raise ZooError(str(e)) from None
 
 
 def _lock(name: str):
