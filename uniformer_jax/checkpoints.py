@@ -51,15 +51,14 @@ def _flat_shapes(tree) -> dict[str, tuple]:
 
 
 def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadata: Mapping[str, Any],
-                    overwrite: bool = False, local: bool = False) -> Path:
+                    overwrite: bool = False) -> Path:
     """Writes a checkpoint directory atomically: on any failure the destination is left as it was.
 
     With several processes every process calls it (each writes its shards of the arrays); process 0 alone
-    writes the metadata and moves the directory into place. `local=True` writes host arrays from this process
-    alone, whatever the others do (a model converted into a per-host cache).
+    writes the metadata and moves the directory into place.
     """
     directory = Path(directory).absolute()
-    lead = local or jax.process_index() == 0
+    lead = jax.process_index() == 0
     if directory.exists() and not overwrite:
         raise CheckpointError(f"{directory} already exists; choose another destination or allow overwriting")
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -67,13 +66,9 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
     tmp = directory.parent / f".{directory.name}.partial"
     if lead:
         shutil.rmtree(tmp, ignore_errors=True)
-    barrier = (lambda name: None) if local else _barrier
-    barrier("uniformer_save_start")
-    me = jax.process_index()
-    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    _barrier("uniformer_save_start")
     try:
-        checkpointer = ocp.StandardCheckpointer(
-            multiprocessing_options=alone if local else ocp.options.MultiprocessingOptions())
+        checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats")})
         checkpointer.wait_until_finished()
         if lead:
@@ -82,7 +77,7 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
     finally:
         if lead:
             shutil.rmtree(tmp, ignore_errors=True)
-    barrier("uniformer_save_end")
+    _barrier("uniformer_save_end")
     return directory
 
 

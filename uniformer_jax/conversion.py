@@ -48,12 +48,14 @@ def _class_names(labels, reorder_to, num_classes, head):
 
 
 def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None, reorder_to=None,
-             inflate_mode="average", ln_eps=None, seed=0, overwrite=False, local=False, extra=None) -> dict:
+             inflate_mode="average", ln_eps=None, seed=0, overwrite=False, extra=None, source_sha256=None
+             ) -> dict:
     """Converts a PyTorch checkpoint file into a checkpoint directory; returns the metadata written.
 
     Form, variant and class count are detected from the file unless given. A `num_classes` other than the
     source head's gives a freshly initialised head (truncated normal, std .02, as Sense-X does when
-    fine-tuning from ImageNet). `extra` adds entries to the metadata; `local` is save_pretrained's.
+    fine-tuning from ImageNet). `extra` adds entries to the metadata;
+    `source_sha256`, where the caller has already hashed `src`, saves reading it again.
     """
     if Path(dst).exists() and not overwrite:
         raise ConversionError(f"{dst} already exists; choose another destination or pass --force")
@@ -92,12 +94,12 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
         "class_names": class_names,
         "source_form": form,
         "source_file": Path(src).name,
-        "source_sha256": sha256(src),
+        "source_sha256": source_sha256 or sha256(src),
         "inflate": inflate_mode if form == "imagenet" else None,
         "head": "initialised" if num_classes != source_classes else "converted",
         **(extra or {}),
     }
-    save_pretrained(dst, variables, metadata, overwrite=overwrite, local=local)
+    save_pretrained(dst, variables, metadata, overwrite=overwrite)
     return metadata
 
 

@@ -1,7 +1,7 @@
 """Released UniFormer models by name: download, verify, convert once, and keep in a cache.
 
     python -m uniformer_jax.zoo list [--json]       every release, and whether it is cached
-    python -m uniformer_jax.zoo fetch NAME ...      fetch and convert; prints each converted directory
+    python -m uniformer_jax.zoo fetch NAME ...      fetch and convert (or a .pth file); prints each directory
 
 `resolve` turns what a user gives as a checkpoint (a release name, a `.pth` file, a converted directory) into a
 converted directory. The cache is `$UNIFORMER_JAX_CACHE` (default `~/.cache/uniformer_jax`): `models/<name>` holds
@@ -15,9 +15,12 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import jax
 
 from uniformer_jax import releases
 from uniformer_jax.checkpoints import METADATA_FILE, CheckpointError, load_pretrained as load_directory
@@ -46,15 +49,29 @@ def is_cached(name: str) -> bool:
 
 def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
     """The converted directory for a release name, a PyTorch checkpoint file or a converted directory."""
-    path = Path(checkpoint)
-    if str(checkpoint) in releases.BY_NAME:
-        return fetch(str(checkpoint), progress)
-    if path.is_file():
-        return convert_file(path)
-    if path.is_dir():
+    name, path = str(checkpoint), Path(checkpoint)
+    release = name in releases.BY_NAME
+    if not release and path.is_dir():
         return path
-    raise ZooError(f"{checkpoint} is neither a converted checkpoint directory nor a PyTorch checkpoint file, and "
-                   f"{releases.unknown(str(checkpoint))}")
+    if release and is_cached(name):
+        return _converted(name)
+    if not release and not path.is_file():
+        raise ZooError(f"{checkpoint} is neither a converted checkpoint directory nor a PyTorch checkpoint file, and "
+                       f"{releases.unknown(name)}")
+    if jax.process_count() > 1:
+        return _resolve_alone(name)
+    return fetch(name, progress) if release else convert_file(path)
+
+
+def _resolve_alone(checkpoint: str | Path) -> Path:
+    """`resolve` in a process of its own. Under jax.distributed, Orbax would make a conversion a collective of all
+    processes; the processes of a run rather each convert into their own (or a shared) cache, one at a time."""
+    result = subprocess.run([sys.executable, "-m", "uniformer_jax.zoo", "fetch", str(checkpoint)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if result.returncode:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        raise ZooError(errors[-1].removeprefix("error: ") if errors else result.stderr.strip()[-2000:])
+    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def load_pretrained(checkpoint: str | Path, **model_kwargs):
@@ -78,7 +95,7 @@ def fetch(name: str, progress: bool = True) -> Path:
         downloads = cache_dir() / "downloads"
         try:
             actual = _verify(release, source, origin)
-            _convert(source, destination, form=release.form, labels=release.classes, release=release,
+            _convert(source, actual, destination, form=release.form, labels=release.classes, release=release,
                      context=f"{release.name} ({origin}, sha256 {actual})")
         except ZooError:
             if downloads in source.parents:
@@ -101,7 +118,7 @@ def convert_file(path: Path) -> Path:
     destination = _converted(name)
     with _lock(name):
         if not is_cached(name):
-            _convert(path, destination, form=release.form if release else None,
+            _convert(path, digest, destination, form=release.form if release else None,
                      labels=release.classes if release else None, release=release, context=str(path))
     return destination
 
@@ -192,12 +209,12 @@ def _verify(release: releases.Release, path: Path, origin: str) -> str:
     return actual
 
 
-def _convert(source: Path, destination: Path, *, form, labels, release, context: str) -> None:
+def _convert(source: Path, digest: str, destination: Path, *, form, labels, release, context: str) -> None:
     """Converts into a staging directory, then renames it into place: a reader sees all of it or nothing."""
     staging = destination.parent / f".staging-{destination.name}-{uuid.uuid4().hex[:8]}"
     extra = {"release": release.name if release else None}
     try:
-        to_orbax(source, staging / "checkpoint", form=form, labels=labels, local=True, extra=extra)
+        to_orbax(source, staging / "checkpoint", form=form, labels=labels, extra=extra, source_sha256=digest)
         destination.parent.mkdir(parents=True, exist_ok=True)
         try:
             (staging / "checkpoint").rename(destination)
@@ -224,7 +241,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="every release")
     listing.add_argument("--json", action="store_true", help="one JSON object a release")
-    fetching = commands.add_parser("fetch", help="download, verify and convert releases into the cache")
+    fetching = commands.add_parser("fetch", help="download, verify and convert releases (or .pth files) into the "
+                                                 "cache")
     fetching.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -239,8 +257,8 @@ def main(argv=None) -> int:
                       f"{row['top1']:5.1f}  {'yes' if row['cached'] else 'no':6}  {row['file']}")
         return 0
     try:
-        for name in args.names:
-            print(fetch(name), flush=True)
+        for name in args.names:  # a release, or a .pth file (how _resolve_alone converts one)
+            print(resolve(name) if Path(name).is_file() else fetch(name), flush=True)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
