@@ -24,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import data, evaluation, labels, releases, sharding, zoo
+from uniformer_jax import data, evaluation, labels, releases, sharding, sources, zoo
 from uniformer_jax.checkpoints import CheckpointError, load_pretrained, read_metadata
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
@@ -71,8 +71,8 @@ def main(argv):
                                                  sampling=protocol.sampling, views=protocol.views,
                                                  process_index=jax.process_index(),
                                                  process_count=jax.process_count())
-        dataset_names = part.class_names or (labels.read_class_names(config.data.class_names)
-                                             if config.data.class_names else None)
+        given = labels.read_class_names(config.data.class_names) if config.data.class_names else None
+        dataset_names = sources.class_names(part, given, source)
         evaluation.check_classes(metadata.get("class_names"), dataset_names, checkpoint, source)
     except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
@@ -88,7 +88,7 @@ def main(argv):
     results = {**evaluation.metrics(predictions, len(names)), "clips_per_second": rate,
                "clips": protocol.views.clips, "crops": protocol.views.crops, "aggregate": protocol.aggregate,
                "dtype": protocol.dtype, "devices": jax.device_count(), "processes": jax.process_count(),
-               "checkpoint": checkpoint, "source": source, "split": config.data.split,
+               "checkpoint": checkpoint, "source": source, "split": part.read,
                "paper_top1": paper_top1(config, checkpoint)}
     if lead:
         write(workdir / "predictions.jsonl", prediction_lines(predictions, names))

@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import data, evaluation, sharding, training, zoo
+from uniformer_jax import data, evaluation, labels, sharding, sources, training, zoo
 from uniformer_jax.checkpoints import (CheckpointError, abstract_variables, load_pretrained, read_metadata,
                                        save_pretrained, train_manager)
 from uniformer_jax.model import VARIANTS, create_model, init_head
@@ -78,16 +78,18 @@ class Plan:
         self.sampling = data.Sampling(config.data.num_frames, config.data.rate, config.data.mode)
         self.aug = data.TrainAugment(crop_size=t.crop_size, crop_scale=tuple(t.crop_scale), flip=t.flip,
                                      randaugment=t.randaugment, erasing=t.erasing, repeats=t.repeats)
-        self.train_part = data.open_split(self.source, t.split, process_index=jax.process_index(),
+        self.train_part = sources.open_split(self.source, t.split, process_index=jax.process_index(),
                                           process_count=jax.process_count())
-        classes = len(self.train_part.class_names or ())  # DMVR TFRecords carry no class names
+        given = labels.read_class_names(config.data.class_names) if config.data.class_names else None
+        self.class_names = sources.class_names(self.train_part, given, self.source)
+        classes = len(self.class_names or ())  # DMVR records without `clip/label/text` name no classes
         if classes and classes != config.model.num_classes:
             raise evaluation.ConfigError(f"the {t.split} split has {classes} classes and model.num_classes is "
                                          f"{config.model.num_classes}; set --config.model.num_classes={classes}")
         self.validate = bool(t.val_every)
         if self.validate:
             self.val_batch = data.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
-            data.open_split(self.source, t.val_split)  # fails now, not after hours of training
+            sources.open_split(self.source, t.val_split)  # fails now, not after hours of training
         videos = sum(self.train_part.counts)
         self.steps_per_epoch = training.steps_per_epoch(videos, t.repeats, t.batch_size)
         self.total_steps = t.epochs * self.steps_per_epoch
@@ -96,7 +98,6 @@ class Plan:
                                       warmup_lr=t.warmup_lr, end_lr=t.end_lr, weight_decay=t.weight_decay,
                                       clip_norm=t.clip_norm)
         self.mixing = training.Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
-        self.class_names = self.train_part.class_names
         self.ln_eps = self.init["ln_eps"] if self.init else 1e-6
         self.model = create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=self.ln_eps,
                                   drop_path_rate=t.drop_path, dtype=_dtype(t.dtype),
@@ -198,7 +199,7 @@ def main(argv):
     config = _CONFIG.value
     try:
         plan = Plan(config)
-    except (evaluation.ConfigError, CheckpointError, data.DataError) as e:
+    except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     lead = jax.process_index() == 0
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()

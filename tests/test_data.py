@@ -7,7 +7,6 @@ and stored frames are compared with what PyAV itself decodes from the files.
 from __future__ import annotations
 
 import ast
-import math
 import os
 import subprocess
 import sys
@@ -18,8 +17,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.videos import frame, frame_index, write_video
-from uniformer_jax import data
+from tests.videos import ffmpeg_fps_indices, frame, frame_index, write_video
+from uniformer_jax import data, sources
 from uniformer_jax.dataset_builder import BuildError, build
 from uniformer_jax.model import normalise
 
@@ -103,17 +102,15 @@ def test_a_second_build_reuses_the_dataset(dataset):
     assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
-def test_target_fps_keeps_the_frame_shown_at_each_tick(tmp_path):
+def test_target_fps_keeps_the_frames_of_ffmpegs_fps_filter(tmp_path):
     make_videos(tmp_path / "videos")
-    (tmp_path / "list.txt").write_text("a/v1.mp4 0\nb/v3.mp4 0\n")
-    builder = build("fps", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds", fps=10,
+    (tmp_path / "list.txt").write_text("a/v0.mp4 0\na/v1.mp4 0\nb/v2.mp4 0\nb/v3.mp4 0\n")
+    builder = build("fps", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds", fps=8,
                     short_side=0, workers=1)
     for name, ex in read_all(builder.data_dir, "train").items():
-        n, fps, w, h, _ = VIDEOS[name]
-        ticks = [k / 10 for k in range(math.ceil(n / fps * 10))]
-        expected = [max(i for i in range(n) if i / fps <= t + 1e-6) for t in ticks]
-        assert [frame_index(f) for f in ex["video"]] == expected
-        assert ex["fps"] == 10 and ex["video"].shape[1:3] == (h, w)
+        _, _, w, h, _ = VIDEOS[name]
+        assert [frame_index(f) for f in ex["video"]] == ffmpeg_fps_indices(tmp_path / "videos" / name, 8)
+        assert ex["fps"] == 8 and ex["video"].shape[1:3] == (h, w)
 
 
 def test_official_kinetics_csv_names_classes_in_sorted_order(tmp_path):
@@ -303,11 +300,16 @@ def test_batch_size_that_does_not_split_over_processes_and_devices_is_refused():
         data.local_batch_size(12, 2, 4)
 
 
-def dmvr_record(frames, label, name, one_feature_per_frame=True):
-    jpegs = [tf.io.encode_jpeg(f, quality=95).numpy() for f in frames]
+def dmvr_record(frames, label, name, one_feature_per_frame=True, text=None, jpegs=None):
+    """A SequenceExample with the fields and layout of DMVR's examples/generate_from_file.py."""
+    jpegs = jpegs or [tf.io.encode_jpeg(f, quality=95).numpy() for f in frames]
     example = tf.train.SequenceExample()
     example.context.feature["clip/label/index"].int64_list.value.append(label)
+    if text is not None:
+        example.context.feature["clip/label/text"].bytes_list.value.append(text.encode())
     example.context.feature["video/filename"].bytes_list.value.append(name.encode())
+    example.context.feature["clip/start/timestamp"].int64_list.value.append(0)
+    example.context.feature["clip/end/timestamp"].int64_list.value.append(1_000_000 * len(jpegs) // 10)
     encoded = example.feature_lists.feature_list["image/encoded"]
     if one_feature_per_frame:
         for jpeg in jpegs:
@@ -337,20 +339,63 @@ def test_dmvr_sequence_examples_are_read(tmp_path):
         assert clips == dense_expected(expected_lengths[name], 4, 3, 2)
 
 
-def test_dmvr_records_in_the_old_single_feature_layout_get_a_clear_error(tmp_path):
+def test_dmvr_records_in_the_old_single_feature_layout_are_refused_when_opened(tmp_path):
     with tf.io.TFRecordWriter(str(tmp_path / "old.tfrecord")) as writer:
         writer.write(dmvr_record([frame(i, 32, 32) for i in range(6)], 0, "old", one_feature_per_frame=False))
-    ds, _, _ = data.eval_dataset(str(tmp_path / "old.tfrecord"), "test", batch_size=1, sampling=data.Sampling(2, 1),
-                                 views=data.TestViews(1, 1, 32, 32))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="layout from before 2022-02"):
-        list(ds.as_numpy_iterator())
+    with pytest.raises(data.DataError, match="layout from before 2022-02"):
+        sources.open_split(str(tmp_path / "old.tfrecord"), "test")
+
+
+def write_dmvr(path, classes, order):
+    """Two videos of each class, labelled as DMVR's script labels them: indices in `order` (its set order)."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for k, name in enumerate(classes * 2):
+            writer.write(dmvr_record([frame(i, 16, 16) for i in range(3)], order.index(name), f"v{k}", text=name))
+
+
+def test_dmvr_class_names_come_from_the_records(tmp_path):
+    order = ["moon", "zebra", "apple"]  # neither the class file's order nor sorted
+    write_dmvr(tmp_path / "val.tfrecord", CLASSES, order)
+    part = sources.open_split(str(tmp_path / "val.tfrecord"), "validation")
+    assert part.class_names == order and part.read == str(tmp_path / "val.tfrecord")
+    assert sources.class_names(part, None, "src") == order
+    assert sources.class_names(part, ["Moon", "zebra", "apple"], "src") == ["Moon", "zebra", "apple"]
+    with pytest.raises(data.DataError, match="class 0 'apple', but src names it 'moon'"):
+        sources.class_names(part, sorted(CLASSES), "src")
+    with pytest.raises(data.DataError, match="class 2 nothing"):
+        sources.class_names(part, order[:2], "src")
+
+
+def test_dmvr_records_that_contradict_each_other_or_carry_no_label_are_refused(tmp_path):
+    with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
+        writer.write(dmvr_record([frame(0, 16, 16)], 0, "a", text="moon"))
+        writer.write(dmvr_record([frame(0, 16, 16)], 0, "b", text="zebra"))
+    with pytest.raises(data.DataError, match="class 0 is 'moon' in one record and 'zebra' in record 1"):
+        sources.open_split(str(tmp_path / "bad.tfrecord"), "validation")
+    example = tf.train.SequenceExample()
+    example.feature_lists.feature_list["image/encoded"].feature.add().bytes_list.value.append(b"jpeg")
+    with tf.io.TFRecordWriter(str(tmp_path / "unlabelled.tfrecord")) as writer:
+        writer.write(example.SerializeToString())
+    with pytest.raises(data.DataError, match="record 0 has no `clip/label/index`"):
+        sources.open_split(str(tmp_path / "unlabelled.tfrecord"), "validation")
+
+
+def test_files_that_are_not_dmvr_records_are_refused(dataset, tmp_path):
+    with pytest.raises(data.DataError, match="no `image/encoded` frames"):
+        sources.open_split(str(next(dataset.glob("*.tfrecord*"))), "validation")  # a TFDS file: an Example
+    (tmp_path / "empty.tfrecord").write_bytes(b"")
+    with pytest.raises(data.DataError, match="hold no records"):
+        sources.open_split(str(tmp_path / "empty.tfrecord"), "validation")
+    (tmp_path / "text.tfrecord").write_text("not a record\n" * 10)
+    with pytest.raises(data.DataError, match="text.tfrecord"):
+        sources.open_split(str(tmp_path / "text.tfrecord"), "validation")
 
 
 def test_unknown_source_and_split_are_named(dataset, tmp_path):
     with pytest.raises(data.DataError, match="neither a dataset directory"):
-        data.open_split(str(tmp_path / "nothing-*"), "train")
+        sources.open_split(str(tmp_path / "nothing-*"), "train")
     with pytest.raises(data.DataError, match="no split 'test'"):
-        data.open_split(str(dataset), "test")
+        sources.open_split(str(dataset), "test")
 
 
 WORKER = """

@@ -19,13 +19,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 import torch
 from PIL import Image
 
 from uniformer_jax import conversion
 from tests.conftest import reference_model, save_mmaction2
-from tests.test_data import CLASSES, VIDEOS, make_videos
+from tests.test_data import CLASSES, VIDEOS, dmvr_record, make_videos
 from tests.videos import write_video
 from uniformer_jax import data, evaluation, predict
 from uniformer_jax.dataset_builder import build
@@ -76,7 +77,7 @@ def setup(tmp_path_factory):
 def eval_command(root: Path, source: str, workdir: str, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "eval.py"), f"--config={ROOT / 'configs/k400_s16.py'}",
             f"--config.checkpoint={root / 'ckpt'}", f"--config.data.source={source}", *PROTOCOL,
-            f"--config.workdir={root / workdir}", *extra]
+            f"--config.workdir={root / workdir}", *extra]  # an absolute workdir stays as it is
 
 
 def run_eval(root: Path, source: str, workdir: str, *extra: str, env=None) -> subprocess.CompletedProcess:
@@ -161,6 +162,53 @@ def test_a_checkpoint_in_another_class_order_is_refused(setup, tmp_path):
     assert result.returncode != 0
     assert "orders its 3 classes differently" in result.stderr and "--reorder-to" in result.stderr
     assert not (root / "refused").exists()
+
+
+def dmvr_records(source: str, path: Path, order: list[str], one_feature_per_frame: bool = True) -> str:
+    """The validation videos' stored JPEGs as DMVR's script writes records, classes numbered in `order`."""
+    stored = tfds.builder_from_directory(source).as_dataset(
+        split="validation", decoders={"video": tfds.decode.SkipDecoding()})
+    path.parent.mkdir()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for ex in stored.as_numpy_iterator():
+            name = CLASSES[ex["label"]]
+            writer.write(dmvr_record(None, order.index(name), ex["name"].decode(), one_feature_per_frame, text=name,
+                                     jpegs=list(ex["video"])))
+    return str(path.parent / "*.tfrecord")
+
+
+def test_dmvr_records_are_evaluated_under_their_own_class_names(setup, one_device, tmp_path):
+    """Records numbering the classes in another order, on a checkpoint converted into that order."""
+    root, source = setup
+    order = ["moon", "zebra", "apple"]
+    (tmp_path / "order.txt").write_text("\n".join(order) + "\n")
+    conversion.to_orbax(root / "mm.pth", tmp_path / "ckpt", labels=root / "classes.txt",
+                        reorder_to=tmp_path / "order.txt")
+    pattern = dmvr_records(source, tmp_path / "records" / "val-00000-of-00001.tfrecord", order)
+    result = run_eval(root, pattern, tmp_path / "dmvr", f"--config.checkpoint={tmp_path / 'ckpt'}",
+                      "--config.eval.batch_size=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions, results = read_run(tmp_path / "dmvr")
+    by_video = {p["video"]: p for p in one_device[0]}
+    assert_same_predictions(predictions, [by_video[p["video"]] for p in predictions])
+    assert results["split"] == pattern and results["source"] == pattern
+
+
+@pytest.mark.parametrize("case, message", [
+    ("old layout", "layout from before 2022-02"),
+    ("another order", "orders its 3 classes differently"),
+    ("contradicting class list", "names class 0 'apple', but "),
+])
+def test_dmvr_records_that_cannot_be_evaluated_end_in_one_line(setup, tmp_path, case, message):
+    root, source = setup
+    order = ["moon", "zebra", "apple"] if case == "another order" else CLASSES
+    pattern = dmvr_records(source, tmp_path / "records" / "val.tfrecord", order, case != "old layout")
+    (tmp_path / "sorted.txt").write_text("\n".join(sorted(CLASSES)) + "\n")
+    extra = [f"--config.data.class_names={tmp_path / 'sorted.txt'}"] if case == "contradicting class list" else []
+    result = run_eval(root, pattern, tmp_path / "refused", *extra)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.parametrize("override, message", [

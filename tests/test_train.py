@@ -18,8 +18,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow as tf
 import torch
 
+from tests.test_data import dmvr_record
+from tests.videos import frame
 from uniformer_jax import demo
 from uniformer_jax import torch_keys as keys
 from uniformer_jax.checkpoints import load_pretrained
@@ -203,11 +206,15 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(sour
     ("--config.train.init=/nonexistent/ckpt", "/nonexistent/ckpt is neither a converted checkpoint directory"),
     ("--config.train.init=in1k_S", "did you mean in1k_s"),
     ("--config.model.num_classes=5", "has 4 classes and model.num_classes is 5"),
+    ("--config.data.class_names=k400-sensex", "names class 0 'riding a bike', but"),
+    ("--config.data.source={tmp}/old.tfrecord", "layout from before 2022-02"),
 ])
 def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message):
     workdir = tmp_path / "refused"
-    result = subprocess.run(command(source, workdir, override), capture_output=True, text=True, timeout=300,
-                            cwd=ROOT)
+    with tf.io.TFRecordWriter(str(tmp_path / "old.tfrecord")) as writer:
+        writer.write(dmvr_record([frame(i, 32, 32) for i in range(4)], 0, "old", one_feature_per_frame=False))
+    result = subprocess.run(command(source, workdir, override.format(tmp=tmp_path)), capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]

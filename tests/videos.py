@@ -40,3 +40,30 @@ def write_video(path: Path, num_frames: int, fps: float = 25, width: int = 160, 
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def ffmpeg_fps_indices(path: Path, fps: float) -> list[int]:
+    """The frame indices that ffmpeg's own fps filter (default options, run through PyAV) keeps from `path`."""
+    kept = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        graph = av.filter.Graph()
+        source, sink = graph.add_buffer(template=stream), graph.add("buffersink")
+        fps_filter = graph.add("fps", f"fps={fps}")
+        source.link_to(fps_filter)
+        fps_filter.link_to(sink)
+        graph.configure()
+
+        def drain():
+            while True:
+                try:
+                    kept.append(frame_index(graph.pull().to_ndarray(format="rgb24")))
+                except (av.BlockingIOError, av.EOFError):
+                    return
+
+        for decoded in container.decode(stream):
+            graph.push(decoded)
+            drain()
+        graph.push(None)
+        drain()
+    return kept

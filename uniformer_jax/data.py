@@ -1,29 +1,20 @@
 """tf.data input: uint8 clips sampled and augmented as the original UniFormer recipe, one part per process.
 
-Sources are datasets written by `uniformer_jax.dataset_builder` (a TFDS directory) or DMVR/Scenic
-`SequenceExample` TFRecords (a file pattern). Frames are chosen on the still-encoded JPEG strings and only
-those are decoded. Clips stay uint8; `model.normalise` runs on the device, inside the jitted step.
+Examples come from `uniformer_jax.sources` (a TFDS directory or DMVR TFRecords). Frames are chosen on the
+still-encoded JPEG strings and only those are decoded. Clips stay uint8; `model.normalise` runs on the device, inside the jitted step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import math
 import os
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from uniformer_jax import augment
-
-
-class DataError(ValueError):
-    """A data source or data option that cannot be used; the message says what to do."""
-
+from uniformer_jax.sources import DataError, Split, open_split, scalar_seed
 
 MODES = ("dense", "segment")
 
@@ -66,105 +57,6 @@ class TestViews:
     def __post_init__(self):
         if self.crops not in (1, 3) or self.clips < 1 or not 0 < self.crop_size <= self.short_side:
             raise DataError(f"test views need crops 1 or 3, clips >= 1 and 0 < crop_size <= short_side; got {self}")
-
-
-@dataclasses.dataclass
-class Split:
-    """One process's part of a split: examples {frames (encoded), label, name, index} in a fixed order.
-
-    `index` is an example's position in the whole split. `shuffled(seed)` gives the same examples with the
-    order of the files drawn from `seed` (a stateless seed tensor), for training; sources whose files cannot be
-    reordered without changing which process reads what give them in the stored order.
-    """
-    examples: tf.data.Dataset
-    counts: list[int]  # examples of every process, in process order
-    class_names: list[str] | None
-    shuffled: Callable[[tf.Tensor], tf.data.Dataset]
-
-
-# --- sources -----------------------------------------------------------------------------------------------
-
-def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1) -> Split:
-    """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
-
-    A DMVR pattern names the files of one split, so `split` only selects among the splits of a TFDS directory.
-    """
-    if (Path(source) / "dataset_info.json").is_file():
-        return _open_tfds(source, split, process_index, process_count)
-    files = sorted(glob.glob(source))
-    if not files:
-        raise DataError(f"{source}: neither a dataset directory (with dataset_info.json, as written by "
-                        f"`python -m uniformer_jax.dataset_builder`) nor a pattern matching TFRecord files")
-    return _open_dmvr(files, process_index, process_count)
-
-
-def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
-    builder = tfds.builder_from_directory(directory)
-    if split not in builder.info.splits:
-        raise DataError(f"{directory} has no split {split!r}; it has {sorted(builder.info.splits)}")
-    parts = tfds.even_splits(split, n=count)
-    counts = [builder.info.splits[part].num_examples for part in parts]
-    files = builder.info.splits[parts[index]].file_instructions
-    # The split's examples are numbered in stored order, so each file piece knows where its examples start.
-    starts = np.cumsum([sum(counts[:index])] + [f.take for f in files[:-1]])
-    pieces = tf.data.Dataset.from_tensor_slices(
-        ([f.filename for f in files], np.array([f.skip for f in files], np.int64),
-         np.array([f.take for f in files], np.int64), starts.astype(np.int64)))
-    features = builder.info.features
-
-    def read(name, skip, take, start):
-        return tf.data.TFRecordDataset(name).skip(skip).take(take).enumerate(start)
-
-    def parse(i, record):
-        ex = features.deserialize_example(record, decoders={"video": tfds.decode.SkipDecoding()})
-        return {"frames": ex["video"], "label": tf.cast(ex["label"], tf.int32), "name": ex["name"],
-                "index": tf.cast(i, tf.int32)}
-
-    def examples(order):
-        return order.interleave(read, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def shuffled(seed):
-        return examples(pieces.shuffle(len(files), seed=_scalar_seed(seed)))
-
-    # One file at a time keeps the stored order, so an example's index is its position in the split.
-    ordered = pieces.flat_map(read).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    return Split(ordered, counts, features["label"].names, shuffled)
-
-
-def _scalar_seed(seed):
-    """An int64 seed for the tf.data ops that take one, drawn from a stateless seed pair."""
-    return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
-
-
-_DMVR_OLD_LAYOUT = ("the record holds several JPEGs in one `image/encoded` Feature: this is DMVR's layout from before "
-                    "2022-02 (scenic#97). Re-create the records with DMVR's current generate_from_file.py, or build "
-                    "the dataset with `python -m uniformer_jax.dataset_builder`")
-
-
-def _parse_dmvr(index, record):
-    context, sequence = tf.io.parse_single_sequence_example(
-        record,
-        context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
-                          "video/filename": tf.io.FixedLenFeature((), tf.string, default_value="")},
-        sequence_features={"image/encoded": tf.io.RaggedFeature(tf.string)})
-    frames = sequence["image/encoded"]
-    with tf.control_dependencies([tf.debugging.assert_equal(tf.cast(frames.row_lengths(), tf.int64), tf.cast(1, tf.int64),
-                                                            message=_DMVR_OLD_LAYOUT)]):
-        frames = tf.identity(frames.flat_values)
-    label = tf.sparse.to_dense(context["clip/label/index"])
-    tf.debugging.assert_positive(tf.size(label), message="a DMVR record without `clip/label/index`")
-    return {"frames": frames, "label": tf.cast(label[0], tf.int32), "name": context["video/filename"],
-            "index": tf.cast(index, tf.int32)}
-
-
-def _open_dmvr(files: list[str], index: int, count: int) -> Split:
-    # Records are split by position, so every process reads the files but parses only its own examples; the
-    # file order stays fixed so that the examples of a process stay its own.
-    total = int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
-    counts = [len(range(i, total, count)) for i in range(count)]
-    ds = tf.data.TFRecordDataset(files).enumerate().shard(count, index).map(_parse_dmvr)
-    return Split(ds, counts, None, lambda seed: ds)
 
 
 # --- temporal sampling ---------------------------------------------------------------------------------------
@@ -351,7 +243,7 @@ def shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: 
             return {"video": video, "label": tf.fill([aug.repeats], example["label"])}
 
         skip = tf.where(e == first_epoch, tf.constant(done_videos, tf.int64), 0)
-        return (part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=_scalar_seed(epoch_seed)).enumerate()
+        return (part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=scalar_seed(epoch_seed)).enumerate()
                 .skip(skip).map(clips, num_parallel_calls=tf.data.AUTOTUNE))
 
     return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch).unbatch().skip(done_clips)

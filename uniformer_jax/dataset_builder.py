@@ -270,7 +270,8 @@ def define_flags():
     flags.DEFINE_string("out", None, "TFDS data directory to write into; default: $TFDS_DATA_DIR, else "
                                       "~/tensorflow_datasets")
     flags.DEFINE_integer("short_side", 320, "resize frames so the shorter side has this many pixels; 0 keeps them")
-    flags.DEFINE_float("fps", None, "resample to this frame rate; default: keep the native rate")
+    flags.DEFINE_float("fps", None, "resample to this frame rate as ffmpeg's fps filter does by default (round=near); "
+                       "default: keep the native rate")
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames")
     flags.DEFINE_integer("workers", None, "decoding processes; default: all cores")
     flags.DEFINE_bool("beam", False, "build through Apache Beam (pip install 'uniformer-jax[beam]')")

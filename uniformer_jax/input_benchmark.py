@@ -97,13 +97,13 @@ def jpeg_frames(source: str, sampling, views, count: int) -> float:
     """Clips per second sampling and decoding JPEG frames from the TFRecords, without any resizing."""
     import tensorflow as tf
 
-    from uniformer_jax import data
+    from uniformer_jax import data, sources
 
     def frames(example):
         indices = data.test_indices(tf.shape(example["frames"])[0], sampling, views)
         return data.decode_frames(tf.gather(example["frames"], tf.unique(tf.reshape(indices, [-1]))[0]))
 
-    examples = data.open_split(source, "train").examples.repeat().map(frames)
+    examples = sources.open_split(source, "train").examples.repeat().map(frames)
     return time_iterator(examples.as_numpy_iterator(), views.clips, count)
 
 

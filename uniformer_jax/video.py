@@ -24,9 +24,15 @@ def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, i
 
 
 def resample(times: list[float], fps: float, end: float) -> list[int]:
-    """For each tick k/fps in [0, end), the last frame shown at or before it (what ffmpeg's fps filter keeps)."""
-    ticks = np.arange(int(np.ceil(end * fps - 1e-6))) / fps
-    return [int(i) for i in np.maximum(np.searchsorted(np.asarray(times), ticks + 1e-6, side="right") - 1, 0)]
+    """The frames ffmpeg's fps filter keeps at its default rounding (`round=near`), as DMVR's script extracts them.
+
+    A frame's time in output ticks is rounded to the nearest tick (halves up); tick k shows the last frame rounded
+    to at most k, and a video of duration `end` has `end * fps` ticks, rounded the same way. At 30 fps -> 10 fps this
+    keeps frames 1, 4, 7, ... (`round=up` would keep 0, 3, 6, ...).
+    """
+    ticks = np.arange(int(np.floor(end * fps + 0.5 + 1e-6)))
+    kept = np.searchsorted(np.asarray(times) * fps, ticks + 0.5 - 1e-6, side="left") - 1
+    return [int(i) for i in np.maximum(kept, 0)]
 
 
 def read_video(path: str | Path, short_side: int | None = None, fps: float | None = None

@@ -1,0 +1,181 @@
+"""Where examples come from: a TFDS directory written by `uniformer_jax.dataset_builder`, or DMVR/Scenic
+`SequenceExample` TFRecords (a file pattern), split between processes, with the class names they carry.
+
+Frames stay encoded here; `uniformer_jax.data` samples, decodes and augments them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from uniformer_jax import labels
+
+
+class DataError(ValueError):
+    """A data source or data option that cannot be used; the message says what to do."""
+
+
+@dataclasses.dataclass
+class Split:
+    """One process's part of a split: examples {frames (encoded), label, name, index} in a fixed order.
+
+    `index` is an example's position in the whole split. `shuffled(seed)` gives the same examples with the
+    order of the files drawn from `seed` (a stateless seed tensor), for training; sources whose files cannot be
+    reordered without changing which process reads what give them in the stored order.
+    """
+    examples: tf.data.Dataset
+    counts: list[int]  # examples of every process, in process order
+    class_names: list[str] | None
+    shuffled: Callable[[tf.Tensor], tf.data.Dataset]
+    read: str  # what was read: the split of a TFDS directory, or a DMVR file pattern
+    label_text: dict[int, str] = dataclasses.field(default_factory=dict)  # DMVR `clip/label/text` by index
+
+
+def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1) -> Split:
+    """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
+
+    A DMVR pattern names the files of one split, so `split` only selects among the splits of a TFDS directory.
+    """
+    if (Path(source) / "dataset_info.json").is_file():
+        return _open_tfds(source, split, process_index, process_count)
+    files = sorted(glob.glob(source))
+    if not files:
+        raise DataError(f"{source}: neither a dataset directory (with dataset_info.json, as written by "
+                        f"`python -m uniformer_jax.dataset_builder`) nor a pattern matching TFRecord files")
+    return _open_dmvr(source, files, process_index, process_count)
+
+
+def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
+    builder = tfds.builder_from_directory(directory)
+    if split not in builder.info.splits:
+        raise DataError(f"{directory} has no split {split!r}; it has {sorted(builder.info.splits)}")
+    parts = tfds.even_splits(split, n=count)
+    counts = [builder.info.splits[part].num_examples for part in parts]
+    files = builder.info.splits[parts[index]].file_instructions
+    # The split's examples are numbered in stored order, so each file piece knows where its examples start.
+    starts = np.cumsum([sum(counts[:index])] + [f.take for f in files[:-1]])
+    pieces = tf.data.Dataset.from_tensor_slices(
+        ([f.filename for f in files], np.array([f.skip for f in files], np.int64),
+         np.array([f.take for f in files], np.int64), starts.astype(np.int64)))
+    features = builder.info.features
+
+    def read(name, skip, take, start):
+        return tf.data.TFRecordDataset(name).skip(skip).take(take).enumerate(start)
+
+    def parse(i, record):
+        ex = features.deserialize_example(record, decoders={"video": tfds.decode.SkipDecoding()})
+        return {"frames": ex["video"], "label": tf.cast(ex["label"], tf.int32), "name": ex["name"],
+                "index": tf.cast(i, tf.int32)}
+
+    def examples(order):
+        return order.interleave(read, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def shuffled(seed):
+        return examples(pieces.shuffle(len(files), seed=scalar_seed(seed)))
+
+    # One file at a time keeps the stored order, so an example's index is its position in the split.
+    ordered = pieces.flat_map(read).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return Split(ordered, counts, features["label"].names, shuffled, split)
+
+
+def scalar_seed(seed):
+    """An int64 seed for the tf.data ops that take one, drawn from a stateless seed pair."""
+    return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
+
+
+_DMVR_OLD_LAYOUT = ("holds several JPEGs in one `image/encoded` Feature: this is DMVR's layout from before 2022-02 "
+                    "(scenic#97). Re-create the records with DMVR's current generate_from_file.py, or build the "
+                    "dataset with `python -m uniformer_jax.dataset_builder`")
+
+
+def _parse_dmvr(index, record):
+    context, sequence = tf.io.parse_single_sequence_example(
+        record,
+        context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
+                          "video/filename": tf.io.FixedLenFeature((), tf.string, default_value="")},
+        sequence_features={"image/encoded": tf.io.RaggedFeature(tf.string)})
+    frames = sequence["image/encoded"]
+    # A file that mixes layouts still stops here; `_check_dmvr_layout` refuses the usual case before any compute.
+    with tf.control_dependencies([tf.debugging.assert_equal(tf.cast(frames.row_lengths(), tf.int64), tf.cast(1, tf.int64),
+                                                            message="a record " + _DMVR_OLD_LAYOUT)]):
+        frames = tf.identity(frames.flat_values)
+    label = tf.sparse.to_dense(context["clip/label/index"])
+    return {"frames": frames, "label": tf.cast(label[0], tf.int32), "name": context["video/filename"],
+            "index": tf.cast(index, tf.int32)}
+
+
+def _check_dmvr_layout(pattern: str, record: bytes) -> None:
+    try:
+        example = tf.train.SequenceExample.FromString(record)
+    except Exception as e:  # protobuf's DecodeError is not importable the same way across versions
+        raise DataError(f"{pattern}: the first record is not a tf.train.SequenceExample ({e}); DMVR records "
+                        "are written by DMVR's generate_from_file.py") from e
+    frames = example.feature_lists.feature_list["image/encoded"].feature
+    if not frames:
+        raise DataError(f"{pattern}: the first record has no `image/encoded` frames; DMVR records hold one JPEG "
+                        "per frame there")
+    if any(len(f.bytes_list.value) != 1 for f in frames):
+        raise DataError(f"{pattern}: the first record {_DMVR_OLD_LAYOUT}")
+
+
+def _scan_dmvr(pattern: str, files: list[str]) -> tuple[int, dict[int, str]]:
+    """The record count and the class names the records carry (index -> `clip/label/text`), checked consistent."""
+    def context(record):
+        ctx, _ = tf.io.parse_single_sequence_example(
+            record, context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
+                                      "clip/label/text": tf.io.VarLenFeature(tf.string)})
+        return tf.sparse.to_dense(ctx["clip/label/index"], -1)[:1], tf.sparse.to_dense(ctx["clip/label/text"], b"")[:1]
+
+    texts, total = {}, 0
+    records = tf.data.TFRecordDataset(files).map(context, num_parallel_calls=tf.data.AUTOTUNE)
+    try:
+        for index, text in records.as_numpy_iterator():
+            if not index.size:
+                raise DataError(f"{pattern}: record {total} has no `clip/label/index`; DMVR records for "
+                                "classification carry it")
+            if text.size and text[0]:
+                name = text[0].decode("utf-8", "replace")
+                if texts.setdefault(int(index[0]), name) != name:
+                    raise DataError(f"{pattern}: class {int(index[0])} is {texts[int(index[0])]!r} in one record and "
+                                    f"{name!r} in record {total}; the records' labels contradict each other")
+            total += 1
+    except tf.errors.OpError as e:
+        raise DataError(f"{pattern}: record {total} cannot be read ({e.message.splitlines()[0]})") from e
+    return total, texts
+
+
+def _open_dmvr(pattern: str, files: list[str], index: int, count: int) -> Split:
+    try:
+        first = next(iter(tf.data.TFRecordDataset(files).take(1).as_numpy_iterator()), None)
+    except tf.errors.OpError as e:
+        raise DataError(f"{pattern}: not TFRecord files ({e.message.splitlines()[0]})") from e
+    if first is None:
+        raise DataError(f"{pattern}: the files hold no records")
+    _check_dmvr_layout(pattern, first)
+    total, texts = _scan_dmvr(pattern, files)
+    # Records are split by position, so every process reads the files but parses only its own examples; the
+    # file order stays fixed so that the examples of a process stay its own.
+    counts = [len(range(i, total, count)) for i in range(count)]
+    ds = tf.data.TFRecordDataset(files).enumerate().shard(count, index).map(_parse_dmvr)
+    names = [texts[i] for i in range(len(texts))] if sorted(texts) == list(range(len(texts))) and texts else None
+    return Split(ds, counts, names, lambda seed: ds, pattern, texts)
+
+
+def class_names(part: Split, given: list[str] | None, source: str) -> list[str] | None:
+    """The split's class names: `given` (a class list) checked against the names the split carries, else those."""
+    if given is None:
+        return part.class_names
+    for index, text in sorted((part.label_text or dict(enumerate(part.class_names or ()))).items()):
+        if index >= len(given) or labels.normalise(given[index]) != labels.normalise(text):
+            have = repr(given[index]) if index < len(given) else f"nothing (it has {len(given)} classes)"
+            raise DataError(f"the class list names class {index} {have}, but {source} names it {text!r}: leave "
+                            "data.class_names unset to take the data's own names, or give the list in its order")
+    return given
