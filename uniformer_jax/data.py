@@ -1,7 +1,8 @@
 """tf.data input: uint8 clips sampled and augmented as the original UniFormer recipe, one part per process.
 
 Examples come from `uniformer_jax.sources` (a TFDS directory or DMVR TFRecords). Frames are chosen on the
-still-encoded JPEG strings and only those are decoded. Clips stay uint8; `model.normalise` runs on the device, inside the jitted step.
+still-encoded JPEG strings and only those are decoded. Clips stay uint8; `model.normalise` runs on the device,
+inside the jitted step.
 """
 
 from __future__ import annotations

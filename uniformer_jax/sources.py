@@ -104,8 +104,9 @@ def _parse_dmvr(index, record):
         sequence_features={"image/encoded": tf.io.RaggedFeature(tf.string)})
     frames = sequence["image/encoded"]
     # A file that mixes layouts still stops here; `_check_dmvr_layout` refuses the usual case before any compute.
-    with tf.control_dependencies([tf.debugging.assert_equal(tf.cast(frames.row_lengths(), tf.int64), tf.cast(1, tf.int64),
-                                                            message="a record " + _DMVR_OLD_LAYOUT)]):
+    one_each = tf.debugging.assert_equal(frames.row_lengths(), tf.ones_like(frames.row_lengths()),
+                                         message="a record " + _DMVR_OLD_LAYOUT)
+    with tf.control_dependencies([one_each]):
         frames = tf.identity(frames.flat_values)
     label = tf.sparse.to_dense(context["clip/label/index"])
     return {"frames": frames, "label": tf.cast(label[0], tf.int32), "name": context["video/filename"],
