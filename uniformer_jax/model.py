@@ -222,9 +222,15 @@ class Attention(nn.Module):
 
 
 class CBlock(nn.Module):
-    """Local MHRA block of stages 1-2: depthwise convs and BatchNorm, no attention."""
+    """Local MHRA block of stages 1-2: depthwise convs and BatchNorm, no attention.
+
+    `layer_scale` (the lightweight models' `_ls` variants) scales each branch by a learnt per-channel
+    `gamma_1`/`gamma_2`, stored as PyTorch shapes them, (1, C, 1, 1, 1), starting at that value.
+    """
 
     drop_path: float = 0.0
+    mlp_ratio: int = MLP_RATIO
+    layer_scale: float | None = None
     dtype: Any = None
 
     @nn.compact
@@ -233,13 +239,26 @@ class CBlock(nn.Module):
         bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                dtype=self.dtype)
         drop = DropPath(self.drop_path, name="drop_path")
+        gamma = layer_scales(self, (1, c, 1, 1, 1))
         x = x + DepthwiseConv(3, dtype=self.dtype, name="pos_embed")(x)
         y = conv(c, (1, 1, 1), c, name="conv1", dtype=self.dtype)(bn(name="norm1")(x))
         y = DepthwiseConv(5, dtype=self.dtype, name="attn")(y)
         y = conv(c, (1, 1, 1), c, name="conv2", dtype=self.dtype)(y)
-        x = x + drop(y, deterministic=not train)
-        y = CMlp(MLP_RATIO * c, dtype=self.dtype, name="mlp")(bn(name="norm2")(x))
-        return x + drop(y, deterministic=not train)
+        x = x + drop(scaled(y, gamma[0]), deterministic=not train)
+        y = CMlp(self.mlp_ratio * c, dtype=self.dtype, name="mlp")(bn(name="norm2")(x))
+        return x + drop(scaled(y, gamma[1]), deterministic=not train)
+
+
+def layer_scales(module: nn.Module, shape: tuple[int, ...]) -> tuple:
+    """`gamma_1` and `gamma_2` of a block with `layer_scale` set (in PyTorch's shape), else (None, None)."""
+    if module.layer_scale is None:
+        return None, None
+    init = nn.initializers.constant(module.layer_scale)
+    return tuple(module.param(name, init, shape) for name in ("gamma_1", "gamma_2"))
+
+
+def scaled(y, gamma):
+    return y if gamma is None else y * gamma.reshape(y.shape[-1]).astype(y.dtype)
 
 
 class SABlock(nn.Module):

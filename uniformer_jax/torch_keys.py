@@ -18,11 +18,12 @@ CONV_TO_TORCH = (4, 3, 0, 1, 2)
 
 
 def _module_to_flax(module: str) -> list[str]:
-    return re.sub(r"^(blocks\d)\.(\d+)", r"\1_\2", module).split(".")
+    """`blocks3.0` -> `blocks3_0`, `patch_embed1.proj.0` (a Sequential's item) -> `patch_embed1/proj_0`."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"_\1", module).split(".") if module else []
 
 
 def _module_to_torch(parts) -> str:
-    return re.sub(r"^(blocks\d)_(\d+)", r"\1.\2", ".".join(parts))
+    return re.sub(r"_(\d+)(?=\.|$)", r".\1", ".".join(parts))
 
 
 def flax_leaf(key: str, ndim: int) -> tuple[tuple[str, ...], tuple[int, ...] | None] | None:
@@ -46,11 +47,11 @@ def flax_leaf(key: str, ndim: int) -> tuple[tuple[str, ...], tuple[int, ...] | N
 def torch_key(path: tuple[str, ...], ndim: int) -> tuple[str, tuple[int, ...] | None]:
     """The state-dict key of a Flax leaf and the axis order that turns the leaf into the tensor."""
     collection, *parts, name = path
-    module = _module_to_torch(parts)
+    prefix = _module_to_torch(parts) + "." if parts else ""
     if name == "kernel":
-        return f"{module}.weight", (1, 0) if ndim == 2 else CONV_TO_TORCH
-    leaf = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}[name]
-    return f"{module}.{leaf}", None
+        return f"{prefix}weight", (1, 0) if ndim == 2 else CONV_TO_TORCH
+    leaf = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}.get(name, name)
+    return f"{prefix}{leaf}", None
 
 
 def torch_shapes(abstract_variables) -> dict[str, tuple[int, ...]]:
