@@ -30,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import app, flags
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from uniformer_jax import data, evaluation, labels, sharding, sources, training, zoo
 from uniformer_jax.checkpoints import (CheckpointError, abstract_variables, load_pretrained, read_metadata,
                                        save_pretrained, train_manager)
-from uniformer_jax.model import VARIANTS, create_model, init_head
+from uniformer_jax.variants import VARIANTS, create_model, new_heads
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
 flags.mark_flags_as_required(["config"])
@@ -55,7 +56,7 @@ class Plan:
         t = config.train
         self.source = evaluation.source_of(config)
         if config.model.variant not in VARIANTS:
-            raise evaluation.ConfigError(f"unknown variant {config.model.variant!r}; use one of {sorted(VARIANTS)}")
+            raise evaluation.ConfigError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANTS)}")
         self.local_batch = data.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
         per_device = t.batch_size // jax.device_count()
         if per_device % t.accumulate or (t.batch_size // t.accumulate) % t.mix_group:
@@ -72,12 +73,14 @@ class Plan:
             raise evaluation.ConfigError(f"train.fsdp={t.fsdp} must divide the {jax.device_count()} devices")
         self.init_dir = zoo.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
         self.init = read_metadata(self.init_dir) if t.init else None
-        if self.init and self.init["variant"] != config.model.variant:
+        # Layer scale is new in fine-tuning (Sense-X's `_ls` models start from ImageNet weights without it).
+        if self.init and self.init["variant"] not in (config.model.variant, config.model.variant.removesuffix("_ls")):
             raise evaluation.ConfigError(f"train.init {t.init} holds {self.init['variant']}, the config trains "
                                          f"{config.model.variant}")
         self.sampling = data.Sampling(config.data.num_frames, config.data.rate, config.data.mode)
         self.aug = data.TrainAugment(crop_size=t.crop_size, crop_scale=tuple(t.crop_scale), flip=t.flip,
-                                     randaugment=t.randaugment, erasing=t.erasing, repeats=t.repeats)
+                                     randaugment=t.randaugment, randaugment_policy=t.randaugment_policy,
+                                     erasing=t.erasing, repeats=t.repeats)
         self.train_part = sources.open_split(self.source, t.split, process_index=jax.process_index(),
                                           process_count=jax.process_count())
         given = labels.read_class_names(config.data.class_names) if config.data.class_names else None
@@ -111,13 +114,21 @@ def _dtype(name: str):
 
 
 def initial_variables(plan: Plan, config) -> dict:
-    """From train.init (its head replaced when the class count differs), or random as the original initialises."""
+    """From train.init (its heads replaced when the class count differs; layer scale it lacks at its initial
+    value), or random as the original initialises."""
+    def fresh():
+        return jax.jit(plan.model.init)(jax.random.key(config.train.seed), np.zeros((1, 8, 64, 64, 3), np.float32))
+
     if not plan.init:
-        return jax.jit(plan.model.init)(jax.random.key(config.train.seed),
-                                        np.zeros((1, 8, 64, 64, 3), np.float32))
+        return fresh()
     _, variables = load_pretrained(plan.init_dir)
+    if plan.init["variant"] != config.model.variant:
+        flat = traverse_util.flatten_dict(fresh())
+        flat.update(traverse_util.flatten_dict(variables))
+        variables = traverse_util.unflatten_dict(flat)
     if plan.init["num_classes"] != config.model.num_classes:
-        variables["params"]["head"] = init_head(jax.random.key(config.train.seed), config.model.num_classes)
+        variables["params"].update(new_heads(jax.random.key(config.train.seed), config.model.variant,
+                                             config.model.num_classes))
     return variables
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-VARIANTS = {"s": "uniformer_small", "b": "uniformer_base"}
+VARIANTS = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_xxs", "xxs_ls": "uniformer_xxs_ls",
+            "xs": "uniformer_xs"}
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
 
 
@@ -54,6 +55,7 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
         mixup=0.8, cutmix=1.0, mix_switch=0.5, label_smoothing=0.1,
         mix_group=2 * videos // 8,  # clips mixed together: one GPU's batch in the original
         repeats=2, randaugment=True, erasing=0.25, flip=flip, crop_scale=(0.08, 1.0), crop_size=224,
+        randaugment_policy="rand-m7-n4-mstd0.5-inc1",  # timm's notation, as the original's AUG.AA_TYPE
         shuffle_buffer=128,
         # The split is read as this many shards, each a stream of its own (a multiple of the process count).
         # Fixed, the batches do not depend on the number of processes; None: one shard per process.
@@ -85,4 +87,24 @@ def something(dataset: str, variant: str, release: str, frames: int, top1: float
     config.train = train
     config.data.update(mode="segment", rate=1, clips=1, crops=3)
     config.paper = ml_collections.ConfigDict(dict(top1=top1, top1_k600=top1_k600, gflops=gflops, views="3x1"))
+    return config
+
+
+def kinetics_light(size: str, frames: int, crop: int, top1: float, gflops: float, layer_scale: bool = False):
+    """A lightweight K400 model (Sense-X `exp_light/uniformer_{size}{frames}_{crop}_k400`): sparse (segment)
+    sampling, 1 clip x 1 centre crop at `crop` with the short side resized to it, and its recipe: float32 (no
+    mixed precision), weaker RandAugment, fine-tuned from the ImageNet weights of its size and resolution."""
+    release = f"k400_{size}{frames}_{crop}"
+    config = _base("k400", size + ("_ls" if layer_scale else ""), frames, release)
+    config.data.update(mode="segment", rate=1, clips=1, crops=1, short_side=crop, crop_size=crop)
+    config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="1x1"))
+    xxs = size == "xxs"
+    config.train = recipe(videos=256 if xxs else 128, lr=(4e-4 if frames <= 8 else 8e-4) if xxs else 4e-4,
+                          epochs=110, warmup=10, drop_path=0.05 if xxs else 0.1,
+                          init=f"in1k_{size}_{min(crop, 160) if xxs else 192}")
+    config.train.update(
+        weight_decay=0.1 if xxs else 0.05, dtype="float32", crop_size=crop,
+        # The `_ls` configs name timm's bare "rand" policy: 2 ops at magnitude 10 without noise.
+        randaugment_policy="rand-m10-n2-mstd0" if layer_scale else
+        ("rand-m5-n2-mstd0.25" if xxs else "rand-m7-n4-mstd0.5-inc1"))
     return config

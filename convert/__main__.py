@@ -11,7 +11,7 @@ import sys
 from uniformer_jax import zoo
 from uniformer_jax.checkpoints import CheckpointError
 from uniformer_jax.conversion import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
-from uniformer_jax.model import VARIANTS
+from uniformer_jax.variants import VARIANTS
 
 
 def parse_args(argv):

@@ -27,7 +27,7 @@ from uniformer_jax import demo
 from uniformer_jax import torch_keys as keys
 from uniformer_jax.checkpoints import load_pretrained
 from uniformer_jax.dataset_builder import build
-from uniformer_jax.model import create_model
+from uniformer_jax.variants import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8  # 16 videos, 1 clip each, 8 clips a batch: 2 steps an epoch

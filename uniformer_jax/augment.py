@@ -1,7 +1,7 @@
 """Training augmentation of uint8 clips (T, H, W, 3) in TensorFlow, as the original recipe (uniformer-spec §5.1).
 
-RandAugment follows timm's `rand-m7-n4-mstd0.5-inc1` as SlowFast applies it: the same ops and magnitudes for
-every frame of a clip, each op applied with probability 0.5. The image ops follow PIL, which the original uses
+RandAugment follows timm's policies as SlowFast applies them (`rand-m7-n4-mstd0.5-inc1` for S/B, weaker ones for
+the lightweight models): the same ops and magnitudes for every frame of a clip, each op applied with probability 0.5. The image ops follow PIL, which the original uses
 (per frame, like PIL). Geometric ops interpolate bilinearly where the original used bicubic.
 All randomness is stateless, drawn from the seed given.
 """
@@ -9,6 +9,7 @@ All randomness is stateless, drawn from the seed given.
 from __future__ import annotations
 
 import math
+import re
 
 import tensorflow as tf
 
@@ -172,8 +173,8 @@ def _enhance_factor(level, sign):
     return 1.0 + sign * level / MAX_LEVEL * 0.9
 
 
-# timm's _RAND_INCREASING_TRANSFORMS, each as (frames, level in [0, 10], random sign) -> frames.
-RAND_OPS = (
+# timm's _RAND_INCREASING_TRANSFORMS (policies with `inc1`), each as (frames, level in [0, 10], random sign) -> frames.
+INCREASING_OPS = (
     ("AutoContrast", lambda x, level, sign: autocontrast(x)),
     ("Equalize", lambda x, level, sign: equalize(x)),
     ("Invert", lambda x, level, sign: invert(x)),
@@ -190,18 +191,46 @@ RAND_OPS = (
     ("TranslateXRel", lambda x, level, sign: translate_x(x, sign * level / MAX_LEVEL * 0.45)),
     ("TranslateYRel", lambda x, level, sign: translate_y(x, sign * level / MAX_LEVEL * 0.45)),
 )
+# timm's _RAND_TRANSFORMS (policies without `inc1`): posterize, solarize and the enhancements grow milder with the
+# level, and the enhancement factor is (level / 10) * 1.8 + 0.1 whatever the sign.
+PLAIN_OPS = INCREASING_OPS[:4] + (
+    ("Posterize", lambda x, level, sign: posterize(x, tf.cast(level / MAX_LEVEL * 4, tf.int32))),
+    ("Solarize", lambda x, level, sign: solarize(x, tf.cast(level / MAX_LEVEL * 256, tf.int32))),
+    INCREASING_OPS[6],
+    ("Color", lambda x, level, sign: color(x, level / MAX_LEVEL * 1.8 + 0.1)),
+    ("Contrast", lambda x, level, sign: contrast(x, level / MAX_LEVEL * 1.8 + 0.1)),
+    ("Brightness", lambda x, level, sign: brightness(x, level / MAX_LEVEL * 1.8 + 0.1)),
+    ("Sharpness", lambda x, level, sign: sharpness(x, level / MAX_LEVEL * 1.8 + 0.1)),
+) + INCREASING_OPS[11:]
 
 
-def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: float = 0.5):
+def parse_policy(policy: str) -> tuple[int, float, float, bool]:
+    """timm's RandAugment notation, e.g. `rand-m7-n4-mstd0.5-inc1`: (ops per clip, magnitude, magnitude std,
+    increasing ops). Unset parts take timm's defaults: 2 ops, magnitude 10, std 0, `inc0`."""
+    parts = policy.split("-")
+    settings = {"n": 2.0, "m": MAX_LEVEL, "mstd": 0.0, "inc": 0.0}
+    for part in parts[1:]:
+        found = re.fullmatch(r"(mstd|m|n|inc)(\d+(?:\.\d+)?)", part)
+        if not found:
+            break
+        settings[found.group(1)] = float(found.group(2))
+    else:
+        if parts[0] == "rand":
+            return int(settings["n"]), settings["m"], settings["mstd"], bool(settings["inc"])
+    raise ValueError(f"RandAugment policy {policy!r} is not timm's `rand-m<magnitude>-n<ops>-mstd<std>-inc<0|1>`")
+
+
+def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: float = 0.5, increasing: bool = True):
     """`layers` ops drawn with replacement, each applied with probability 0.5 at a level ~ N(magnitude, std)."""
+    ops = INCREASING_OPS if increasing else PLAIN_OPS
     seeds = tf.random.experimental.stateless_split(seed, layers)
     for k in range(layers):
         parts = tf.random.experimental.stateless_split(seeds[k], 3)
         draws = tf.random.stateless_uniform((2,), parts[0])
-        op = tf.random.stateless_uniform((), parts[1], maxval=len(RAND_OPS), dtype=tf.int32)
+        op = tf.random.stateless_uniform((), parts[1], maxval=len(ops), dtype=tf.int32)
         level = tf.clip_by_value(magnitude + std * tf.random.stateless_normal((), parts[2]), 0.0, MAX_LEVEL)
         sign = tf.where(draws[1] < 0.5, -1.0, 1.0)
-        branches = [lambda fn=fn: fn(frames, level, sign) for _, fn in RAND_OPS]
+        branches = [lambda fn=fn: fn(frames, level, sign) for _, fn in ops]
         frames = tf.cond(draws[0] < 0.5, lambda: tf.switch_case(op, branches), lambda: frames)
         frames = tf.ensure_shape(frames, [None, None, None, 3])
     return frames
@@ -247,8 +276,7 @@ def train_augment(frames, aug, seed):
     """RandAugment, random resized crop, horizontal flip, random erasing, each as configured in `aug`."""
     seeds = tf.random.experimental.stateless_split(seed, 5)
     if aug.randaugment:
-        frames = randaugment(frames, seeds[0], aug.randaugment_layers, aug.randaugment_magnitude,
-                             aug.randaugment_std)
+        frames = randaugment(frames, seeds[0], *parse_policy(aug.randaugment_policy))
     frames = random_resized_crop(frames, aug.crop_size, aug.crop_scale, aug.crop_ratio, seeds[1])
     if aug.flip:
         flip = tf.random.stateless_uniform((), seeds[2]) < 0.5

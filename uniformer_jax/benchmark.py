@@ -28,7 +28,8 @@ import numpy as np
 from uniformer_jax import torch_keys as keys
 from uniformer_jax.torch_checkpoints import read_state_dict
 from uniformer_jax import torch_reference, training
-from uniformer_jax.model import MEAN, STD, VARIANTS, create_model, flops, normalise
+from uniformer_jax.model import MEAN, STD, VARIANTS, flops, normalise
+from uniformer_jax.variants import create_model
 
 NUM_CLASSES = 400
 SMOOTHING = 0.1

@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import linen as nn
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from uniformer_jax.model import VARIANTS, UniFormer, create_model
+from uniformer_jax.variants import VARIANTS, create_model
 
 METADATA_FILE = "uniformer.json"
 VARIABLES_DIR = "variables"
@@ -32,7 +33,7 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit the model; the message says what to do."""
 
 
-def abstract_variables(model: UniFormer) -> dict:
+def abstract_variables(model: nn.Module) -> dict:
     """Shapes and dtypes of the model's variables, without computing them."""
     return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3), jnp.float32))
 
@@ -122,7 +123,7 @@ def read_metadata(directory: str | Path) -> dict:
     return metadata
 
 
-def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[UniFormer, dict]:
+def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[nn.Module, dict]:
     """The model a converted checkpoint describes and its variables, checked strictly.
 
     `model_kwargs` set run-time options of the model (`dtype`, `attention`, `remat`, `drop_path_rate`);

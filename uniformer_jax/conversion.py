@@ -12,9 +12,9 @@ import jax
 from uniformer_jax import labels as labels_lib
 from uniformer_jax import torch_keys as keys
 from uniformer_jax.torch_checkpoints import (FORMS, INFLATE_MODES, ConversionError, check_finite, inflate,
-                                             load_torch_file, read_state_dict, require_torch, stage_depths)
+                                             load_torch_file, read_state_dict, require_torch)
 from uniformer_jax.checkpoints import abstract_variables, load_pretrained, save_pretrained, shape_mismatches
-from uniformer_jax.model import VARIANTS, create_model, init_head, variant_of
+from uniformer_jax.variants import VARIANTS, create_model, describe, heads, new_heads, stage_depths, variant_of
 
 # The LayerNorm eps of the attention blocks that trained each form's weights.
 LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5}
@@ -30,21 +30,21 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _class_names(labels, reorder_to, num_classes, head):
-    """Class names of the converted head, and the head rows permuted into `reorder_to`'s order."""
+def _class_names(labels, reorder_to, num_classes):
+    """Class names of the converted head, and the permutation of its rows into `reorder_to`'s order (or None)."""
     try:
         names = labels_lib.read_class_names(labels) if labels else None
         target = labels_lib.read_class_names(reorder_to) if reorder_to else None
         if names is not None and len(names) != num_classes:
             raise ValueError(f"{labels} names {len(names)} classes, but the head has {num_classes}")
         if target is None:
-            return names, head
+            return names, None
         if names is None:
             raise ValueError("--reorder-to needs --labels naming the classes of the source head rows")
         order = labels_lib.permutation(names, target)
     except ValueError as e:
         raise ConversionError(str(e)) from None
-    return target, {"kernel": head["kernel"][:, order], "bias": head["bias"][order]}
+    return target, order
 
 
 def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None, reorder_to=None,
@@ -60,11 +60,10 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
     if Path(dst).exists() and not overwrite:
         raise ConversionError(f"{dst} already exists; choose another destination or pass --force")
     state_dict, form = read_state_dict(load_torch_file(str(src)), form)
-    depth = stage_depths(state_dict)
-    variant = variant or variant_of(depth)
+    variant = variant or variant_of(state_dict)
     if variant not in VARIANTS:
-        raise ConversionError(f"unknown variant: blocks per stage {depth} match none of "
-                              + ", ".join(f"{n} {d}" for n, d in VARIANTS.items()))
+        raise ConversionError(f"unknown variant: blocks per stage {stage_depths(state_dict)} match none of "
+                              f"{describe()}")
     head = state_dict.get("head.weight")
     source_classes = None if head is None else head.shape[0]
     num_classes = num_classes or source_classes
@@ -74,7 +73,7 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
     model = create_model(variant, num_classes=source_classes or num_classes, ln_eps=ln_eps)
     expected = keys.torch_shapes(abstract_variables(model))
     if source_classes is None:
-        expected = {k: v for k, v in expected.items() if not k.startswith("head.")}
+        expected = {k: v for k, v in expected.items() if k.split(".")[0] not in heads(variant)}
     if form == "imagenet":
         state_dict = inflate(state_dict, expected, inflate_mode)
     check_finite(state_dict)
@@ -84,9 +83,12 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
         raise ConversionError(f"the {form} checkpoint does not fit {variant}:\n  " + "\n  ".join(problems))
     variables = keys.to_flax(state_dict)
     if num_classes != source_classes:
-        variables["params"]["head"] = init_head(jax.random.key(seed), num_classes)
-    class_names, variables["params"]["head"] = _class_names(labels, reorder_to, num_classes,
-                                                           variables["params"]["head"])
+        variables["params"].update(new_heads(jax.random.key(seed), variant, num_classes))
+    class_names, order = _class_names(labels, reorder_to, num_classes)
+    if order is not None:
+        for name in heads(variant):
+            head = variables["params"][name]
+            variables["params"][name] = {"kernel": head["kernel"][:, order], "bias": head["bias"][order]}
     metadata = {
         "variant": variant,
         "num_classes": int(num_classes),

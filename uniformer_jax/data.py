@@ -40,11 +40,15 @@ class TrainAugment:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True  # False for Something-Something
     randaugment: bool = True
-    randaugment_layers: int = 4
-    randaugment_magnitude: float = 7.0
-    randaugment_std: float = 0.5
+    randaugment_policy: str = "rand-m7-n4-mstd0.5-inc1"  # timm's notation (augment.parse_policy)
     erasing: float = 0.25  # probability of one random-erasing box, the same on all frames
     repeats: int = 2  # clips per video per epoch (repeated augmentation)
+
+    def __post_init__(self):
+        try:
+            augment.parse_policy(self.randaugment_policy)
+        except ValueError as e:
+            raise DataError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -257,3 +257,28 @@ class UniFormerLight(nn.Module):
             return logits
         cls_logits = self.head_cls(self.norm_cls(maps["cls"]).astype(jnp.float32))
         return (logits, cls_logits) if train else logits
+
+
+def flops(spec: Spec, frames: int, size: int, num_classes: int = 400) -> int:
+    """Forward FLOPs of one clip in eval mode as fvcore counts them (see `uniformer_jax.model.flops`), pruning
+    included: a pruning block's attention and MLP see the kept tokens, the class token and the merged one."""
+    c0, (t, h, w) = spec.embed_dim[0], (frames, size // 2, size // 2)
+    total = t * h * w * c0 // 2 * (3 * 27 + 2)  # proj_0 and its BatchNorm
+    t, h, w = (t + 1) // 2, h // 2, w // 2
+    total += t * h * w * c0 * (c0 // 2 * 27 + 2)  # proj_3 and its BatchNorm
+    prune = default_pruning(spec.depth)
+    for s, (blocks, c) in enumerate(zip(spec.depth, spec.embed_dim)):
+        if s:
+            h, w = h // 2, w // 2
+            total += t * h * w * c * (spec.embed_dim[s - 1] * 4 + 5)
+        n = t * h * w
+        for i in range(blocks):
+            if s < 2:  # pos_embed 3^3, conv1, attn 5^3, conv2, mlp, 2 BatchNorms
+                total += n * c * (27 + 2 * c + 125 + 2 * MLP_RATIO * c + 2 * 2)
+                continue
+            ratio = prune[s - 2][i]
+            m = n + 1 if ratio == 1 else int(n * ratio) + 2  # tokens through attention and MLP
+            total += n * c * 27 + m * c * (4 * c + 2 * m + 2 * MLP_RATIO * c + 2 * 5)
+        if s == 2:
+            total += spec.embed_dim[2] * spec.embed_dim[3]  # cls_upsample
+    return total + n * spec.embed_dim[3] * 2 + spec.embed_dim[3] * num_classes

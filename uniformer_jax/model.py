@@ -355,19 +355,6 @@ class UniFormer(nn.Module):
         return self.head(self.features(x, train)["pooled"])
 
 
-def create_model(name: str, **kwargs) -> UniFormer:
-    """`create_model("uniformer_small", num_classes=400)`; keyword arguments set `UniFormer` attributes."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
-    return UniFormer(depth=VARIANTS[name], **kwargs)
-
-
-def init_head(key, num_classes: int) -> dict:
-    """A new classification head, as Sense-X makes one when fine-tuning for other classes."""
-    kernel = linear_init(key, (EMBED_DIM[-1], num_classes))
-    return {"kernel": np.asarray(kernel), "bias": np.zeros(num_classes, np.float32)}
-
-
 def normalise(video, dtype=None):
     """uint8 video to the model's input scale, (x / 255 - 0.45) / 0.225; call it inside the jitted step."""
     x = (jnp.asarray(video, jnp.float32) - MEAN) / STD
@@ -391,8 +378,3 @@ def flops(depth: Sequence[int], frames: int, size: int = 224, num_classes: int =
             block = n * c * (27 + 4 * c + 2 * n + 2 * MLP_RATIO * c + 2 * 5)
         total += blocks * block
     return total + n * EMBED_DIM[-1] * 2 + EMBED_DIM[-1] * num_classes
-
-
-def variant_of(depth: Sequence[int]) -> str | None:
-    """The variant name for a block count per stage, or None."""
-    return next((name for name, d in VARIANTS.items() if tuple(depth) == d), None)

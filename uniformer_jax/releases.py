@@ -6,6 +6,8 @@ Git LFS objects), MMAction2's `configs/recognition/uniformer/metafile.yml` (URLs
 first 8 hex digits of the file's sha256). Sense-X publishes the files that are only on Google Drive under the names
 its code loads them by (`uniformer_{small,base}_{k400,k600}_{F}x{R}.pth`, `..._sthv{1,2}_{F}_prek{400,600}.pth`);
 no hash is published for them, so they are checked by the converter's strict key, shape and finiteness checks.
+The lightweight XXS/XS models (Google Drive only) are named as Sense-X's code loads them: `uniformer_xxs16_160_k400.pth`
+after `exp_light/uniformer_xxs16_160_k400`, `uniformer_xxs_160_in1k.pth` after `uniformer_light_ls_fp32.py`'s list.
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ def _mmaction2(size, frames, top1, stamp):
                    f"k400_{size}{frames}", top1, stamp.rsplit("-", 1)[1], url=MMACTION2_URL + file)
 
 
+def _light(size, frames, crop, rate, top1, drive, layer_scale=False):
+    name = f"k400_{size}{frames}_{crop}"
+    variant = f"uniformer_{size}" + ("_ls" if layer_scale else "")
+    return Release(name, f"uniformer_{size}{frames}_{crop}_k400.pth", "sensex", variant, "k400-sensex", frames, rate,
+                   name, top1, drive=drive)
+
+
+def _light_in1k(size, crop, top1, drive):
+    return Release(f"in1k_{size}_{crop}", f"uniformer_{size}_{crop}_in1k.pth", "imagenet", f"uniformer_{size}", None,
+                   None, None, None, top1, drive=drive)
+
+
 SX_HUB = "Sense-X/uniformer_video"
 
 RELEASES = (
@@ -108,6 +122,22 @@ RELEASES = (
             "fd192c31f8bd77670de8f171111bd51f56fd87e6aea45043ab2edc181e1fa775", hub="Andy1621/uniformer"),
     Release("in1k_b", "uniformer_base_in1k.pth", "imagenet", "uniformer_base", None, None, None, None, 83.9,
             "82c01015818cb897b00a29352043053df53ce4c02c2d012226b3a8a12ccb60eb", hub="Sense-X/uniformer_image"),
+    # The lightweight K400 models (1 clip x 1 crop of sparse samples): configs `_ls` have layer scale.
+    _light("xxs", 4, 128, 32, 63.2, "1EFBxDS2m4mpk_sYejnPuGSDRH_1ELDhx", layer_scale=True),
+    _light("xxs", 4, 160, 32, 65.8, "1DtTFT7FZ_kUjxqXAYyWhfXSr_EIHQi8a", layer_scale=True),
+    _light("xxs", 8, 128, 16, 68.3, "1E9VwV-XJQCmo9nBhxLxa9DdphZiIg38z", layer_scale=True),
+    _light("xxs", 8, 160, 16, 71.4, "1Dxq82X8mBsfVOzij0HSeb1g4sdez71FM"),
+    _light("xxs", 16, 128, 8, 73.3, "1DngSOmw0rStnYZlaCnz1xII6CU2d2R_j"),
+    _light("xxs", 16, 160, 8, 75.1, "1DxqrNHb4h1ZKnEFaqbkKJAXQsyIFeD7b"),
+    _light("xxs", 32, 160, 4, 77.9, "1EIVXRYn5UIkLaJGDpTBxTcyog_dKbcZe"),
+    _light("xs", 32, 192, 4, 78.6, "1DtdX-keSB-RkH23KqtQH36IMOUmol1kw"),
+    # Their 2D ImageNet-1K weights (Sense-X image_classification/README.md), at the resolutions they were trained at.
+    _light_in1k("xxs", 128, 76.8, "1Cr7uB5hUck1BHioEROWZjfLpYRwg4Zps"),
+    _light_in1k("xxs", 160, 79.1, "1CsXCzfVFPyM2mY8BA_1fO3q_VBngnF44"),
+    _light_in1k("xxs", 192, 79.9, "1CjrCEnZCk2aLrN7nVG8vFvu3FAUL4_Y_"),
+    _light_in1k("xxs", 224, 80.6, "1Cw9r_3c30N-esFI8RFYa6rQXJrr1rAHY"),
+    _light_in1k("xs", 192, 81.5, "1Ce2Dk9-k_-sHt5dXp-gfNOEK37Jdcffv"),
+    _light_in1k("xs", 224, 82.0, "1CwQ91fjuAu3Rhn3zV4vjAmQ8v36AfYPT"),
 )
 
 BY_NAME = {r.name: r for r in RELEASES}

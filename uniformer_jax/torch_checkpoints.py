@@ -110,24 +110,13 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
     if not any(isinstance(k, str) and k.endswith(".weight") for k in state_dict):
         raise ConversionError(f"the checkpoint holds no model weights (entries: {sorted(map(str, state_dict))[:8]})")
     arrays = {_rename(k, form): v for k, v in _to_numpy(state_dict).items()}
-    stem = arrays.get("patch_embed1.proj.weight")
+    stem = arrays.get("patch_embed1.proj.weight", arrays.get("patch_embed1.proj.0.weight"))  # S/B, or XXS/XS
     if stem is not None and stem.ndim == 4:
         form = "imagenet"
     elif form == "imagenet":
-        raise ConversionError("--form imagenet expects 2D weights, but patch_embed1.proj.weight is "
+        raise ConversionError("--form imagenet expects 2D weights, but the stem's first conv weight is "
                               f"{None if stem is None else stem.shape}")
     return arrays, form
-
-
-def stage_depths(keys) -> tuple[int, ...]:
-    """Blocks per stage, from `blocksS.I.` key prefixes."""
-    depth = [0, 0, 0, 0]
-    for key in keys:
-        m = re.match(r"blocks([1-4])\.(\d+)\.", key)
-        if m:
-            s = int(m.group(1)) - 1
-            depth[s] = max(depth[s], int(m.group(2)) + 1)
-    return tuple(depth)
 
 
 def inflate(state_dict: dict[str, np.ndarray], shapes_3d: Mapping[str, tuple], mode: str = "average"):

@@ -152,6 +152,9 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     def loss_fn(params, batch_stats, video, targets, key):
         logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
                                       rngs={"dropout": key}, mutable=["batch_stats"])
+        if isinstance(logits, tuple):  # the light models' two heads: the original averages their losses
+            loss = sum(optax.softmax_cross_entropy(x, targets).mean() for x in logits) / len(logits)
+            return loss, (mutated["batch_stats"], logits[0])
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         return loss, (mutated["batch_stats"], logits)
 

@@ -1,0 +1,77 @@
+"""Every UniFormer variant by name: UniFormer-S/B (`uniformer_jax.model`) and the lightweight XXS/XS
+(`uniformer_jax.light`, `_ls` with layer scale), built, recognised from a state dict, and counted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+from uniformer_jax import light, model
+
+VARIANTS = (*model.VARIANTS, *light.VARIANTS)
+FEATURES = {**{name: model.EMBED_DIM[-1] for name in model.VARIANTS},
+            **{name: spec.embed_dim[-1] for name, spec in light.VARIANTS.items()}}
+
+
+def create_model(name: str, **kwargs):
+    """`create_model("uniformer_small", num_classes=400)`; keyword arguments set the model's attributes."""
+    if name in model.VARIANTS:
+        return model.UniFormer(depth=model.VARIANTS[name], **kwargs)
+    if name in light.VARIANTS:
+        spec = light.VARIANTS[name]
+        return light.UniFormerLight(depth=spec.depth, embed_dim=spec.embed_dim, head_dim=spec.head_dim,
+                                    layer_scale=spec.layer_scale, **kwargs)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(VARIANTS)}")
+
+
+def is_light(name: str) -> bool:
+    return name in light.VARIANTS
+
+
+def heads(name: str) -> tuple[str, ...]:
+    """The classification heads of a variant: the light models train a second one on their class token."""
+    return ("head", "head_cls") if is_light(name) else ("head",)
+
+
+def new_heads(key, name: str, num_classes: int) -> dict:
+    """Freshly initialised heads, as Sense-X makes them when fine-tuning for other classes."""
+    kernels = jax.random.split(key, len(heads(name)))
+    return {head: {"kernel": np.asarray(model.linear_init(k, (FEATURES[name], num_classes))),
+                   "bias": np.zeros(num_classes, np.float32)} for head, k in zip(heads(name), kernels)}
+
+
+def stage_depths(keys) -> tuple[int, ...]:
+    """Blocks per stage, from `blocksS.I.` key prefixes."""
+    depth = [0, 0, 0, 0]
+    for key in keys:
+        m = re.match(r"blocks([1-4])\.(\d+)\.", key)
+        if m:
+            s = int(m.group(1)) - 1
+            depth[s] = max(depth[s], int(m.group(2)) + 1)
+    return tuple(depth)
+
+
+def variant_of(state_dict: Mapping) -> str | None:
+    """The variant whose blocks (and, for the light models, layer scale) a Sense-X-keyed state dict has, or None."""
+    depth = stage_depths(state_dict)
+    if "cls_token" not in state_dict:
+        return next((name for name, d in model.VARIANTS.items() if depth == d), None)
+    scaled = any(k.endswith(".gamma_1") for k in state_dict)
+    return next((name for name, spec in light.VARIANTS.items()
+                 if spec.depth == depth and (spec.layer_scale is not None) == scaled), None)
+
+
+def describe() -> str:
+    """Each variant's blocks per stage, for error messages."""
+    depths = {**model.VARIANTS, **{name: spec.depth for name, spec in light.VARIANTS.items()}}
+    return ", ".join(f"{name} {depth}" for name, depth in depths.items())
+
+
+def flops(name: str, frames: int, size: int = 224, num_classes: int = 400) -> int:
+    """Forward FLOPs of one clip as fvcore counts them (the papers' figures)."""
+    if is_light(name):
+        return light.flops(light.VARIANTS[name], frames, size, num_classes)
+    return model.flops(model.VARIANTS[name], frames, size, num_classes)
