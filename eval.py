@@ -73,7 +73,8 @@ def main(argv):
                                                  process_count=jax.process_count())
         given = labels.read_class_names(config.data.class_names) if config.data.class_names else None
         dataset_names = sources.class_names(part, given, source)
-        evaluation.check_classes(metadata.get("class_names"), dataset_names, checkpoint, source)
+        evaluation.check_classes(metadata.get("class_names"), dataset_names, checkpoint, source,
+                                 metadata["num_classes"])
     except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem)

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import reference_model, save_mmaction2, save_sensex, video
 from test_configs import CLASSES, RELEASED
+from test_light import README as LIGHT
 from uniformer_jax import releases, torch_reference, zoo
 from uniformer_jax.labels import read_class_names
 
@@ -37,18 +38,26 @@ S16X8 = releases.BY_NAME["k400_s16x8"]  # published with its sha256 (Hugging Fac
 
 def test_every_release_of_the_paper_is_registered():
     video_releases = [r for r in releases.RELEASES if r.form == "sensex"]
-    # Sense-X README: 7 K400 and 5 K600 checkpoints (no S 32x4), SSv1/SSv2 x S/B x 16/32 x K400/K600 pre-training.
-    assert len(video_releases) == 7 + 5 + 16
-    assert {r.config for r in video_releases} == set(RELEASED)
+    # Sense-X README: 7 K400 and 5 K600 checkpoints (no S 32x4), SSv1/SSv2 x S/B x 16/32 x K400/K600 pre-training,
+    # and the 8 lightweight K400 models.
+    assert len(video_releases) == 7 + 5 + 16 + 8
+    assert {r.config for r in video_releases} == set(RELEASED) | set(LIGHT)
+    # ImageNet-1K: S and B, XXS at 128/160/192/224 and XS at 192/224 (image_classification/README.md).
     assert sorted(r.name for r in releases.RELEASES if r.form != "sensex") == [
-        "in1k_b", "in1k_s", "mmaction2/k400_b16", "mmaction2/k400_b32", "mmaction2/k400_s16"]
+        "in1k_b", "in1k_s", "in1k_xs_192", "in1k_xs_224", "in1k_xxs_128", "in1k_xxs_160", "in1k_xxs_192",
+        "in1k_xxs_224", "mmaction2/k400_b16", "mmaction2/k400_b32", "mmaction2/k400_s16"]
     assert len({r.file for r in releases.RELEASES}) == len(releases.RELEASES)
 
 
 @pytest.mark.parametrize("release", releases.RELEASES, ids=lambda r: r.name)
 def test_release_matches_the_papers_tables(release):
     if release.form == "imagenet":
-        assert release.config is None and release.classes is None and release.hub and len(release.sha256) == 64
+        light = release.variant in ("uniformer_xxs", "uniformer_xs")  # published on Google Drive, without a hash
+        assert release.config is None and release.classes is None
+        assert (release.drive and not release.hub) if light else (release.hub and len(release.sha256) == 64)
+        return
+    if release.config in LIGHT:  # test_light.py checks the rest against Sense-X's README
+        assert release.classes == "k400-sensex" and release.drive and release.sha256 is None
         return
     dataset, variant, frames, stride, top1 = RELEASED[release.config]
     assert (release.variant, release.frames) == (VARIANTS[variant], frames)

@@ -85,8 +85,11 @@ def check_model(config, metadata: dict, checkpoint: str) -> None:
                           "and --config.model.num_classes to match it")
 
 
-def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str) -> None:
+def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str, num_classes: int) -> None:
     """The checkpoint's head rows and the dataset's labels must name the same classes in the same order."""
+    if checkpoint_names is None and dataset_names and len(dataset_names) != num_classes:
+        raise ConfigError(f"the dataset {source} has {len(dataset_names)} classes and the checkpoint {checkpoint} "
+                          f"{num_classes}: evaluate a checkpoint of this dataset's classes")
     if not checkpoint_names or not dataset_names:
         return
     if [labels.normalise(n) for n in checkpoint_names] != [labels.normalise(n) for n in dataset_names]:
