@@ -109,6 +109,38 @@ def test_randaugment_applies_the_same_ops_to_every_frame_and_follows_the_seed():
     assert sum(not (out == still).all() for out in outputs) >= 9  # 4 ops at p 0.5: unchanged with p 1/16
 
 
+# SlowFast's rand_augment.py (timm's): _RAND_TRANSFORMS, and _RAND_INCREASING_TRANSFORMS for `inc1` policies.
+TIMM_OPS = ["AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",
+            "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"]
+TIMM_INCREASING = [n + "Increasing" if n in ("Posterize", "Solarize", "Color", "Contrast", "Brightness", "Sharpness")
+                   else n for n in TIMM_OPS]
+
+
+def test_randaugment_policies_read_as_timm_reads_them():
+    assert [name for name, _ in augment.PLAIN_OPS] == TIMM_OPS
+    assert [name for name, _ in augment.INCREASING_OPS] == TIMM_INCREASING
+    # (ops, magnitude, std, increasing); timm's defaults: 2 ops at magnitude 10, no noise, plain ops.
+    assert augment.parse_policy("rand-m7-n4-mstd0.5-inc1") == (4, 7.0, 0.5, True)
+    assert augment.parse_policy("rand-m5-n2-mstd0.25") == (2, 5.0, 0.25, False)
+    assert augment.parse_policy("rand") == (2, 10.0, 0.0, False)
+    for bad in ("rand-m7-x3", "augmix-m5", ""):
+        with pytest.raises(ValueError, match="timm's"):
+            augment.parse_policy(bad)
+
+
+def test_plain_ops_grow_milder_with_the_level():
+    """Without `inc1`, level 10 posterizes to 4 bits and solarizes nothing (timm: int(level / 10 * 4) bits,
+    threshold int(level / 10 * 256)); level 0 keeps 0 bits and solarizes every pixel."""
+    x = tf.constant(frames(t=1))
+    ops = dict(augment.PLAIN_OPS)
+    np.testing.assert_array_equal(ops["Posterize"](x, 10.0, 1.0), augment.posterize(x, 4))
+    np.testing.assert_array_equal(ops["Solarize"](x, 10.0, 1.0), x)
+    np.testing.assert_array_equal(ops["Solarize"](x, 0.0, 1.0), 255 - frames(t=1))
+    # The enhancements take (level / 10) * 1.8 + 0.1 whatever the sign: at level 5, factor 1.0 leaves the clip.
+    for name in ("Color", "Contrast", "Brightness", "Sharpness"):
+        assert np.abs(ops[name](x, 5.0, -1.0).numpy().astype(int) - frames(t=1)).max() <= 1, name
+
+
 def test_random_erasing_puts_one_noise_box_on_all_frames():
     video = np.zeros((4, 60, 80, 3), np.uint8)
     sizes = []

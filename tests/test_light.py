@@ -25,7 +25,7 @@ from flax import traverse_util
 from tests.test_data import dataset  # noqa: F401  (the fixture)
 from tests.test_data import read_all
 from tests.videos import write_video
-from uniformer_jax import evaluation, light, predict, releases, variants, zoo
+from uniformer_jax import evaluation, light, predict, releases, training, variants, zoo
 from uniformer_jax import torch_keys as keys
 from uniformer_jax.checkpoints import abstract_variables, load_pretrained
 from uniformer_jax.model import normalise
@@ -115,6 +115,19 @@ def test_pruning_compiles_once_for_different_videos_and_has_finite_gradients():
     grads = traverse_util.flatten_dict(jax.jit(jax.grad(loss))(variables["params"]), sep="/")
     assert all(np.isfinite(g).all() for g in grads.values())
     assert np.abs(grads["cls_token"]).sum() > 0 and np.abs(grads["head_cls/kernel"]).sum() > 0
+
+
+def test_a_train_step_averages_the_losses_of_both_heads_as_the_original():
+    """train_net_cls.py: loss = 0.5 * CE(head) + 0.5 * CE(head_cls), here on the original's own logits."""
+    model, variables, data = fixture("xxs_ls")
+    labels = np.array([1, 4], np.int32)
+    tx = optax.sgd(0.0)
+    step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(0.0),
+                                            training.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.0, group=2)))
+    _, metrics = step(training.init_state(variables, tx, seed=0), {"video": data["video"], "label": labels})
+    expected = np.mean([np.mean(np.log(np.exp(x).sum(-1)) - x[np.arange(2), labels])
+                        for x in (data["train_head"], data["train_head_cls"])])
+    assert float(metrics["loss"]) == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("variant", sorted(FULL_SIZE))
