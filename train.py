@@ -36,8 +36,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from uniformer_jax import data, evaluation, labels, sharding, sources, training, zoo
-from uniformer_jax.checkpoints import (CheckpointError, abstract_variables, load_pretrained, read_metadata,
-                                       save_pretrained, train_manager)
+from uniformer_jax.checkpoints import (METADATA_FILE, CheckpointError, abstract_variables, load_pretrained,
+                                       read_metadata, remove_leftovers, save_pretrained, train_manager)
 from uniformer_jax.variants import VARIANTS, create_model, new_heads
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
@@ -182,6 +182,19 @@ def validate(plan: Plan, config, mesh, state) -> dict:
     return {"val_top1": results["top1"], "val_top5": results["top5"]}
 
 
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drops the records past `step` (logged before a kill, to be logged again), so each step has one record.
+    Written whole or not at all."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(kept))
+        partial.replace(path)
+
+
 def check_finite(step: int, metrics, manager) -> None:
     loss = float(metrics["loss"])
     if not math.isfinite(loss):
@@ -220,6 +233,8 @@ def main(argv):
     abstract = jax.eval_shape(lambda v: training.init_state(v, tx, t.seed), abstract_variables(plan.model))
     state_sharding = sharding.fsdp_shardings(abstract, mesh)
     manager = train_manager(workdir / "checkpoints", t.keep)
+    if lead:
+        remove_leftovers(workdir / "model")
     try:
         if manager.latest_step() is not None:
             state = restore(manager, abstract, state_sharding)
@@ -228,9 +243,12 @@ def main(argv):
                 initial_variables(plan, config))
     except CheckpointError as e:
         sys.exit(f"error: {e}")
+    first = int(state.step)
     if lead:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    first = int(state.step)
+        keep_metrics_until(workdir / "metrics.jsonl", first)
+        if first:
+            print(f"resumed from step {first} ({manager.directory / str(first)})", flush=True)
     step_fn = jax.jit(training.make_train_step(plan.model, tx, plan.recipe.schedule(), plan.mixing, t.accumulate,
                                                mesh.size, _dtype(t.dtype)),
                       in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
@@ -283,7 +301,8 @@ def main(argv):
         sys.exit(f"error: {e}")
     bar.close()
     manager.wait_until_finished()
-    if saved == plan.total_steps:
+    # A finished run started again has nothing new: its model/ stays as it is (unless a kill came before it).
+    if saved == plan.total_steps and (first < plan.total_steps or not (workdir / "model" / METADATA_FILE).is_file()):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         save_pretrained(workdir / "model", variables, {
             "variant": config.model.variant, "num_classes": config.model.num_classes, "ln_eps": plan.ln_eps,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from flax import traverse_util
 import convert.__main__ as cli
 from uniformer_jax import torch_keys as keys
 from uniformer_jax import CheckpointError, load_pretrained, save_pretrained, torch_reference
-from uniformer_jax.checkpoints import read_metadata
+from uniformer_jax.checkpoints import read_metadata, remove_leftovers
 from uniformer_jax.labels import CLASS_LISTS, class_list_path, permutation, read_class_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,6 +256,42 @@ def test_failed_conversion_leaves_destination_as_it_was(tmp_path, mm_checkpoint)
     after = {p: p.read_bytes() for p in (tmp_path / "ck").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["altered.pth", "ck"]  # no temporary left behind
+
+
+KILLED_REPLACEMENT = """
+import os, shutil, signal, sys
+from uniformer_jax import checkpoints
+from uniformer_jax.checkpoints import load_pretrained, read_metadata, save_pretrained
+model, variables = load_pretrained(sys.argv[1])
+metadata = {**read_metadata(sys.argv[1]), "source_file": sys.argv[3]}
+# kill -9 at the moment the new copy is in place and the old one is about to be deleted (the only rmtree of a
+# path that exists)
+remove = shutil.rmtree
+def killing(path, *args, **kwargs):
+    if os.path.exists(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+    remove(path, *args, **kwargs)
+shutil.rmtree = killing
+save_pretrained(sys.argv[2], variables, metadata, overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("swap", [True, False], ids=["rename-exchange", "rename-aside"])
+def test_a_kill_while_a_model_is_replaced_leaves_a_whole_model_and_cleanable_leftovers(tmp_path, mm_checkpoint,
+                                                                                        swap):
+    assert cli.main([str(mm_checkpoint), str(tmp_path / "ck")]) == 0
+    shutil.copytree(tmp_path / "ck", tmp_path / "model")
+    script = KILLED_REPLACEMENT if swap else KILLED_REPLACEMENT.replace(
+        "remove = ", "checkpoints._exchange = lambda a, b: False  # as where renameat2 cannot swap\nremove = ")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ck"), str(tmp_path / "model"), "second"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert read_metadata(tmp_path / "model")["source_file"] == "second"  # the new one, whole
+    load_pretrained(tmp_path / "model")
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.")]
+    assert len(leftovers) == 1  # the old copy, not yet deleted
+    remove_leftovers(tmp_path / "model")  # what train.py does when it starts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "model"]
 
 
 def test_label_problems(tmp_path, mm_checkpoint):

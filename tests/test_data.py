@@ -127,6 +127,10 @@ def test_official_kinetics_csv_names_classes_in_sorted_order(tmp_path):
     assert {name: int(ex["label"]) for name, ex in examples.items()} == {
         "riding a bike/abcdefghijk_000010_000020.mp4": 1, "air drumming/ABCDEFGHIJK_000000_000010.mp4": 0,
         "riding a bike/zzzzzzzzzzz_000005_000015.mp4": 1}
+    (tmp_path / "classes.txt").write_text("air drumming\nabseiling\n")
+    with pytest.raises(BuildError, match=r"train.csv:2: label 'riding a bike' is not one of the 2 classes"):
+        build("k2", tmp_path / "videos", {"train": tmp_path / "train.csv"}, tmp_path / "tfds",
+              classes=tmp_path / "classes.txt", workers=1)
 
 
 @pytest.mark.parametrize("line, message", [("a/v0.mp4;3", "expected `path,label`"),

@@ -249,7 +249,7 @@ def bad_videos(root: Path, tmp_path: Path) -> dict[Path, str]:
     """Videos predict cannot use, and what its message says of each."""
     write_video(tmp_path / "short.mp4", FRAMES - 1)
     return {tmp_path / "missing.mp4": "no such file", root / "videos/b/text.mp4": "cannot decode",
-            root / "videos/b/trunc.mp4": "", tmp_path / "short.mp4": "too short"}
+            root / "videos/b/trunc.mp4": "", tmp_path / "short.mp4": "too short", root / "videos/a": "is a directory"}
 
 
 def test_predict_reports_bad_videos_and_goes_on(setup, tmp_path):

@@ -8,7 +8,10 @@ Layout of a checkpoint directory (as written by `python -m convert`):
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -83,13 +86,39 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
 
 
 def _replace(tmp: Path, directory: Path) -> None:
-    if directory.exists():
+    """Moves `tmp` to `directory`. An existing one is swapped with it in one step where the system can (Linux
+    renameat2 RENAME_EXCHANGE), so `directory` is complete at every instant; the old copy, left at `tmp`, is
+    deleted after, and by `remove_leftovers` if a kill comes first. Elsewhere the old copy is renamed aside first."""
+    if not directory.exists():
+        tmp.rename(directory)
+    elif _exchange(tmp, directory):
+        shutil.rmtree(tmp)
+    else:
         old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
         directory.rename(old)
         tmp.rename(directory)
         shutil.rmtree(old)
-    else:
-        tmp.rename(directory)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths atomically; False where the C library or the filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
+
+
+def remove_leftovers(directory: str | Path) -> None:
+    """Deletes what a killed `save_pretrained` into `directory` can leave beside it."""
+    directory = Path(directory).absolute()
+    for path in directory.parent.glob(f".{directory.name}.*"):
+        if path.name == f".{directory.name}.partial" or path.name.startswith(f".{directory.name}.old-"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _barrier(name: str) -> None:

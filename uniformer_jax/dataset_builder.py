@@ -82,7 +82,7 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_f
     if not rows:
         raise BuildError(f"list file {path} is empty")
     if rows[0][1].replace(" ", "").startswith("label,youtube_id,time_start,time_end"):
-        return _read_kinetics_csv(path, rows, find_files(video_dir))
+        return _read_kinetics_csv(path, rows, find_files(video_dir), class_names)
     entries = []
     for n, line in rows:
         parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
@@ -97,12 +97,17 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_f
     return entries, []
 
 
-def _read_kinetics_csv(path: Path, rows, files: dict[str, str]) -> tuple[list[Entry], list[str]]:
+def _read_kinetics_csv(path: Path, rows, files: dict[str, str], class_names: list[str] | None
+                       ) -> tuple[list[Entry], list[str]]:
+    known = None if class_names is None else {labels_lib.normalise(n) for n in class_names}
     entries, names = [], []
     for (n, _), row in zip(rows[1:], csv.reader([line for _, line in rows[1:]])):
         if len(row) < 4:
             raise BuildError(f"{path}:{n}: expected `label,youtube_id,time_start,time_end,split`, got {row}")
         label, youtube_id, start, end = (field.strip() for field in row[:4])
+        if known is not None and labels_lib.normalise(label) not in known:
+            raise BuildError(f"{path}:{n}: label {label!r} is not one of the {len(class_names)} classes given with "
+                             "--classes; give the class list this file's labels come from")
         stem = f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
         relative = files.get(stem) or files.get(youtube_id) or stem + ".mp4"
         entries.append(Entry(str(n), relative, None))
@@ -121,9 +126,6 @@ def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names:
             top = max((e.label for entries, _ in lists.values() for e in entries), default=-1)
             class_names = [str(i) for i in range(top + 1)]
     index = {labels_lib.normalise(n): i for i, n in enumerate(class_names)}
-    unknown = sorted(n for n in named if labels_lib.normalise(n) not in index)
-    if unknown:
-        raise BuildError(f"label names not in the class list: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
     out = {}
     for split, (entries, names) in lists.items():
         if names:

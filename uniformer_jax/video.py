@@ -57,6 +57,8 @@ def iter_frames(path: str | Path, short_side: int | None = None):
     """Yields (RGB uint8 frame, time in seconds or None, stream frame rate) one decoded frame at a time, so a
     long high-resolution video is never held whole. Raises VideoError as read_video."""
     path = Path(path)
+    if path.is_dir():
+        raise VideoError(f"{path} is a directory, not a video file")
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     count = 0

@@ -1,0 +1,84 @@
+"""Sense-X's own lightweight UniFormer (XXS/XS) PyTorch code, imported from a checkout, for fixtures and benchmarks.
+
+Sense-X's code is not on PyPI and is not copied here: `load(checkout)` imports its
+`video_classification/slowfast/models/uniformer_light_fp32.py` and `uniformer_light_ls_fp32.py` from a clone of
+github.com/Sense-X/UniFormer, with stand-ins for the little they import from SlowFast (a logger, MODEL_REGISTRY)
+and timm (trunc_normal_, DropPath, to_2tuple). Needs torch.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import importlib.util
+import logging
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+from uniformer_jax import light
+
+CLASSES = {False: "Uniformer_light_fp32", True: "Uniformer_light_ls_fp32"}  # by layer scale
+
+
+def _install_stand_ins(torch) -> None:
+    class DropPath(torch.nn.Module):  # drop path is off wherever this module is used
+        def __init__(self, p=0.0):
+            super().__init__()
+            if p:
+                raise ValueError("the stand-in DropPath only runs with drop path 0")
+
+        def forward(self, x):
+            return x
+
+    def module(name, **attrs):
+        if name not in sys.modules:
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules[name].__dict__.update(attrs)
+
+    module("timm")
+    module("timm.models")
+    module("timm.models.vision_transformer", _cfg=dict)
+    module("timm.models.layers", trunc_normal_=torch.nn.init.trunc_normal_, DropPath=DropPath,
+           to_2tuple=lambda x: tuple(x) if isinstance(x, collections.abc.Iterable) else (x, x))
+    module("slowfast")
+    module("slowfast.utils")
+    module("slowfast.utils.logging", get_logger=logging.getLogger)
+    module("slowfast.models", __path__=[])
+    module("slowfast.models.build", MODEL_REGISTRY=SimpleNamespace(register=lambda: (lambda cls: cls)))
+
+
+def load(checkout: str | Path) -> dict[bool, types.ModuleType]:
+    """Sense-X's light model modules by layer scale: {False: uniformer_light_fp32, True: ..._ls_fp32}."""
+    import torch
+
+    _install_stand_ins(torch)
+    modules = {}
+    for scaled, name in ((False, "uniformer_light_fp32"), (True, "uniformer_light_ls_fp32")):
+        path = Path(checkout) / "video_classification/slowfast/models" / f"{name}.py"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: give a clone of github.com/Sense-X/UniFormer")
+        spec = importlib.util.spec_from_file_location(f"slowfast.models.{name}", path)
+        modules[scaled] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[scaled])
+    return modules
+
+
+def config(depth, embed_dim, head_dim, num_classes: int, crop: int, prune=None, init_value: float = 0.1):
+    """The cfg the original model reads, for a model of this shape (pruning: Sense-X's defaults)."""
+    prune = prune or light.default_pruning(depth)
+    ratios = [[], [], list(prune[0]), list(prune[1])]
+    u = SimpleNamespace(DEPTH=list(depth), EMBED_DIM=list(embed_dim), HEAD_DIM=head_dim, MLP_RATIO=[3] * 4,
+                        QKV_BIAS=True, QKV_SCALE=None, REPRESENTATION_SIZE=None, DROPOUT_RATE=0.0,
+                        ATTENTION_DROPOUT_RATE=0.0, DROP_DEPTH_RATE=0.0, SPLIT=False, STD=False, PRUNE_RATIO=ratios,
+                        TRADE_OFF=ratios, INIT_VALUE=init_value)
+    return SimpleNamespace(UNIFORMER=u, MODEL=SimpleNamespace(NUM_CLASSES=num_classes),
+                           DATA=SimpleNamespace(TRAIN_CROP_SIZE=crop, INPUT_CHANNEL_NUM=[3]))
+
+
+def build(modules, variant: str, num_classes: int = 400, crop: int = 160):
+    """The original model of a full-size variant (`uniformer_xxs`, `uniformer_xs_ls`, ...)."""
+    spec = light.VARIANTS[variant]
+    scaled = spec.layer_scale is not None
+    cfg = config(spec.depth, spec.embed_dim, spec.head_dim, num_classes, crop, init_value=spec.layer_scale or 0.1)
+    return getattr(modules[scaled], CLASSES[scaled])(cfg)
