@@ -182,17 +182,32 @@ def validate(plan: Plan, config, mesh, state) -> dict:
     return {"val_top1": results["top1"], "val_top5": results["top5"]}
 
 
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drops the records past `step` (logged before a kill, to be logged again), so each step has one record.
-    Written whole or not at all."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text("".join(kept))
-        partial.replace(path)
+def keep_metrics_until(workdir: Path, step: int) -> None:
+    """Drops the records past `step` (logged before a kill, to be logged again) from metrics.jsonl and the
+    TensorBoard event files, so each step has one record. Each file is rewritten whole or not at all."""
+    path = workdir / "metrics.jsonl"
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            _replace_file(path, lambda partial: partial.write_text("".join(kept)))
+    for events in (workdir / "tensorboard").glob("events.out.tfevents.*"):
+        records = [bytes(r) for r in tf.data.TFRecordDataset(str(events)).as_numpy_iterator()]
+        kept = [r for r in records if tf.compat.v1.Event.FromString(r).step <= step]
+        if len(kept) != len(records):
+            _replace_file(events, lambda partial: _write_records(partial, kept))
+
+
+def _write_records(path: Path, records: list[bytes]) -> None:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _replace_file(path: Path, write) -> None:
+    partial = path.with_name(f".{path.name.split('.')[0]}.partial")  # no "tfevents" in it: TensorBoard skips it
+    write(partial)
+    partial.replace(path)
 
 
 def check_finite(step: int, metrics, manager) -> None:
@@ -246,7 +261,7 @@ def main(argv):
     first = int(state.step)
     if lead:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-        keep_metrics_until(workdir / "metrics.jsonl", first)
+        keep_metrics_until(workdir, first)
         if first:
             print(f"resumed from step {first} ({manager.directory / str(first)})", flush=True)
     step_fn = jax.jit(training.make_train_step(plan.model, tx, plan.recipe.schedule(), plan.mixing, t.accumulate,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import filelock
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from tests.videos import ffmpeg_fps_indices, frame, frame_index, write_video
 from uniformer_jax import data, sources
+from uniformer_jax import video as video_lib
 from uniformer_jax.dataset_builder import BuildError, build
 from uniformer_jax.model import normalise
 
@@ -111,6 +114,82 @@ def test_target_fps_keeps_the_frames_of_ffmpegs_fps_filter(tmp_path):
         _, _, w, h, _ = VIDEOS[name]
         assert [frame_index(f) for f in ex["video"]] == ffmpeg_fps_indices(tmp_path / "videos" / name, 8)
         assert ex["fps"] == 8 and ex["video"].shape[1:3] == (h, w)
+
+
+def ffmpeg_frames(path: Path, width: int, height: int) -> np.ndarray:
+    """The frames the ffmpeg command line decodes (its autorotation on), as (T, H, W, 3) uint8."""
+    import imageio_ffmpeg
+
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+ONE = 65536  # 1.0 in the display matrix's 16.16 fixed point; its last entry is 2.30
+TURNS = {  # display matrix -> (degrees as ffmpeg reads them, whether the upright frame is portrait)
+    "rotate 90": ([0, -ONE, 0, ONE, 0, 0, 0, 0, 1 << 30], 90, True),
+    "rotate 180": ([-ONE, 0, 0, 0, -ONE, 0, 0, 0, 1 << 30], 180, False),
+    "rotate 270": ([0, ONE, 0, -ONE, 0, 0, 0, 0, 1 << 30], 270, True),
+    "mirror": ([-ONE, 0, 0, 0, ONE, 0, 0, 0, 1 << 30], 180, False),  # ffmpeg: theta 180, so hflip alone
+    "rotate 90, flipped": ([0, ONE, 0, ONE, 0, 0, 0, 0, 1 << 30], 270, True),
+}
+
+
+def test_phone_videos_come_out_upright_as_ffmpeg_shows_them(tmp_path):
+    (tmp_path / "videos").mkdir()
+    names = {}
+    for k, (case, (matrix, _, _)) in enumerate(TURNS.items()):
+        names[case] = f"turned{k}.mp4"
+        write_video(tmp_path / "videos" / names[case], 6, 25, 96, 64, display_matrix=matrix)
+    (tmp_path / "list.txt").write_text("".join(f"{n} 0\n" for n in names.values()))
+    built = read_all(build("turned", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds",
+                           short_side=0, workers=1, jpeg_quality=95).data_dir, "train")
+    for case, (_, degrees, portrait) in TURNS.items():
+        width, height = (64, 96) if portrait else (96, 64)
+        reference = ffmpeg_frames(tmp_path / "videos" / names[case], width, height).astype(int)
+        decoded = video_lib.read_video(tmp_path / "videos" / names[case])
+        assert decoded.rotation == degrees, case
+        assert np.abs(np.stack(decoded.frames) - reference).mean() < 1.0, case  # both swscale; coded as is: ~60
+        stored = built[names[case]]
+        assert stored["video"].shape[1:3] == (height, width) and stored["rotation"] == degrees, case
+        assert np.abs(stored["video"].astype(int) - reference).mean() < 3.0, case  # JPEG on top
+
+
+def test_truncated_videos_are_skipped_with_how_much_decodes(tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_video(folder / "faststart.mp4", 60, 30, 96, 64, options={"movflags": "+faststart"})
+    write_video(folder / "whole.webm", 20, 30, 96, 64, codec="libvpx-vp9")
+    cuts = {"faststart.mp4": (0.6, 0.9), "whole.webm": (0.6,)}
+    lines = ["faststart.mp4 0", "whole.webm 0"]
+    for name, fractions in cuts.items():
+        data = (folder / name).read_bytes()
+        for fraction in fractions:
+            cut = f"cut{int(fraction * 100)}_{name}"
+            (folder / cut).write_bytes(data[:int(len(data) * fraction)])
+            lines.append(f"{cut} 0")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    builder = build("cut", folder, {"train": tmp_path / "list.txt"}, tmp_path / "tfds", short_side=0, workers=2)
+    assert sorted(read_all(builder.data_dir, "train")) == ["faststart.mp4", "whole.webm"]
+    skipped = dict(line.split("\t") for line in (Path(builder.data_dir) / "skipped-train.tsv").read_text().splitlines())
+    assert sorted(skipped) == ["cut60_faststart.mp4", "cut60_whole.webm", "cut90_faststart.mp4"]
+    assert re.search(r"truncated: \d+ of 60 frames decode", skipped["cut60_faststart.mp4"])
+    assert re.search(r"truncated: [\d.]+ of 0.67 seconds decode", skipped["cut60_whole.webm"])
+    with pytest.raises(video_lib.VideoError, match="truncated"):
+        list(video_lib.iter_frames(folder / "cut90_faststart.mp4"))  # predict reads through the same function
+
+
+def test_a_new_build_removes_what_a_killed_one_left_but_not_a_running_ones(tmp_path):
+    make_videos(tmp_path / "videos")
+    (tmp_path / "list.txt").write_text("a/v0.mp4 0\n")
+    folder = tmp_path / "tfds" / "video_classification" / "left"
+    (folder / "incomplete.ABC123_1.0.0").mkdir(parents=True)  # as a build killed with kill -9 leaves it
+    with filelock.FileLock(str(folder / ".build.lock")):  # a build of the same dataset still running
+        with pytest.raises(BuildError, match="another build of left is writing"):
+            build("left", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds", workers=1)
+        assert (folder / "incomplete.ABC123_1.0.0").is_dir()
+    build("left", tmp_path / "videos", {"train": tmp_path / "list.txt"}, tmp_path / "tfds", workers=1)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["1.0.0"]
 
 
 def test_official_kinetics_csv_names_classes_in_sorted_order(tmp_path):

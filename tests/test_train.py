@@ -70,9 +70,19 @@ def train(source: str, workdir: Path, env: dict, *extra: str, devices: int = 1) 
 
 
 def losses(workdir: Path) -> dict[int, float]:
-    """Step -> loss from metrics.jsonl; a step logged twice (run again after kill -9) keeps its last value."""
+    """Step -> loss from metrics.jsonl."""
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     return {row["step"]: row["loss"] for row in map(json.loads, lines)}
+
+
+def logged_steps(workdir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def tensorboard_steps(workdir: Path, tag: str = "loss") -> list[int]:
+    events = [tf.compat.v1.Event.FromString(bytes(r)) for path in sorted((workdir / "tensorboard").iterdir())
+              for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    return sorted(e.step for e in events if any(v.tag == tag for v in e.summary.value))
 
 
 def params(workdir: Path) -> list[np.ndarray]:
@@ -146,9 +156,15 @@ def test_sigterm_and_kill_9_resume_to_the_same_parameters(source, env, straight,
     proc.communicate()
     assert not (workdir / "model").exists()
 
-    train(source, workdir, env)
+    result = train(source, workdir, env)
+    assert re.search(r"resumed from step (\d+) \(.*checkpoints/\1\)", result.stdout), result.stdout[-2000:]
     assert not list((workdir / "checkpoints").glob("*tmp*"))
+    assert logged_steps(workdir) == list(range(1, STEPS + 1))  # each step once, though steps ran twice
+    assert tensorboard_steps(workdir) == list(range(1, STEPS + 1))
     assert losses(workdir) == losses(straight)
+    model = {p: p.stat().st_mtime_ns for p in (workdir / "model").rglob("*")}
+    train(source, workdir, env)  # finished: nothing to train, model/ left as it was
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "model").rglob("*")} == model
     for a, b in zip(params(workdir), params(straight), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -27,11 +27,15 @@ def frame_index(image: np.ndarray) -> int:
 
 
 def write_video(path: Path, num_frames: int, fps: float = 25, width: int = 160, height: int = 120,
-                codec: str = "libx264") -> Path:
+                codec: str = "libx264", options: dict | None = None, display_matrix=None) -> Path:
+    """`options` are the container's (e.g. {"movflags": "+faststart"}); `display_matrix` (9 ints, 16.16 fixed
+    point as ffmpeg stores it) tells players how to turn the coded frames."""
     assert num_frames <= LEVELS * LEVELS
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if display_matrix is not None:
+            stream.set_display_matrix(display_matrix)
         if codec == "libx264":
             stream.options = {"crf": "10", "g": "16"}
         for i in range(num_frames):

@@ -18,15 +18,18 @@ if __name__ == "__main__":
     console.quiet_startup()  # before TensorFlow loads
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import functools
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import filelock
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
@@ -34,7 +37,7 @@ from etils import epath
 from tqdm import tqdm
 
 from uniformer_jax import labels as labels_lib
-from uniformer_jax.video import jpeg_frames
+from uniformer_jax.video import Video, jpeg_frames
 
 SPLITS = ("train", "validation", "test")
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
@@ -178,6 +181,8 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 "name": tfds.features.Text(),
                 "fps": tfds.features.Scalar(np.float32),
                 "num_frames": tfds.features.Scalar(np.int32),
+                # degrees counterclockwise the coded frames were turned to stand upright (display matrix)
+                "rotation": tfds.features.Scalar(np.int32),
             }),
             supervised_keys=("video", "label"),
         )
@@ -220,18 +225,18 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         _write_report(str(report), skipped)
 
 
-def _encode(args: tuple) -> tuple[list[bytes], float] | str:
+def _encode(args: tuple) -> Video | str:
     return jpeg_frames(*args)
 
 
-def _example(entry: Entry, result: tuple[list[bytes], float] | str) -> dict | str:
+def _example(entry: Entry, result: Video | str) -> dict | str:
     """The example for one video, or the reason it is skipped."""
     if entry.label is None:
         return "the list gives no label"
     if isinstance(result, str):
         return result
-    frames, fps = result
-    return {"video": frames, "label": entry.label, "name": entry.path, "fps": fps, "num_frames": len(frames)}
+    return {"video": result.frames, "label": entry.label, "name": entry.path, "fps": result.fps,
+            "num_frames": len(result.frames), "rotation": result.rotation}
 
 
 def _report_line(path: str, reason: str) -> str:
@@ -306,8 +311,26 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
     if beam:
         from apache_beam.options.pipeline_options import PipelineOptions
         download_config.beam_options = PipelineOptions(list(beam_options))
-    builder.download_and_prepare(download_config=download_config)
+    with _only_build(Path(builder.data_dir).parent, str(builder.version)):
+        builder.download_and_prepare(download_config=download_config)
     return builder
+
+
+@contextlib.contextmanager
+def _only_build(folder: Path, version: str):
+    """One build of a dataset at a time; what killed builds left (TFDS's `incomplete.*` folders) is removed first.
+    Local folders only: object stores have no locks (a Beam build there cleans up after itself or not at all)."""
+    if "://" in str(folder):
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with filelock.FileLock(str(folder / ".build.lock"), timeout=0):
+            for stale in folder.glob(f"incomplete.*_{version}"):
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+    except filelock.Timeout:
+        raise BuildError(f"another build of {folder.name} is writing {folder}; wait for it to finish") from None
 
 
 def main(argv):

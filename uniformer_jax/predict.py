@@ -48,8 +48,8 @@ def load_views(path: str, sampling: data.Sampling, views: data.TestViews) -> np.
     whole video is held at that size only; then clips are sampled and cropped as in data.test_views.
     """
     resized, chunk = [], []
-    for image, _, _ in video.iter_frames(path):
-        chunk.append(image)
+    for frame in video.iter_frames(path):
+        chunk.append(frame.image)
         if len(chunk) == RESIZE_CHUNK:
             resized.append(data.resize_short_side(np.stack(chunk), views.short_side).numpy())
             chunk = []

@@ -1,9 +1,12 @@
-"""Reading video files with PyAV: RGB frames resized to a short side, optionally resampled to a frame rate."""
+"""Reading video files with PyAV: upright RGB frames resized to a short side, optionally resampled to a frame rate;
+truncated files are refused."""
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import av
 import numpy as np
@@ -35,33 +38,45 @@ def resample(times: list[float], fps: float, end: float) -> list[int]:
     return [int(i) for i in np.maximum(kept, 0)]
 
 
-def read_video(path: str | Path, short_side: int | None = None, fps: float | None = None
-               ) -> tuple[list[np.ndarray], float]:
-    """The frames of the first video stream as uint8 RGB arrays, and their frame rate.
+class Frame(NamedTuple):
+    image: np.ndarray  # RGB uint8, upright (the display matrix applied)
+    time: float | None  # seconds
+    rate: float  # the stream's frame rate
+    rotation: int  # degrees counterclockwise the coded frame was turned to stand upright (as ffprobe shows it)
+
+
+class Video(NamedTuple):
+    frames: list[np.ndarray]
+    fps: float
+    rotation: int
+
+
+def read_video(path: str | Path, short_side: int | None = None, fps: float | None = None) -> Video:
+    """The frames of the first video stream as upright uint8 RGB arrays, their frame rate and rotation.
 
     `short_side` resizes (bicubic); `fps` resamples to that rate by frame time. Raises VideoError for a
     missing, unreadable, truncated or empty file.
     """
     frames, times = [], []
-    native = 30.0
-    for image, time, native in iter_frames(path, short_side):
+    native, rotation = 30.0, 0
+    for image, time, native, rotation in iter_frames(path, short_side):
         frames.append(image)
         times.append(time if time is not None else len(times) / native)
     if fps is None:
-        return frames, native
+        return Video(frames, native, rotation)
     times = [t - times[0] for t in times]
-    return [frames[i] for i in resample(times, fps, times[-1] + 1.0 / native)], float(fps)
+    return Video([frames[i] for i in resample(times, fps, times[-1] + 1.0 / native)], float(fps), rotation)
 
 
 def iter_frames(path: str | Path, short_side: int | None = None):
-    """Yields (RGB uint8 frame, time in seconds or None, stream frame rate) one decoded frame at a time, so a
-    long high-resolution video is never held whole. Raises VideoError as read_video."""
+    """Yields a `Frame` at a time, so a long high-resolution video is never held whole. Raises VideoError as
+    read_video, a truncated file's after its last frame."""
     path = Path(path)
     if path.is_dir():
         raise VideoError(f"{path} is a directory, not a video file")
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
-    count = 0
+    count, last = 0, 0.0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -69,11 +84,17 @@ def iter_frames(path: str | Path, short_side: int | None = None):
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             native = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
-            width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
             for frame in container.decode(stream):
                 count += 1
-                yield frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC"), \
-                    frame.time, native
+                last = frame.time if frame.time is not None else count / native
+                rotation, turn, swaps = _upright(frame)
+                width, height = scaled_size(*((frame.height, frame.width) if swaps else (frame.width, frame.height)),
+                                            short_side)
+                if swaps:
+                    width, height = height, width
+                image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+                yield Frame(turn(image), frame.time, native, rotation)
+            _check_whole(path, container, stream, count, last + 1.0 / native)
     except VideoError:
         raise
     except (av.FFmpegError, ValueError, OSError) as e:
@@ -82,17 +103,53 @@ def iter_frames(path: str | Path, short_side: int | None = None):
         raise VideoError(f"{path}: no frames could be decoded")
 
 
+WHOLE = 0.9  # a file that decodes to less of the frames or seconds its container declares is truncated
+
+
+def _check_whole(path: Path, container, stream, count: int, seconds: float) -> None:
+    """Threaded decoding drops the error of a cut-off last packet, and a cut-off webm raises none: compare what
+    decoded with what the container declares."""
+    if not count:
+        return
+    if stream.frames:
+        if count < WHOLE * stream.frames:
+            raise VideoError(f"{path}: truncated: {count} of {stream.frames} frames decode")
+        return
+    declared = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+    if declared and seconds < WHOLE * declared:
+        raise VideoError(f"{path}: truncated: {seconds:.2f} of {declared:.2f} seconds decode")
+
+
+def _upright(frame) -> tuple[int, Callable[[np.ndarray], np.ndarray], bool]:
+    """(rotation in degrees counterclockwise, the function that turns the decoded image upright, whether it swaps
+    width and height), from the frame's display matrix as ffmpeg's autorotation reads it."""
+    matrix = next((np.frombuffer(memoryview(d), np.int32)[:9] for d in frame.side_data
+                   if d.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+    if matrix is None:
+        return 0, lambda x: x, False
+    m = matrix.astype(np.float64)
+    theta = round(float(np.degrees(np.arctan2(m[1] / np.hypot(m[1], m[4]), m[0] / np.hypot(m[0], m[3])))))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    rotation = (360 - theta) % 360
+    if abs(theta - 90) < 1:  # ffmpeg: transpose=cclock_flip (m[3] > 0) or clock
+        return rotation, (lambda x: x.transpose(1, 0, 2)) if m[3] > 0 else (lambda x: np.rot90(x, -1)), True
+    if abs(theta - 270) < 1:  # transpose=clock_flip (m[3] < 0) or cclock
+        return rotation, (lambda x: np.rot90(x, -1)[::-1]) if m[3] < 0 else (lambda x: np.rot90(x, 1)), True
+    if abs(theta - 180) < 1:  # hflip if m[0] < 0, vflip if m[4] < 0
+        return rotation, lambda x: x[::-1 if m[4] < 0 else 1, ::-1 if m[0] < 0 else 1], False
+    return rotation, (lambda x: x[::-1]) if m[4] < 0 else (lambda x: x), False  # ffmpeg turns no other angle
+
+
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
-def jpeg_frames(path: str, short_side: int | None, fps: float | None, quality: int
-                ) -> tuple[list[bytes], float] | str:
-    """JPEG-encoded frames and their frame rate, or the reason the file cannot be used (for worker pools)."""
+def jpeg_frames(path: str, short_side: int | None, fps: float | None, quality: int) -> Video | str:
+    """The video with JPEG-encoded frames, or the reason the file cannot be used (for worker pools)."""
     try:
-        frames, rate = read_video(path, short_side, fps)
+        decoded = read_video(path, short_side, fps)
     except VideoError as e:
         return str(e)
-    return [encode_jpeg(f, quality) for f in frames], rate
+    return decoded._replace(frames=[encode_jpeg(f, quality) for f in decoded.frames])
