@@ -2,7 +2,8 @@
 
     python -m uniformer_jax.light_benchmark --sensex PATH/TO/UniFormer [--configs k400_xxs16_160,k400_xs32_192]
 
-For each config (its variant, frames and crop) the original model is built with random weights, its state dict
+For each config (its variant, frames and crop) the original model is built with random weights
+(`sensex_reference.randomise`), its state dict
 converted as a release is, and both run float32 eval-mode inference (pruning on) on the same uint8 clips, normalised
 inside the step: it prints clips/s of JAX (jit) and of PyTorch eager, their ratio, the model's GFLOPs per clip
 and the largest logit difference. PATH/TO/UniFormer is a clone of github.com/Sense-X/UniFormer
@@ -32,6 +33,7 @@ def measure(modules, name: str, batch: int, min_seconds: float) -> dict:
     config = importlib.import_module(f"configs.{name}").get_config()
     variant, frames, crop = config.model.variant, config.data.num_frames, config.data.crop_size
     original = sensex_reference.build(modules, variant, config.model.num_classes, crop).eval()
+    sensex_reference.randomise(original, torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(original.state_dict(), Path(tmp) / "model.pth")
         conversion.to_orbax(Path(tmp) / "model.pth", Path(tmp) / "converted")

@@ -82,3 +82,24 @@ def build(modules, variant: str, num_classes: int = 400, crop: int = 160):
     scaled = spec.layer_scale is not None
     cfg = config(spec.depth, spec.embed_dim, spec.head_dim, num_classes, crop, init_value=spec.layer_scale or 0.1)
     return getattr(modules[scaled], CLASSES[scaled])(cfg)
+
+
+def randomise(model, generator) -> None:
+    """Every parameter and BatchNorm statistic of an original model random and of a size that keeps activations
+    in range, so that no term of the forward pass hides; unlike the default init, the class token's attention
+    then ranks tokens clearly (near-equal scores would make which tokens are kept depend on rounding)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "gamma" in name:
+                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
+            elif p.ndim == 1 and ("norm" in name or ".proj.1." in name or ".proj.4." in name):
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=generator))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=generator) / max(1, p[0].numel()) ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=generator))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=generator))
