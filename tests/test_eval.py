@@ -194,15 +194,15 @@ def test_dmvr_records_are_evaluated_under_their_own_class_names(setup, one_devic
     assert results["split"] == pattern and results["source"] == pattern
 
 
+# Records numbering classes in another order than the checkpoint's reach the class-order check with their names
+# (test_data.py), which refuses them as it refuses a TFDS dataset in another order (above).
 @pytest.mark.parametrize("case, message", [
     ("old layout", "layout from before 2022-02"),
-    ("another order", "orders its 3 classes differently"),
     ("contradicting class list", "names class 0 'apple', but "),
 ])
 def test_dmvr_records_that_cannot_be_evaluated_end_in_one_line(setup, tmp_path, case, message):
     root, source = setup
-    order = ["moon", "zebra", "apple"] if case == "another order" else CLASSES
-    pattern = dmvr_records(source, tmp_path / "records" / "val.tfrecord", order, case != "old layout")
+    pattern = dmvr_records(source, tmp_path / "records" / "val.tfrecord", CLASSES, case != "old layout")
     (tmp_path / "sorted.txt").write_text("\n".join(sorted(CLASSES)) + "\n")
     extra = [f"--config.data.class_names={tmp_path / 'sorted.txt'}"] if case == "contradicting class list" else []
     result = run_eval(root, pattern, tmp_path / "refused", *extra)

@@ -15,15 +15,12 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import torch
 from flax import traverse_util
 
-from tests.test_data import dataset  # noqa: F401  (the fixture)
-from tests.test_data import read_all
 from tests.videos import write_video
 from uniformer_jax import evaluation, light, predict, releases, training, variants, zoo
 from uniformer_jax import torch_keys as keys
@@ -83,16 +80,15 @@ def test_eval_logits_and_pruned_tokens_match_the_original(name):
         np.testing.assert_array_equal(order, data[f"order{i}"], err_msg=f"pruning block {i}")
 
 
-@pytest.mark.parametrize("name", ["xxs_ls", "xs"])
-def test_training_forward_matches_the_original(name):
+def test_training_forward_matches_the_original():
     """Training mode (drop path off): BatchNorm on batch statistics, and the class token's second head."""
-    model, variables, data = fixture(name)
+    model, variables, data = fixture("xxs_ls")
     (head, head_cls), _ = model.apply(variables, normalise(data["video"]), True, mutable=["batch_stats"])
     np.testing.assert_allclose(head, data["train_head"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(head_cls, data["train_head_cls"], atol=1e-4, rtol=0)
 
 
-def test_pruning_compiles_once_for_different_videos_and_has_finite_gradients():
+def test_pruning_compiles_once_for_different_videos():
     model, variables, data = fixture("xs")
     traces = []
 
@@ -106,28 +102,24 @@ def test_pruning_compiles_once_for_different_videos_and_has_finite_gradients():
     assert len(traces) == 1
     assert any((a != b).any() for a, b in zip(first, second))  # other videos keep other tokens
 
-    def loss(params):
-        (head, head_cls), _ = model.apply({**variables, "params": params}, normalise(data["video"]), True,
-                                          mutable=["batch_stats"])
-        labels = jnp.array([1, 3])
-        return sum(optax.softmax_cross_entropy_with_integer_labels(x, labels).mean() for x in (head, head_cls)) / 2
-
-    grads = traverse_util.flatten_dict(jax.jit(jax.grad(loss))(variables["params"]), sep="/")
-    assert all(np.isfinite(g).all() for g in grads.values())
-    assert np.abs(grads["cls_token"]).sum() > 0 and np.abs(grads["head_cls/kernel"]).sum() > 0
-
 
 def test_a_train_step_averages_the_losses_of_both_heads_as_the_original():
-    """train_net_cls.py: loss = 0.5 * CE(head) + 0.5 * CE(head_cls), here on the original's own logits."""
+    """train_net_cls.py: loss = 0.5 * CE(head) + 0.5 * CE(head_cls), here on the original's own logits; the
+    gradients through pruning are finite and reach the class token and its head."""
     model, variables, data = fixture("xxs_ls")
     labels = np.array([1, 4], np.int32)
-    tx = optax.sgd(0.0)
-    step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(0.0),
+    tx = optax.sgd(1.0)  # the update is the gradient
+    step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(1.0),
                                             training.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.0, group=2)))
-    _, metrics = step(training.init_state(variables, tx, seed=0), {"video": data["video"], "label": labels})
+    state = training.init_state(variables, tx, seed=0)
+    new, metrics = step(state, {"video": data["video"], "label": labels})
     expected = np.mean([np.mean(np.log(np.exp(x).sum(-1)) - x[np.arange(2), labels])
                         for x in (data["train_head"], data["train_head_cls"])])
     assert float(metrics["loss"]) == pytest.approx(expected, abs=1e-5)
+    grads = traverse_util.flatten_dict(jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), state.params,
+                                                    new.params), sep="/")
+    assert all(np.isfinite(g).all() for g in grads.values())
+    assert np.abs(grads["cls_token"]).sum() > 0 and np.abs(grads["head_cls/kernel"]).sum() > 0
 
 
 @pytest.mark.parametrize("variant", sorted(FULL_SIZE))
@@ -161,7 +153,7 @@ def test_config_release_and_flops_follow_sense_x(name):
 @pytest.fixture(scope="module")
 def full_size_checkpoint(tmp_path_factory):
     """A random full-size XXS-with-layer-scale checkpoint in the released (flat state dict) form, made from the
-    original's shapes alone; 3 classes, as the test dataset has."""
+    original's shapes alone (3 classes)."""
     path = tmp_path_factory.mktemp("light") / "uniformer_xxs4_128_k400.pth"
     generator = torch.Generator().manual_seed(0)
     state_dict = {}
@@ -195,20 +187,11 @@ def test_a_full_size_checkpoint_converts_and_goes_back_bit_exact(full_size_check
             assert torch.equal(back[key], value), key
 
 
-def test_eval_and_predict_run_a_light_release_config(full_size_checkpoint, dataset, tmp_path):  # noqa: F811
+def test_predict_runs_a_light_release_config(full_size_checkpoint, tmp_path):
+    """predict with the config's protocol (eval.py with nothing but this config: test_zoo.py)."""
     path, _ = full_size_checkpoint
-    config = ROOT / "configs" / "k400_xxs4_128.py"
-    result = subprocess.run(
-        [sys.executable, "eval.py", f"--config={config}", f"--config.checkpoint={path}",
-         f"--config.data.source={dataset}", f"--config.workdir={tmp_path / 'run'}", "--config.eval.batch_size=2",
-         "--config.model.num_classes=3"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
-    assert results["videos"] == len(read_all(dataset, "validation")) and (results["clips"], results["crops"]) == (1, 1)
-    assert results["paper_top1"] == 63.2
     write_video(tmp_path / "clip.mp4", 40, 25, 96, 72)
     protocol = evaluation.Protocol.from_config(importlib.import_module("configs.k400_xxs4_128").get_config())
-    assert (protocol.sampling.mode, protocol.views.crop_size) == ("segment", 128)
+    assert (protocol.sampling.mode, protocol.views.crop_size, protocol.views.clips) == ("segment", 128, 1)
     [out] = predict.predict([str(tmp_path / "clip.mp4")], str(zoo.resolve(str(path))), protocol)
     assert out["video"] == str(tmp_path / "clip.mp4") and len(out["top5"]) == 3  # all 3 classes, ranked

@@ -11,7 +11,7 @@ from flax import traverse_util
 
 import uniformer_jax.model as model_lib
 from uniformer_jax import torch_keys as keys
-from uniformer_jax import create_model, torch_reference
+from uniformer_jax import UniFormer, create_model, torch_reference
 from uniformer_jax.checkpoints import abstract_variables
 
 # uniformer-spec §2 and §4.1.
@@ -121,9 +121,10 @@ def test_drop_path_is_stochastic_in_training_only():
 
 
 def test_remat_changes_nothing_numerically():
+    """On a model of one block a stage: the same mechanism, a quarter of UniFormer-S's compile time."""
     x = video((2, 8, 32, 32, 3))
-    plain = create_model("uniformer_small", num_classes=10)
-    remat = create_model("uniformer_small", num_classes=10, remat=(3, 4, 8, 3))
+    plain = UniFormer(depth=(1, 1, 1, 1), num_classes=10)
+    remat = UniFormer(depth=(1, 1, 1, 1), num_classes=10, remat=(1, 1, 1, 1))
     variables = plain.init(jax.random.key(0), x)
 
     def loss(model, params):
