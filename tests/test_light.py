@@ -150,22 +150,27 @@ def test_config_release_and_flops_follow_sense_x(name):
     assert variants.flops(variant, frames, crop) / 1e9 == pytest.approx(gflops, rel=0.02)
 
 
-@pytest.fixture(scope="module")
-def full_size_checkpoint(tmp_path_factory):
-    """A random full-size XXS-with-layer-scale checkpoint in the released (flat state dict) form, made from the
-    original's shapes alone (3 classes)."""
-    path = tmp_path_factory.mktemp("light") / "uniformer_xxs4_128_k400.pth"
+def original_state_dict(variant: str, num_classes: int = 400) -> dict[str, torch.Tensor]:
+    """A random full-size state dict in the released (flat) form, made from the original's shapes alone."""
     generator = torch.Generator().manual_seed(0)
     state_dict = {}
-    for key, shape in FULL_SIZE["uniformer_xxs_ls"]["state_dict"].items():
+    for key, shape in FULL_SIZE[variant]["state_dict"].items():
+        if key.startswith("head"):
+            shape = [num_classes, *shape[1:]]
         if key.endswith("num_batches_tracked"):
             state_dict[key] = torch.tensor(7)
         elif key.endswith("running_var"):
             state_dict[key] = 0.5 + torch.rand(shape, generator=generator)
-        elif key.startswith("head"):
-            state_dict[key] = 0.05 * torch.randn([3, *shape[1:]], generator=generator)
         else:
             state_dict[key] = 0.05 * torch.randn(shape, generator=generator)
+    return state_dict
+
+
+@pytest.fixture(scope="module")
+def full_size_checkpoint(tmp_path_factory):
+    """A random full-size XXS-with-layer-scale release file with 3 classes."""
+    path = tmp_path_factory.mktemp("light") / "uniformer_xxs4_128_k400.pth"
+    state_dict = original_state_dict("uniformer_xxs_ls", num_classes=3)
     torch.save(state_dict, path)
     return path, state_dict
 

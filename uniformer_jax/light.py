@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from uniformer_jax.model import (CBlock, DepthwiseConv, DropPath, Mlp, PatchEmbed, conv, gelu, layer_scales, linear_init,
-                                 scaled)
+from uniformer_jax.model import (CBlock, DepthwiseConv, DropPath, Mlp, PatchEmbed, check_remat, conv, drop_path_rates,
+                                 gelu, layer_scales, linear_init, scaled)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,14 +190,12 @@ class UniFormerLight(nn.Module):
         trade = self.trade_off or default_pruning(self.depth)
         if [len(p) for p in (*prune, *trade)] != [*self.depth[2:], *self.depth[2:]] or self.depth[2] < 2:
             raise ValueError(f"prune_ratio and trade_off need one entry per block of stages 3-4 {self.depth[2:]}, "
-                             "and stage 3 at least 2 blocks; got {prune} and {trade}")
+                             f"and stage 3 at least 2 blocks; got {prune} and {trade}")
         if prune[0][0] != 1 or prune[0][-1] == 1:
             raise ValueError(f"the first stage-3 block must keep every token and the last prune (it pools the score "
                              f"for stage 4); got prune_ratio {prune}")
-        if any(not 0 <= r <= d for r, d in zip(self.remat, self.depth)):
-            raise ValueError(f"remat {self.remat} must be between 0 and the depth {self.depth} in each stage")
-        dims, total = self.embed_dim, sum(self.depth)
-        dpr = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        check_remat(self.remat, self.depth)
+        dims, dpr = self.embed_dim, drop_path_rates(self.drop_path_rate, self.depth)
         self.patch_embed1 = Stem(dims[0], dtype=self.dtype)
         self.patch_embed2, self.patch_embed3, self.patch_embed4 = (
             PatchEmbed(d, (1, 2, 2), (1, 2, 2), dtype=self.dtype) for d in dims[1:])

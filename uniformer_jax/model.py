@@ -285,6 +285,17 @@ class SABlock(nn.Module):
         return x.reshape(shape)
 
 
+def check_remat(remat, depth) -> None:
+    if any(not 0 <= r <= d for r, d in zip(remat, depth)):
+        raise ValueError(f"remat {remat} must be between 0 and the depth {depth} in each stage")
+
+
+def drop_path_rates(rate: float, depth) -> list[float]:
+    """Stochastic depth of every block in order, rising linearly from 0 to `rate` (the original's rule)."""
+    total = sum(depth)
+    return [rate * i / max(total - 1, 1) for i in range(total)]
+
+
 class UniFormer(nn.Module):
     """UniFormer for video classification.
 
@@ -311,9 +322,8 @@ class UniFormer(nn.Module):
             raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
         if len(self.depth) != 4 or len(self.remat) != 4:
             raise ValueError(f"depth and remat need one entry per stage, got {self.depth} and {self.remat}")
-        if any(not 0 <= r <= d for r, d in zip(self.remat, self.depth)):
-            raise ValueError(f"remat {self.remat} must be between 0 and the depth {self.depth} in each stage")
-        dpr = [self.drop_path_rate * i / max(sum(self.depth) - 1, 1) for i in range(sum(self.depth))]
+        check_remat(self.remat, self.depth)
+        dpr = drop_path_rates(self.drop_path_rate, self.depth)
         self.patch_embed1 = PatchEmbed(EMBED_DIM[0], (3, 4, 4), (2, 4, 4), (1, 0, 0), dtype=self.dtype)
         self.patch_embed2 = PatchEmbed(EMBED_DIM[1], (1, 2, 2), (1, 2, 2), dtype=self.dtype)
         self.patch_embed3 = PatchEmbed(EMBED_DIM[2], (1, 2, 2), (1, 2, 2), dtype=self.dtype)
