@@ -35,10 +35,10 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import data, evaluation, labels, sharding, sources, training, zoo
-from uniformer_jax.checkpoints import (METADATA_FILE, CheckpointError, abstract_variables, load_pretrained,
-                                       read_metadata, remove_leftovers, save_pretrained, train_manager)
-from uniformer_jax.variants import VARIANTS, create_model, new_heads
+from uniformer_jax import aot, data, evaluation, labels, sharding, sources, training, zoo
+from uniformer_jax.checkpoints import (METADATA_FILE, CheckpointError, load_pretrained, read_metadata,
+                                       remove_leftovers, save_pretrained, train_manager)
+from uniformer_jax.variants import new_heads
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
 flags.mark_flags_as_required(["config"])
@@ -55,22 +55,13 @@ class Plan:
     def __init__(self, config):
         t = config.train
         self.source = evaluation.source_of(config)
-        if config.model.variant not in VARIANTS:
-            raise evaluation.ConfigError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANTS)}")
+        training.check_layout(config, jax.device_count())
         self.local_batch = data.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
-        per_device = t.batch_size // jax.device_count()
-        if per_device % t.accumulate or (t.batch_size // t.accumulate) % t.mix_group:
-            raise evaluation.ConfigError(
-                f"train.batch_size {t.batch_size} on {jax.device_count()} devices must split into "
-                f"train.accumulate={t.accumulate} micro-batches per device, each a multiple of "
-                f"train.mix_group={t.mix_group} clips over all devices")
         shards = t.input_shards or jax.process_count()
         if shards % jax.process_count() or self.local_batch % (shards // jax.process_count()):
             raise evaluation.ConfigError(
                 f"train.input_shards={shards} must be a multiple of the {jax.process_count()} process(es) and "
                 f"give each the same share of its {self.local_batch} clips")
-        if jax.device_count() % t.fsdp:
-            raise evaluation.ConfigError(f"train.fsdp={t.fsdp} must divide the {jax.device_count()} devices")
         self.init_dir = zoo.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
         self.init = read_metadata(self.init_dir) if t.init else None
         # Layer scale is new in fine-tuning (Sense-X's `_ls` models start from ImageNet weights without it).
@@ -95,22 +86,10 @@ class Plan:
             sources.open_split(self.source, t.val_split)  # fails now, not after hours of training
         videos = sum(self.train_part.counts)
         self.steps_per_epoch = training.steps_per_epoch(videos, t.repeats, t.batch_size)
-        self.total_steps = t.epochs * self.steps_per_epoch
-        self.recipe = training.Recipe(lr=t.lr, reference_batch=t.reference_batch, batch_size=t.batch_size,
-                                      total_steps=self.total_steps, warmup_steps=t.warmup_epochs * self.steps_per_epoch,
-                                      warmup_lr=t.warmup_lr, end_lr=t.end_lr, weight_decay=t.weight_decay,
-                                      clip_norm=t.clip_norm)
-        self.mixing = training.Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
+        self.recipe = training.recipe_of(config, self.steps_per_epoch)
+        self.total_steps = self.recipe.total_steps
         self.ln_eps = self.init["ln_eps"] if self.init else 1e-6
-        self.model = create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=self.ln_eps,
-                                  drop_path_rate=t.drop_path, dtype=_dtype(t.dtype),
-                                  attention=config.model.attention, remat=tuple(t.remat))
-
-
-def _dtype(name: str):
-    if name not in ("float32", "bfloat16"):
-        raise evaluation.ConfigError(f"train.dtype is {name!r}; use float32 or bfloat16")
-    return jax.numpy.bfloat16 if name == "bfloat16" else None
+        self.model = training.model_of(config, self.ln_eps)
 
 
 def initial_variables(plan: Plan, config) -> dict:
@@ -231,11 +210,29 @@ def restore(manager, abstract, shardings) -> training.TrainState:
                               "--config.workdir, or remove that step to resume from an earlier one") from None
 
 
+def dry_run(config) -> None:
+    """The step compiled for every device of every process, without data or weights; its report, then exit."""
+    devices = jax.devices()
+    try:
+        report = aot.compile_step(config, devices, "train", aot.local_chip(devices))
+    except aot.AotError as e:
+        sys.exit(f"error: {e}")
+    if jax.process_index() == 0:
+        name = Path(flags.FLAGS["config"].config_filename).stem
+        print(aot.format_report(report, f"{name} train step (dry run)"), flush=True)
+    if report["fits"] is False:
+        sys.exit("error: the step does not fit in device memory; find settings that do with "
+                     "`python -m uniformer_jax.aot --search`, or raise train.accumulate or train.remat")
+
+
 def main(argv):
     del argv
     console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
+    if config.train.dry_run:
+        dry_run(config)
+        return
     try:
         plan = Plan(config)
     except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
@@ -244,9 +241,7 @@ def main(argv):
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()
     t = config.train
     mesh = sharding.train_mesh(t.fsdp)
-    tx = plan.recipe.optimizer()
-    abstract = jax.eval_shape(lambda v: training.init_state(v, tx, t.seed), abstract_variables(plan.model))
-    state_sharding = sharding.fsdp_shardings(abstract, mesh)
+    step_fn, abstract, state_sharding = training.jit_step(config, plan.model, plan.recipe, mesh)
     manager = train_manager(workdir / "checkpoints", t.keep)
     if lead:
         remove_leftovers(workdir / "model")
@@ -254,6 +249,7 @@ def main(argv):
         if manager.latest_step() is not None:
             state = restore(manager, abstract, state_sharding)
         else:
+            tx = plan.recipe.optimizer()
             state = jax.jit(lambda v: training.init_state(v, tx, t.seed), out_shardings=state_sharding)(
                 initial_variables(plan, config))
     except CheckpointError as e:
@@ -264,10 +260,6 @@ def main(argv):
         keep_metrics_until(workdir, first)
         if first:
             print(f"resumed from step {first} ({manager.directory / str(first)})", flush=True)
-    step_fn = jax.jit(training.make_train_step(plan.model, tx, plan.recipe.schedule(), plan.mixing, t.accumulate,
-                                               mesh.size, _dtype(t.dtype)),
-                      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-                      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
     batches = data.train_dataset(plan.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
                                  aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), shards=t.input_shards,

@@ -65,7 +65,10 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
         accumulate=1,  # micro-batches per optimiser step
         fsdp=1,  # devices that share each parameter (FSDP); the rest split the batch
         log_every=20, checkpoint_every=1000, keep=3,  # steps; the last `keep` checkpoints and the best stay
-        val_every=5000, val_batch_size=8))  # validation: 1 clip x 1 centre crop per video
+        val_every=5000, val_batch_size=8,  # validation: 1 clip x 1 centre crop per video
+        # Compile the step on the devices at hand, print its memory per device against theirs, and exit:
+        # `python -m uniformer_jax.aot` does the same for a TPU pod from any machine.
+        dry_run=False))
 
 
 def kinetics(dataset: str, variant: str, release: str | None, frames: int, rate: int, top1: float, gflops: float,

@@ -1,5 +1,10 @@
 """UniFormer video models in JAX/Flax, with weights converted from the PyTorch releases."""
 
+from uniformer_jax import console
+
+console.quiet_libtpu()  # before JAX starts its backends
+
+
 from uniformer_jax.checkpoints import CheckpointError, save_pretrained
 from uniformer_jax.model import UniFormer
 from uniformer_jax.variants import VARIANTS, create_model

@@ -3,8 +3,12 @@ and deprecation warnings of TensorFlow, absl and TFDS. `--verbosity` (absl's fla
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
+from pathlib import Path
+
+_GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips are PCI devices of Google's
 
 
 def _verbose() -> bool:
@@ -29,3 +33,12 @@ def quiet_logging() -> None:
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)
+
+
+def quiet_libtpu() -> None:
+    """libtpu (the `tpu` extra, which compiles for pods from any machine) is loaded whenever JAX starts its
+    backends, and on a host without TPU chips it warns that it cannot find the accelerator type and worker
+    hostnames of a TPU VM. Naming a one-host accelerator stops that; hosts with TPU chips are left alone."""
+    if not any(Path(v).read_text().strip() == _GOOGLE_PCI_VENDOR for v in glob.glob("/sys/bus/pci/devices/*/vendor")):
+        os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5p-8")
+        os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")

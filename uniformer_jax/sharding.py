@@ -8,14 +8,16 @@ from absl import flags
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 
-def data_mesh() -> jax.sharding.Mesh:
-    """All devices of all processes on one `data` axis (automatic sharding)."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+    """All devices of all processes (or `devices`, e.g. a TPU topology's) on one `data` axis."""
+    n = len(devices) if devices is not None else jax.device_count()
+    return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
-def train_mesh(fsdp: int = 1) -> jax.sharding.Mesh:
+def train_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
     """Devices on (data, fsdp): the batch is split over both axes, parameters over `fsdp` when it is > 1."""
-    return jax.make_mesh((jax.device_count() // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    n = len(devices) if devices is not None else jax.device_count()
+    return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2, devices=devices)
 
 
 def fsdp_shardings(tree, mesh: jax.sharding.Mesh, min_size: int = 2 ** 18):

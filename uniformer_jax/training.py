@@ -16,7 +16,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from uniformer_jax import sharding
+from uniformer_jax.checkpoints import abstract_variables
 from uniformer_jax.model import normalise
+from uniformer_jax.variants import VARIANTS, create_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,15 +144,23 @@ def micro_batches(x, accumulate: int, shards: int):
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mixing: Mixing,
-                    accumulate: int = 1, shards: int = 1, dtype=None):
+                    accumulate: int = 1, mesh: jax.sharding.Mesh | None = None, dtype=None):
     """step(state, {video (B, T, H, W, 3) uint8, label (B,)}) -> (state, metrics); not jitted here.
 
     With `accumulate` > 1 the batch is split into that many micro-batches whose gradients are averaged before
     one optimiser update; each micro-batch updates the BatchNorm statistics in turn, as separate steps would.
+    On a `mesh`, clips stay split over all its devices from input to loss, and parameters split over `fsdp`
+    are gathered whole before use (their gradients reduce-scattered back): left to itself, XLA's partitioner
+    may instead gather activations of the whole batch where they are smaller than a layer's weights.
     """
     num_classes = model.num_classes
+    shards = mesh.size if mesh is not None else 1
 
     def loss_fn(params, batch_stats, video, targets, key):
+        if mesh is not None:
+            video = jax.lax.with_sharding_constraint(video, sharding.batch_sharding(mesh))
+            if mesh.shape.get("fsdp", 1) > 1:
+                params = jax.lax.with_sharding_constraint(params, sharding.replicated(mesh))
         logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
                                       rngs={"dropout": key}, mutable=["batch_stats"])
         if isinstance(logits, tuple):  # the light models' two heads: the original averages their losses
@@ -197,3 +208,55 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
 def steps_per_epoch(videos: int, repeats: int, batch_size: int) -> int:
     return max(1, math.ceil(videos * repeats / batch_size))
+
+
+def compute_dtype(name: str):
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"train.dtype is {name!r}; use float32 or bfloat16")
+    return jnp.bfloat16 if name == "bfloat16" else None
+
+
+def check_layout(config, devices: int) -> None:
+    """The config's model, and its batch split over `devices`: into micro-batches, mixing groups and fsdp."""
+    t = config.train
+    if config.model.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANTS)}")
+    compute_dtype(t.dtype)
+    if t.batch_size % devices:
+        raise ValueError(f"train.batch_size {t.batch_size} does not split over {devices} devices; set "
+                         "--config.train.batch_size to a multiple of it (the learning rate scales with it)")
+    if (t.batch_size // devices) % t.accumulate or (t.batch_size // t.accumulate) % t.mix_group:
+        raise ValueError(f"train.batch_size {t.batch_size} on {devices} devices must split into "
+                         f"train.accumulate={t.accumulate} micro-batches per device, each a multiple of "
+                         f"train.mix_group={t.mix_group} clips over all devices")
+    if devices % t.fsdp:
+        raise ValueError(f"train.fsdp={t.fsdp} must divide the {devices} devices")
+
+
+def recipe_of(config, steps_per_epoch: int) -> Recipe:
+    t = config.train
+    return Recipe(lr=t.lr, reference_batch=t.reference_batch, batch_size=t.batch_size,
+                  total_steps=t.epochs * steps_per_epoch, warmup_steps=t.warmup_epochs * steps_per_epoch,
+                  warmup_lr=t.warmup_lr, end_lr=t.end_lr, weight_decay=t.weight_decay, clip_norm=t.clip_norm)
+
+
+def model_of(config, ln_eps: float = 1e-6):
+    """The model train.py trains: the config's variant with its drop path, compute dtype and remat."""
+    t = config.train
+    return create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=ln_eps,
+                        drop_path_rate=t.drop_path, dtype=compute_dtype(t.dtype), attention=config.model.attention,
+                        remat=tuple(t.remat))
+
+
+def jit_step(config, model, recipe: Recipe, mesh):
+    """train.py's step, jitted with its shardings over `mesh`, and the abstract state with its shardings:
+    (step, state shapes, state shardings). The state is donated."""
+    t = config.train
+    tx = recipe.optimizer()
+    abstract = jax.eval_shape(lambda v: init_state(v, tx, t.seed), abstract_variables(model))
+    state_sharding = sharding.fsdp_shardings(abstract, mesh)
+    mixing = Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
+    step = make_train_step(model, tx, recipe.schedule(), mixing, t.accumulate, mesh, compute_dtype(t.dtype))
+    jitted = jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                     out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+    return jitted, abstract, state_sharding

@@ -64,10 +64,12 @@ def variant_of(state_dict: Mapping) -> str | None:
                  if spec.depth == depth and (spec.layer_scale is not None) == scaled), None)
 
 
+DEPTHS = {**model.VARIANTS, **{name: spec.depth for name, spec in light.VARIANTS.items()}}
+
+
 def describe() -> str:
     """Each variant's blocks per stage, for error messages."""
-    depths = {**model.VARIANTS, **{name: spec.depth for name, spec in light.VARIANTS.items()}}
-    return ", ".join(f"{name} {depth}" for name, depth in depths.items())
+    return ", ".join(f"{name} {depth}" for name, depth in DEPTHS.items())
 
 
 def flops(name: str, frames: int, size: int = 224, num_classes: int = 400) -> int:
