@@ -240,7 +240,10 @@ def main(argv):
     lead = jax.process_index() == 0
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()
     t = config.train
-    mesh = sharding.train_mesh(t.fsdp)
+    try:
+        mesh = sharding.train_mesh(t.fsdp)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     step_fn, abstract, state_sharding = training.jit_step(config, plan.model, plan.recipe, mesh)
     manager = train_manager(workdir / "checkpoints", t.keep)
     if lead:

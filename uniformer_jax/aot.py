@@ -26,6 +26,7 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import optax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -121,7 +122,10 @@ def train_program(config, devices):
     except ValueError as e:
         raise AotError(str(e)) from None
     t = config.train
-    mesh = sharding.train_mesh(t.fsdp, devices)
+    try:
+        mesh = sharding.train_mesh(t.fsdp, devices)
+    except ValueError as e:
+        raise AotError(str(e)) from None
     # The schedule's length does not change the program: one step an epoch stands in for the dataset's size.
     step, abstract, shardings = training.jit_step(config, training.model_of(config), training.recipe_of(config, 1),
                                                   mesh)
@@ -184,23 +188,42 @@ def argument_bytes(args) -> dict:
     return {"parameters": shard_bytes(state), "batch": shard_bytes(second)}
 
 
-def analyse(compiled, args, devices, chip: Chip | None, global_batch: int) -> dict:
-    """The report of one compiled step: memory, cost, collectives and roofline, per chip."""
+def _cost(compiled) -> tuple[float, float]:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+
+
+def with_micro_batches(cost: tuple[float, float], config, state) -> tuple[float, float]:
+    """XLA's cost analysis counts a loop's body once: with `accumulate` micro-batches, a step's FLOPs and memory
+    traffic are those of the optimiser update (outside the loop; compiled alone to measure it) plus
+    `accumulate` times the rest."""
+    tx = training.recipe_of(config, 1).optimizer()
+    update = jax.jit(lambda s: optax.apply_updates(s.params, tx.update(s.params, s.opt_state, s.params)[0]))
+    once = _cost(update.lower(state).compile())
+    n = config.train.accumulate
+    return tuple(u + n * (total - u) for u, total in zip(once, cost))
+
+
+def _header(devices, chip: Chip | None, global_batch: int) -> dict:
+    return {"chip": chip.name if chip else devices[0].device_kind, "chips": len(devices),
+            "hosts": len({d.process_index for d in devices}), "global_batch": global_batch,
+            "hbm_bytes": chip.hbm_bytes if chip else None}
+
+
+def analyse(compiled, args, devices, chip: Chip | None, global_batch: int, cost=None) -> dict:
+    """The report of one compiled step: memory, cost (`cost`: FLOPs and traffic, where not the compiler's own
+    count), collectives and roofline, per chip."""
     memory = compiled.memory_analysis()
     parts = {"arguments": memory.argument_size_in_bytes, "outputs": memory.output_size_in_bytes,
              "aliased": memory.alias_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
              "code": memory.generated_code_size_in_bytes}
     # Donated arguments are overwritten by outputs: those bytes are counted once.
     total = parts["arguments"] + parts["outputs"] - parts["aliased"] + parts["temporaries"] + parts["code"]
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops, traffic = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    flops, traffic = cost or _cost(compiled)
     bound = max(flops / chip.peak_flops, traffic / chip.hbm_bandwidth) if chip and chip.peak_flops else None
-    return {"chip": chip.name if chip else devices[0].device_kind, "chips": len(devices),
-            "hosts": len({d.process_index for d in devices}), "global_batch": global_batch,
-            "per_chip_bytes": {**parts, "total": total}, "argument_groups": argument_bytes(args),
-            "hbm_bytes": chip.hbm_bytes if chip else None,
-            "fits": total <= chip.hbm_bytes if chip else None,
+    return {**_header(devices, chip, global_batch), "per_chip_bytes": {**parts, "total": total},
+            "argument_groups": argument_bytes(args), "fits": total <= chip.hbm_bytes if chip else None,
             "flops_per_chip": flops, "hbm_traffic_per_chip": traffic,
             "collectives": collectives(compiled.as_text()),
             "step_seconds_lower_bound": bound, "clips_per_second_upper_bound": global_batch / bound if bound else None}
@@ -212,11 +235,10 @@ def exhausted(message: str, args, devices, chip: Chip | None, global_batch: int)
     temporaries = int(float(needed[1]) * _UNITS[needed[2]]) if needed else None
     groups = argument_bytes(args)
     arguments = sum(groups.values())
-    return {"chip": chip.name if chip else devices[0].device_kind, "chips": len(devices),
-            "hosts": len({d.process_index for d in devices}), "global_batch": global_batch,
+    return {**_header(devices, chip, global_batch),
             "per_chip_bytes": {"arguments": arguments, "outputs": None, "aliased": None, "temporaries": temporaries,
                                "code": None, "total": arguments + (temporaries or 0)},
-            "argument_groups": groups, "hbm_bytes": chip.hbm_bytes if chip else None, "fits": False,
+            "argument_groups": groups, "fits": False,
             "compiler": message, "flops_per_chip": None, "hbm_traffic_per_chip": None, "collectives": None,
             "step_seconds_lower_bound": None, "clips_per_second_upper_bound": None}
 
@@ -231,14 +253,18 @@ def compile_step(config, devices, step: str = "train", chip: Chip | None = None)
         if "RESOURCE_EXHAUSTED" not in message:
             raise AotError(f"the {step} step does not compile: {message}") from None
         return {"step": step, **exhausted(message, args, devices, chip, global_batch)}
-    return {"step": step, **analyse(compiled, args, devices, chip, global_batch)}
+    cost = _cost(compiled)
+    if step == "train" and config.train.accumulate > 1:
+        cost = with_micro_batches(cost, config, args[0])
+    return {"step": step, **analyse(compiled, args, devices, chip, global_batch, cost)}
 
 
 def candidates(config, chips: int) -> list[dict]:
-    """Settings from cheapest to most frugal: parameters sharded (costs gathers), then every block recomputed in
-    the backward pass (a third more FLOPs), then the batch in more micro-batches (fewer clips a chip at a time)."""
+    """Settings from cheapest to most frugal: parameters sharded over 4 chips (a torus axis of v4/v5p slices;
+    costs gathers), then every block recomputed in the backward pass (a third more FLOPs), then the batch in
+    more micro-batches (fewer clips a chip at a time)."""
     t = config.train
-    fsdp = math.gcd(8, chips)
+    fsdp = math.gcd(4, chips)
     every = tuple(DEPTHS[config.model.variant])
     out = [{"fsdp": 1, "remat": (0, 0, 0, 0), "accumulate": 1}, {"fsdp": fsdp, "remat": (0, 0, 0, 0), "accumulate": 1}]
     per_chip = t.batch_size // chips
@@ -319,6 +345,19 @@ def format_report(r: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def table_row(report: dict, paper_batch: int) -> str:
+    """A search's result as a row of BENCHMARKS.md's pod table."""
+    flags_ = dict(f.removeprefix("--config.train.").split("=") for f in report["settings"].split())
+    batch = flags_["batch_size"] + ("" if int(flags_["batch_size"]) == paper_batch else f" (paper {paper_batch})")
+    remat = "none" if set(flags_["remat"].split(",")) == {"0"} else "all"
+    clips = report["clips_per_second_upper_bound"]
+    return (f"| {os.path.basename(report['config']).removesuffix('.py')} | {report['topology']} | {batch} | "
+            f"{flags_['fsdp']} | {remat} | {flags_['accumulate']} | "
+            f"{int(flags_['batch_size']) // int(flags_['accumulate']) // report['chips']} | "
+            f"{report['per_chip_bytes']['total'] / GiB:.1f} | {'yes' if report['fits'] else 'no'} | "
+            f"{f'{clips:.0f}' if clips else '–'} |")
+
+
 def define_flags() -> None:
     """The command line's flags, defined only when this module runs as a program (train.py imports it)."""
     config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
@@ -352,6 +391,7 @@ def main(argv):
         print(format_report(report, title))
         if f.search:
             print(("settings: " if report["fits"] else "nothing tried fits; the most frugal: ") + report["settings"])
+            print(table_row(report, f.config.train.batch_size))
     if report["fits"] is False:
         sys.exit(1)  # so that a launch script can stop here
 

@@ -17,7 +17,11 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
 def train_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
     """Devices on (data, fsdp): the batch is split over both axes, parameters over `fsdp` when it is > 1."""
     n = len(devices) if devices is not None else jax.device_count()
-    return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2, devices=devices)
+    try:
+        return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2, devices=devices)
+    except NotImplementedError:  # TPU v4/v5p meshes follow the chips' torus: 4x4x4 takes fsdp 4 or 16, not 8
+        raise ValueError(f"train.fsdp={fsdp} does not map onto the physical axes of these {n} TPU chips; use "
+                         "a product of some of them (for 4x4x4: 4 or 16)") from None
 
 
 def fsdp_shardings(tree, mesh: jax.sharding.Mesh, min_size: int = 2 ** 18):
