@@ -6,7 +6,7 @@ compiles the exact step the run would execute (model, dtype, remat, optimiser st
 shardings, global batch) on abstract shapes, with libtpu (`pip install -e '.[tpu]'`) describing the pod, and
 prints per-chip memory against the chip's HBM, FLOPs and HBM traffic per step, the collectives in the compiled
 program and a roofline bound on the step time. `--search` finds the cheapest `train.fsdp`, `train.remat` and
-per-chip batch (`train.accumulate`) that fit. Override config fields as in train.py: `--config.train.fsdp=8`.
+per-chip batch (`train.accumulate`) that fit. Override config fields as in train.py: `--config.train.fsdp=4`.
 """
 
 from __future__ import annotations
