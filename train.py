@@ -210,11 +210,13 @@ def restore(manager, abstract, shardings) -> training.TrainState:
                               "--config.workdir, or remove that step to resume from an earlier one") from None
 
 
-def dry_run(config) -> None:
-    """The step compiled for every device of every process, without data or weights; its report, then exit."""
+def dry_run(config, plan: Plan) -> None:
+    """The run's own step compiled for every device of every process, without its input pipeline or weights;
+    its memory report, then exit. With a persistent compilation cache (JAX_COMPILATION_CACHE_DIR) the run that
+    follows finds the step compiled."""
     devices = jax.devices()
     try:
-        report = aot.compile_step(config, devices, "train", aot.local_chip(devices))
+        report = aot.compile_step(config, devices, "train", aot.local_chip(devices), plan.model, plan.recipe)
     except aot.AotError as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:
@@ -222,7 +224,7 @@ def dry_run(config) -> None:
         print(aot.format_report(report, f"{name} train step (dry run)"), flush=True)
     if report["fits"] is False:
         sys.exit("error: the step does not fit in device memory; find settings that do with "
-                     "`python -m uniformer_jax.aot --search`, or raise train.accumulate or train.remat")
+                 "`python -m uniformer_jax.aot --search`, or raise train.accumulate or train.remat")
 
 
 def main(argv):
@@ -230,13 +232,13 @@ def main(argv):
     console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
-    if config.train.dry_run:
-        dry_run(config)
-        return
     try:
         plan = Plan(config)
     except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
+    if config.train.dry_run:
+        dry_run(config, plan)
+        return
     lead = jax.process_index() == 0
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()
     t = config.train

@@ -60,14 +60,16 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
         # The split is read as this many shards, each a stream of its own (a multiple of the process count).
         # Fixed, the batches do not depend on the number of processes; None: one shard per process.
         input_shards=config_dict.placeholder(int),
+        # What fits on TPU pods (batch, remat, accumulate, fsdp per config and topology): BENCHMARKS.md's pod
+        # table, from `python -m uniformer_jax.aot --search`.
         dtype="bfloat16",  # compute; parameters and optimiser state stay float32
         remat=(0, 0, 0, 0),  # leading blocks of each stage to recompute in the backward pass
         accumulate=1,  # micro-batches per optimiser step
         fsdp=1,  # devices that share each parameter (FSDP); the rest split the batch
         log_every=20, checkpoint_every=1000, keep=3,  # steps; the last `keep` checkpoints and the best stay
         val_every=5000, val_batch_size=8,  # validation: 1 clip x 1 centre crop per video
-        # Compile the step on the devices at hand, print its memory per device against theirs, and exit:
-        # `python -m uniformer_jax.aot` does the same for a TPU pod from any machine.
+        # Check the run (config, data, init) and compile its step on the devices at hand, print its memory per
+        # device against theirs, and exit: `python -m uniformer_jax.aot` compiles for a TPU pod from anywhere.
         dry_run=False))
 
 

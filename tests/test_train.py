@@ -215,20 +215,18 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(sour
     assert steps_saved(workdir) == [4] and not (workdir / "model").exists()
 
 
-def test_dry_run_compiles_and_reports_without_data_or_weights(tmp_path):
-    """Two devices, no dataset and no work directory: the step's memory report, then exit."""
+def test_a_dry_run_compiles_the_runs_own_step_reports_and_writes_nothing(source, env, straight, tmp_path):
+    """The uninterrupted run's command with train.dry_run: its step, found in the compilation cache that run
+    filled (the same program), its memory report, and no work directory."""
     workdir = tmp_path / "run"
-    result = subprocess.run(command(str(tmp_path / "no_such_data"), workdir, "--config.train.dry_run=True"),
-                            capture_output=True, text=True, timeout=900, cwd=ROOT,
-                            env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train(source, workdir, env, "--config.train.dry_run=True")
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("motion train step (dry run): 2 devices (cpu) on 1 host(s), global batch 8 clips")
+    assert lines[0].startswith("motion train step (dry run): 1 device (cpu) on 1 host(s), global batch 8 clips")
     # UniFormer-S with a 4-class head: 21,400,400 parameters less 396 classes x (512 weights + 1 bias)
-    # (uniformer-spec §2), in float32, whole on each device.
+    # (uniformer-spec §2), in float32.
     assert f"parameters {4 * (21_400_400 - 396 * 513) / 2 ** 20:.1f} MiB" in lines[1]
     assert lines[2].startswith("total ") and "no memory limit known for cpu" in lines[2]
-    assert not workdir.exists()
+    assert len(lines) == 5 and not workdir.exists()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -115,8 +115,10 @@ def _with_sharding(tree, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
 
 
-def train_program(config, devices):
-    """train.py's step for `devices` and its abstract arguments (state, batch); global batch in clips."""
+def train_program(config, devices, model=None, recipe=None):
+    """train.py's step for `devices` and its abstract arguments (state, batch); global batch in clips. `model`
+    and `recipe` default to the config's; the schedule's length does not change the program's size, so one
+    step an epoch stands in for the dataset's size."""
     try:
         training.check_layout(config, len(devices))
     except ValueError as e:
@@ -126,9 +128,8 @@ def train_program(config, devices):
         mesh = sharding.train_mesh(t.fsdp, devices)
     except ValueError as e:
         raise AotError(str(e)) from None
-    # The schedule's length does not change the program: one step an epoch stands in for the dataset's size.
-    step, abstract, shardings = training.jit_step(config, training.model_of(config), training.recipe_of(config, 1),
-                                                  mesh)
+    step, abstract, shardings = training.jit_step(config, model or training.model_of(config),
+                                                  recipe or training.recipe_of(config, 1), mesh)
     clip = (t.batch_size, config.data.num_frames, t.crop_size, t.crop_size, 3)
     batch_sharding = sharding.batch_sharding(mesh)
     batch = {"video": jax.ShapeDtypeStruct(clip, jnp.uint8, sharding=batch_sharding),
@@ -243,9 +244,12 @@ def exhausted(message: str, args, devices, chip: Chip | None, global_batch: int)
             "step_seconds_lower_bound": None, "clips_per_second_upper_bound": None}
 
 
-def compile_step(config, devices, step: str = "train", chip: Chip | None = None) -> dict:
-    program = train_program if step == "train" else eval_program
-    fn, args, global_batch = program(config, devices)
+def compile_step(config, devices, step: str = "train", chip: Chip | None = None, model=None, recipe=None) -> dict:
+    """`step` ("train" or "eval") compiled for `devices` and analysed; `model` and `recipe` as train_program's."""
+    if step == "train":
+        fn, args, global_batch = train_program(config, devices, model, recipe)
+    else:
+        fn, args, global_batch = eval_program(config, devices)
     try:
         compiled = fn.lower(*args).compile()
     except jax.errors.JaxRuntimeError as e:
@@ -319,10 +323,10 @@ def _bytes(n: float) -> str:
 
 def format_report(r: dict, title: str) -> str:
     b, groups = r["per_chip_bytes"], r["argument_groups"]
-    unit = "chips" if r["chip"].startswith("TPU") else "devices"
-    lines = [f"{title}: {r['chips']} {unit} ({r['chip']}) on {r['hosts']} host(s), global batch "
-             f"{r['global_batch']} clips ({r['global_batch'] / r['chips']:g} a {unit[:-1]})",
-             f"per {unit[:-1]}: arguments " + _bytes(b["arguments"]) + " (" + ", ".join(
+    unit = "chip" if r["chip"].startswith("TPU") else "device"
+    lines = [f"{title}: {r['chips']} {unit}{'s' if r['chips'] > 1 else ''} ({r['chip']}) on {r['hosts']} host(s), "
+             f"global batch {r['global_batch']} clips ({r['global_batch'] / r['chips']:g} a {unit})",
+             f"per {unit}: arguments " + _bytes(b["arguments"]) + " (" + ", ".join(
                  f"{k.replace('_', ' ')} {_bytes(v)}" for k, v in groups.items()) + ")"]
     if "compiler" in r:
         lines[-1] += f"; the compiler refused the step: {r['compiler']}"
