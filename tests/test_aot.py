@@ -81,6 +81,21 @@ def test_collectives_counted_with_their_bytes(v5p):
     assert found["reduce-scatter"]["count"] == found["all-to-all"]["count"] == 0
 
 
+def test_eval_step_on_a_pod_slice(v5p):
+    """eval.py's step: 8 videos of 4 clips over 8 chips, the model whole on each, no communication."""
+    devices, chip = v5p
+    config = small_s16()
+    config.data.crop_size = 32
+    config.eval.batch_size = 8
+    r = aot.compile_step(config, devices, "eval", chip)
+    assert (r["step"], r["chips"], r["hosts"], r["global_batch"], r["fits"]) == ("eval", 8, 2, 32, True)
+    # The parameters and the running mean and variance of its BatchNorms: 2 x (3 x 2 x 64 + 4 x 2 x 128 + 512).
+    assert r["argument_groups"]["parameters"] == 4 * (S_PARAMS + 3840)
+    assert all(c["count"] == 0 for c in r["collectives"].values())
+    forward = 2 * variants.flops("uniformer_small", 4, 32, 400)
+    assert 0.9 < r["flops_per_chip"] / (4 * forward) < 1.2
+
+
 def test_eval_step_that_does_not_fit():
     """eval.py's step on a v5e-4 (16 GiB a chip) with 1024 UniFormer-S clips a chip: reported, exit status 1."""
     result = cli("--config", "configs/k400_s16.py", "--topology", "v5e:2x2", "--step", "eval",
