@@ -6,6 +6,7 @@ import functools
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -22,6 +23,15 @@ LONGEST_FIRST = ("test_train.py", "test_demo.py", "test_eval.py", "test_data.py"
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST
                else len(LONGEST_FIRST))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent JAX compilation cache for the session's programs and the commands they run: the same
+    step in several eval.py or train.py runs is compiled once. (Each xdist worker has its own.)"""
+    directory = str(tmp_path_factory.mktemp("jax_cache"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    jax.config.update("jax_compilation_cache_dir", directory)
 
 
 @pytest.fixture(scope="session", autouse=True)
