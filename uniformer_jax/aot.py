@@ -15,14 +15,12 @@ from uniformer_jax import console
 
 console.quiet_startup()
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -63,20 +61,6 @@ class AotError(ValueError):
     """A topology or config that cannot be compiled; the message says what to do."""
 
 
-@contextlib.contextmanager
-def _stderr_to(path: str):
-    """libtpu writes its start-up warnings to file descriptor 2 directly; they go to `path` instead."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def topology(name: str) -> tuple[list, Chip]:
     """The devices of a TPU topology named as libtpu names them (`v5p:4x4x4`: generation, chips per axis)."""
     generation = name.split(":")[0]
@@ -92,13 +76,11 @@ def topology(name: str) -> tuple[list, Chip]:
     # libtpu lets one process at a time own the TPUs of a host; compiling owns none, so several may run.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
-        try:
-            with _stderr_to(log.name):
-                desc = topologies.get_topology_desc(topology_name=name, platform="tpu",
-                                                    chip_config_name="megacore" if generation in MEGACORE else "default")
-        except Exception as e:  # libtpu's errors are XlaRuntimeErrors with its own wording
-            raise AotError(f"libtpu cannot describe the topology {name!r}: {str(e).splitlines()[0]}") from None
+    try:
+        desc = topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                            chip_config_name="megacore" if generation in MEGACORE else "default")
+    except jax.errors.JaxRuntimeError as e:
+        raise AotError(f"libtpu cannot describe the topology {name!r}: {str(e).splitlines()[0]}") from None
     return list(desc.devices), CHIPS[generation]
 
 
