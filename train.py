@@ -9,7 +9,8 @@ directory or a .pth file.
 Work directory (default runs/<config name>): checkpoints/ (Orbax, resumed from automatically), metrics.jsonl,
 tensorboard/, config.json, and model/ at the end: the trained weights as a converted checkpoint for eval.py
 and predict. Saves every `train.checkpoint_every` steps, after each validation and on SIGTERM before exiting.
-Add --distributed on each host of a pod or cluster.
+Add --distributed on each host of a pod or cluster; --config.train.dry_run=True compiles the step on the devices
+and prints its memory per device, then exits (python -m uniformer_jax.aot does so for a TPU pod from anywhere).
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def restore(manager, abstract, shardings) -> training.TrainState:
 
 
 def dry_run(config, plan: Plan) -> None:
-    """The run's own step compiled for every device of every process, without its input pipeline or weights;
-    its memory report, then exit. With a persistent compilation cache (JAX_COMPILATION_CACHE_DIR) the run that
+    """The run's own step compiled for every device of every process, before its input pipeline starts or any
+    weights are loaded; its memory report, then exit. With a persistent compilation cache (JAX_COMPILATION_CACHE_DIR) the run that
     follows finds the step compiled."""
     devices = jax.devices()
     try:
