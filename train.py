@@ -213,8 +213,8 @@ def restore(manager, abstract, shardings) -> training.TrainState:
 
 def dry_run(config, plan: Plan) -> None:
     """The run's own step compiled for every device of every process, before its input pipeline starts or any
-    weights are loaded; its memory report, then exit. With a persistent compilation cache (JAX_COMPILATION_CACHE_DIR) the run that
-    follows finds the step compiled."""
+    weights are loaded; its memory report, then exit. With a persistent compilation cache
+    (JAX_COMPILATION_CACHE_DIR) the run that follows finds the step compiled."""
     devices = jax.devices()
     try:
         report = aot.compile_step(config, devices, "train", aot.local_chip(devices), plan.model, plan.recipe)
