@@ -4,7 +4,6 @@ from uniformer_jax import console
 
 console.quiet_libtpu()  # before JAX starts its backends
 
-
 from uniformer_jax.checkpoints import CheckpointError, save_pretrained
 from uniformer_jax.model import UniFormer
 from uniformer_jax.variants import VARIANTS, create_model

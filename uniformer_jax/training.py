@@ -150,8 +150,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     With `accumulate` > 1 the batch is split into that many micro-batches whose gradients are averaged before
     one optimiser update; each micro-batch updates the BatchNorm statistics in turn, as separate steps would.
     On a `mesh`, clips stay split over all its devices from input to loss, and parameters split over `fsdp`
-    are gathered whole before use (their gradients reduce-scattered back): left to itself, XLA's partitioner
-    may instead gather activations of the whole batch where they are smaller than a layer's weights.
+    are gathered whole before use: left to itself, XLA's partitioner may instead gather activations of the
+    whole batch where they are smaller than a layer's weights.
     """
     num_classes = model.num_classes
     shards = mesh.size if mesh is not None else 1
