@@ -247,17 +247,15 @@ def main(argv):
         mesh = sharding.train_mesh(t.fsdp)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    step_fn, abstract, state_sharding = training.jit_step(config, plan.model, plan.recipe, mesh)
+    jitted = training.jit_step(config, plan.model, plan.recipe, mesh)
     manager = train_manager(workdir / "checkpoints", t.keep)
     if lead:
         remove_leftovers(workdir / "model")
     try:
         if manager.latest_step() is not None:
-            state = restore(manager, abstract, state_sharding)
+            state = restore(manager, jitted.abstract, jitted.sharding)
         else:
-            tx = plan.recipe.optimizer()
-            state = jax.jit(lambda v: training.init_state(v, tx, t.seed), out_shardings=state_sharding)(
-                initial_variables(plan, config))
+            state = jitted.init(initial_variables(plan, config))
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     first = int(state.step)
@@ -277,7 +275,7 @@ def main(argv):
     tick, ticked = time.perf_counter(), first
     try:
         for step, batch in zip(range(first + 1, plan.total_steps + 1), batches.as_numpy_iterator()):
-            state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
+            state, metrics = jitted.step(state, sharding.global_batch(batch, mesh))
             if previous is not None:  # one step behind, so the device always has work queued
                 check_finite(step - 1, previous, manager)
             previous = metrics

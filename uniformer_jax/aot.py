@@ -110,13 +110,13 @@ def train_program(config, devices, model=None, recipe=None):
         mesh = sharding.train_mesh(t.fsdp, devices)
     except ValueError as e:
         raise AotError(str(e)) from None
-    step, abstract, shardings = training.jit_step(config, model or training.model_of(config),
-                                                  recipe or training.recipe_of(config, 1), mesh)
+    jitted = training.jit_step(config, model or training.model_of(config),
+                               recipe or training.recipe_of(config, 1), mesh)
     clip = (t.batch_size, config.data.num_frames, t.crop_size, t.crop_size, 3)
     batch_sharding = sharding.batch_sharding(mesh)
     batch = {"video": jax.ShapeDtypeStruct(clip, jnp.uint8, sharding=batch_sharding),
              "label": jax.ShapeDtypeStruct(clip[:1], jnp.int32, sharding=batch_sharding)}
-    return step, (_with_sharding(abstract, shardings), batch), t.batch_size
+    return jitted.step, (_with_sharding(jitted.abstract, jitted.sharding), batch), t.batch_size
 
 
 def eval_program(config, devices):

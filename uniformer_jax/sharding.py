@@ -8,15 +8,19 @@ from absl import flags
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 
+def _count(devices) -> int:
+    return len(devices) if devices is not None else jax.device_count()
+
+
 def data_mesh(devices=None) -> jax.sharding.Mesh:
     """All devices of all processes (or `devices`, e.g. a TPU topology's) on one `data` axis."""
-    n = len(devices) if devices is not None else jax.device_count()
+    n = _count(devices)
     return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def train_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
     """Devices on (data, fsdp): the batch is split over both axes, parameters over `fsdp` when it is > 1."""
-    n = len(devices) if devices is not None else jax.device_count()
+    n = _count(devices)
     try:
         return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2, devices=devices)
     except NotImplementedError:  # TPU v4/v5p meshes follow the chips' torus: 4x4x4 takes fsdp 4 or 16, not 8

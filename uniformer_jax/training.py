@@ -9,7 +9,9 @@ SyncBN, where the original normalised each GPU's 4-16 clips on their own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -248,15 +250,22 @@ def model_of(config, ln_eps: float = 1e-6):
                         remat=tuple(t.remat))
 
 
-def jit_step(config, model, recipe: Recipe, mesh):
-    """train.py's step, jitted with its shardings over `mesh`, and the abstract state with its shardings:
-    (step, state shapes, state shardings). The state is donated."""
+class Jitted(NamedTuple):
+    step: Callable  # (state, batch) -> (state, metrics); the state is donated
+    init: Callable  # variables -> state, laid out by `sharding`
+    abstract: TrainState  # the state's shapes
+    sharding: TrainState  # the state's shardings
+
+
+def jit_step(config, model, recipe: Recipe, mesh) -> Jitted:
+    """train.py's step and state initialiser, jitted with their shardings over `mesh`, from one optimiser."""
     t = config.train
     tx = recipe.optimizer()
-    abstract = jax.eval_shape(lambda v: init_state(v, tx, t.seed), abstract_variables(model))
+    init = functools.partial(init_state, tx=tx, seed=t.seed)
+    abstract = jax.eval_shape(init, abstract_variables(model))
     state_sharding = sharding.fsdp_shardings(abstract, mesh)
     mixing = Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
     step = make_train_step(model, tx, recipe.schedule(), mixing, t.accumulate, mesh, compute_dtype(t.dtype))
     jitted = jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-    return jitted, abstract, state_sharding
+    return Jitted(jitted, jax.jit(init, out_shardings=state_sharding), abstract, state_sharding)
