@@ -24,8 +24,10 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import data, evaluation, labels, releases, sharding, sources, zoo
-from uniformer_jax.checkpoints import CheckpointError, load_pretrained, read_metadata
+from uniformer_jax import evaluation, sharding
+from uniformer_jax.data import class_lists, pipelines, sources
+from uniformer_jax.weights import hub, releases
+from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
 flags.mark_flags_as_required(["config"])
@@ -43,7 +45,7 @@ def prediction_lines(predictions: evaluation.Predictions, names: list[str]) -> s
     return "".join(json.dumps({"index": int(i), "video": name, "label": names[label], "top5": [names[c] for c in top5],
                                "scores": [float(s) for s in scores]}) + "\n"
                    for i, name, label, top5, scores in zip(predictions.index, predictions.name, predictions.label,
-                                                           predictions.top5, predictions.scores))
+                                                           predictions.top5, predictions.scores, strict=True))
 
 
 def paper_top1(config, checkpoint: str) -> float | None:
@@ -61,21 +63,21 @@ def main(argv):
         protocol = evaluation.Protocol.from_config(config)
         source = evaluation.source_of(config)
         checkpoint = evaluation.checkpoint_of(config)
-        directory = zoo.resolve(checkpoint, progress=jax.process_index() == 0)
+        directory = hub.resolve(checkpoint, progress=jax.process_index() == 0)
         metadata = read_metadata(directory)
         evaluation.check_model(config, metadata, checkpoint)
-        model, variables = load_pretrained(directory, dtype=protocol.compute_dtype, attention=protocol.attention)
+        model, variables = load_directory(directory, dtype=protocol.compute_dtype, attention=protocol.attention)
         mesh = sharding.data_mesh()
-        local = data.local_batch_size(config.eval.batch_size, jax.process_count(), jax.local_device_count())
-        batches, part, steps = data.eval_dataset(source, config.data.split, batch_size=local,
+        local = pipelines.local_batch_size(config.eval.batch_size, jax.process_count(), jax.local_device_count())
+        batches, part, steps = pipelines.eval_dataset(source, config.data.split, batch_size=local,
                                                  sampling=protocol.sampling, views=protocol.views,
                                                  process_index=jax.process_index(),
                                                  process_count=jax.process_count())
-        given = labels.read_class_names(config.data.class_names) if config.data.class_names else None
+        given = class_lists.read_class_names(config.data.class_names) if config.data.class_names else None
         dataset_names = sources.class_names(part, given, source)
         evaluation.check_classes(metadata.get("class_names"), dataset_names, checkpoint, source,
                                  metadata["num_classes"])
-    except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
+    except (evaluation.ConfigError, CheckpointError, pipelines.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem)
     lead = jax.process_index() == 0

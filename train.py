@@ -19,6 +19,7 @@ from uniformer_jax import console
 
 console.quiet_startup()  # before TensorFlow loads
 
+import functools
 import json
 import math
 import signal
@@ -36,10 +37,19 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import aot, data, evaluation, labels, sharding, sources, training, zoo
-from uniformer_jax.checkpoints import (METADATA_FILE, CheckpointError, load_pretrained, read_metadata,
-                                       remove_leftovers, save_pretrained, train_manager)
-from uniformer_jax.variants import new_heads
+from uniformer_jax import aot, evaluation, sharding, training
+from uniformer_jax.data import class_lists, pipelines, sources
+from uniformer_jax.models.variants import new_heads
+from uniformer_jax.weights import hub
+from uniformer_jax.weights.checkpoints import (
+    METADATA_FILE,
+    CheckpointError,
+    load_directory,
+    read_metadata,
+    remove_leftovers,
+    save_pretrained,
+    train_manager,
+)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
 flags.mark_flags_as_required(["config"])
@@ -57,25 +67,25 @@ class Plan:
         t = config.train
         self.source = evaluation.source_of(config)
         training.check_layout(config, jax.device_count())
-        self.local_batch = data.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
+        self.local_batch = pipelines.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
         shards = t.input_shards or jax.process_count()
         if shards % jax.process_count() or self.local_batch % (shards // jax.process_count()):
             raise evaluation.ConfigError(
                 f"train.input_shards={shards} must be a multiple of the {jax.process_count()} process(es) and "
                 f"give each the same share of its {self.local_batch} clips")
-        self.init_dir = zoo.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
+        self.init_dir = hub.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
         self.init = read_metadata(self.init_dir) if t.init else None
         # Layer scale is new in fine-tuning (Sense-X's `_ls` models start from ImageNet weights without it).
         if self.init and self.init["variant"] not in (config.model.variant, config.model.variant.removesuffix("_ls")):
             raise evaluation.ConfigError(f"train.init {t.init} holds {self.init['variant']}, the config trains "
                                          f"{config.model.variant}")
-        self.sampling = data.Sampling(config.data.num_frames, config.data.rate, config.data.mode)
-        self.aug = data.TrainAugment(crop_size=t.crop_size, crop_scale=tuple(t.crop_scale), flip=t.flip,
+        self.sampling = pipelines.Sampling(config.data.num_frames, config.data.rate, config.data.mode)
+        self.aug = pipelines.TrainAugment(crop_size=t.crop_size, crop_scale=tuple(t.crop_scale), flip=t.flip,
                                      randaugment=t.randaugment, randaugment_policy=t.randaugment_policy,
                                      erasing=t.erasing, repeats=t.repeats)
         self.train_part = sources.open_split(self.source, t.split, process_index=jax.process_index(),
                                           process_count=jax.process_count())
-        given = labels.read_class_names(config.data.class_names) if config.data.class_names else None
+        given = class_lists.read_class_names(config.data.class_names) if config.data.class_names else None
         self.class_names = sources.class_names(self.train_part, given, self.source)
         classes = len(self.class_names or ())  # DMVR records without `clip/label/text` name no classes
         if classes and classes != config.model.num_classes:
@@ -83,7 +93,7 @@ class Plan:
                                          f"{config.model.num_classes}; set --config.model.num_classes={classes}")
         self.validate = bool(t.val_every)
         if self.validate:
-            self.val_batch = data.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
+            self.val_batch = pipelines.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
             sources.open_split(self.source, t.val_split)  # fails now, not after hours of training
         videos = sum(self.train_part.counts)
         self.steps_per_epoch = training.steps_per_epoch(videos, t.repeats, t.batch_size)
@@ -101,7 +111,7 @@ def initial_variables(plan: Plan, config) -> dict:
 
     if not plan.init:
         return fresh()
-    _, variables = load_pretrained(plan.init_dir)
+    _, variables = load_directory(plan.init_dir)
     if plan.init["variant"] != config.model.variant:
         flat = traverse_util.flatten_dict(fresh())
         flat.update(traverse_util.flatten_dict(variables))
@@ -150,8 +160,8 @@ class Log:
 
 
 def validate(plan: Plan, config, mesh, state) -> dict:
-    views = data.TestViews(1, 1, config.data.short_side, config.data.crop_size)
-    batches, _, _ = data.eval_dataset(plan.source, config.train.val_split, batch_size=plan.val_batch,
+    views = pipelines.TestViews(1, 1, config.data.short_side, config.data.crop_size)
+    batches, _, _ = pipelines.eval_dataset(plan.source, config.train.val_split, batch_size=plan.val_batch,
                                       sampling=plan.sampling, views=views, process_index=jax.process_index(),
                                       process_count=jax.process_count())
     protocol = evaluation.Protocol(plan.sampling, views, dtype=config.train.dtype, attention=config.model.attention)
@@ -175,7 +185,7 @@ def keep_metrics_until(workdir: Path, step: int) -> None:
         records = [bytes(r) for r in tf.data.TFRecordDataset(str(events)).as_numpy_iterator()]
         kept = [r for r in records if tf.compat.v1.Event.FromString(r).step <= step]
         if len(kept) != len(records):
-            _replace_file(events, lambda partial: _write_records(partial, kept))
+            _replace_file(events, functools.partial(_write_records, records=kept))
 
 
 def _write_records(path: Path, records: list[bytes]) -> None:
@@ -235,7 +245,7 @@ def main(argv):
     config = _CONFIG.value
     try:
         plan = Plan(config)
-    except (evaluation.ConfigError, CheckpointError, data.DataError, ValueError) as e:
+    except (evaluation.ConfigError, CheckpointError, pipelines.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     if config.train.dry_run:
         dry_run(config, plan)
@@ -264,7 +274,7 @@ def main(argv):
         keep_metrics_until(workdir, first)
         if first:
             print(f"resumed from step {first} ({manager.directory / str(first)})", flush=True)
-    batches = data.train_dataset(plan.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
+    batches = pipelines.train_dataset(plan.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
                                  aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), shards=t.input_shards,
                                  start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer)
@@ -274,7 +284,7 @@ def main(argv):
     bar = tqdm(total=plan.total_steps, initial=first, desc="train", unit="step", disable=not lead)
     tick, ticked = time.perf_counter(), first
     try:
-        for step, batch in zip(range(first + 1, plan.total_steps + 1), batches.as_numpy_iterator()):
+        for step, batch in zip(range(first + 1, plan.total_steps + 1), batches.as_numpy_iterator(), strict=False):
             state, metrics = jitted.step(state, sharding.global_batch(batch, mesh))
             if previous is not None:  # one step behind, so the device always has work queued
                 check_finite(step - 1, previous, manager)

@@ -1,1 +1,2 @@
-"""ml_collections configs, one per released UniFormer model; the shared parts are in common.py."""
+"""ml_collections configs, one per released UniFormer model (and the demo's `motion`); what they share is
+`uniformer_jax/recipes.py`."""

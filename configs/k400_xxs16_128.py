@@ -1,7 +1,7 @@
 """UniFormer-XXS 16 frames at 128x128 on K400: 1 clip x 1 crop of sparse samples; paper top-1 73.3."""
 
-from configs import common
+from uniformer_jax import recipes
 
 
 def get_config():
-    return common.kinetics_light("xxs", frames=16, crop=128, top1=73.3, gflops=4.2)
+    return recipes.kinetics_light("xxs", frames=16, crop=128, top1=73.3, gflops=4.2)

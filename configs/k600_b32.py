@@ -1,8 +1,8 @@
 """UniFormer-B 32x4 on K600: 32 frames at rate 4, 4 clips x 1 crop; paper top-1 84.5."""
 
-from configs import common
+from uniformer_jax import recipes
 
 
 def get_config():
-    return common.kinetics("k600", "b", release="k600_b32", frames=32, rate=4, top1=84.5, gflops=1036,
-        train=common.recipe(videos=32, lr=1e-4, epochs=110, warmup=10, drop_path=0.3, init="in1k_b", nodes=4))
+    return recipes.kinetics("k600", "b", release="k600_b32", frames=32, rate=4, top1=84.5, gflops=1036,
+        train=recipes.recipe(videos=32, lr=1e-4, epochs=110, warmup=10, drop_path=0.3, init="in1k_b", nodes=4))

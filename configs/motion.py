@@ -3,11 +3,11 @@ makes. UniFormer-S from random weights, 8 frames at rate 2; sized to train in mi
 
 import ml_collections
 
-from configs import common
+from uniformer_jax import recipes
 
 
 def get_config():
-    config = common.kinetics("k400", "s", release=None, frames=8, rate=2, top1=None, gflops=None, train=common.recipe(
+    config = recipes.kinetics("k400", "s", release=None, frames=8, rate=2, top1=None, gflops=None, train=recipes.recipe(
         videos=16, lr=1e-3, epochs=8, warmup=1, drop_path=0.0, init="random", flip=False))
     config.paper = ml_collections.ConfigDict()  # not a paper model
     config.model.num_classes = 4

@@ -2,10 +2,10 @@
 
 Paper top-1 59.1 (K400-pretrained), 58.8 (K600-pretrained)."""
 
-from configs import common
+from uniformer_jax import recipes
 
 
 def get_config():
-    return common.something("sthv1", "b", release="sthv1_b16_prek400",
+    return recipes.something("sthv1", "b", release="sthv1_b16_prek400",
         frames=16, top1=59.1, top1_k600=58.8, gflops=290,
-        train=common.recipe(videos=40, lr=2.5e-4, epochs=60, warmup=5, drop_path=0.6, init="k400_b16", flip=False))
+        train=recipes.recipe(videos=40, lr=2.5e-4, epochs=60, warmup=5, drop_path=0.6, init="k400_b16", flip=False))

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from uniformer_jax import zoo
-from uniformer_jax.checkpoints import CheckpointError
-from uniformer_jax.conversion import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
-from uniformer_jax.variants import VARIANTS
+from uniformer_jax.models.variants import VARIANT_NAMES
+from uniformer_jax.weights import hub
+from uniformer_jax.weights.checkpoints import CheckpointError
+from uniformer_jax.weights.conversion import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch
 
 
 def parse_args(argv):
@@ -21,7 +21,7 @@ def parse_args(argv):
     parser.add_argument("dst", help="directory to write (or, with --to-torch, the .pth file)")
     parser.add_argument("--to-torch", action="store_true", help="write a Sense-X state dict from a converted DIR")
     parser.add_argument("--form", choices=FORMS, help="checkpoint form (default: detected)")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), help="model variant (default: from block counts)")
+    parser.add_argument("--variant", choices=sorted(VARIANT_NAMES), help="model variant (default: from block counts)")
     parser.add_argument("--num-classes", type=int,
                         help="head size (default: the checkpoint's); another size initialises a new head")
     parser.add_argument("--labels", help="class names of the source head rows: a short name (k400-sensex, ...) or a "
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.to_torch:
-            written = to_torch(zoo.resolve(args.src), args.dst, overwrite=args.force)
+            written = to_torch(hub.resolve(args.src), args.dst, overwrite=args.force)
             print(f"wrote {args.dst}: Sense-X state dict, {written['keys']} tensors")
         else:
             meta = to_orbax(args.src, args.dst, form=args.form, variant=args.variant, num_classes=args.num_classes,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from uniformer_jax import torch_reference, zoo
-
+from uniformer_jax.benchmarks import mmaction2
+from uniformer_jax.weights import hub
 
 # The longest modules first (a few minutes each on 2 cores). With `--dist loadfile` a module runs on one worker,
 # so a long one started last would leave the other worker idle at the end (pyproject.toml turns off xdist's own
@@ -37,15 +37,15 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):
     """Models converted by the tests (and the programs they run) go to a cache of their own, not the user's."""
-    os.environ[zoo.CACHE_ENV] = str(tmp_path_factory.mktemp("model_cache"))
+    os.environ[hub.CACHE_ENV] = str(tmp_path_factory.mktemp("model_cache"))
 
 
 @functools.cache
 def reference_model(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: float = 1e-5, seed: int = 0):
     """A random-weight MMAction2 model with randomised BatchNorm statistics (cached: read, never modify)."""
     torch.manual_seed(seed)
-    model = torch_reference.build(variant, num_classes, ln_eps)
-    return torch_reference.randomise_batch_stats(model, seed)
+    model = mmaction2.build(variant, num_classes, ln_eps)
+    return mmaction2.randomise_batch_stats(model, seed)
 
 
 def sensex_state_dict(model) -> dict[str, torch.Tensor]:

@@ -13,10 +13,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from configs import k400_s16
-from uniformer_jax import aot, sharding, variants
+from uniformer_jax import aot, sharding
+from uniformer_jax.models import variants
 
 S_PARAMS = 21_400_400  # UniFormer-S with a 400-class head (uniformer-spec §2)
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
-from uniformer_jax import augment
+from uniformer_jax.data import augment
 
 FILL = (128, 128, 128)
 

@@ -18,7 +18,7 @@ def rows(stdout: str) -> list[dict]:
     lines = [line for line in stdout.splitlines() if line.startswith("| ")]
     assert lines and lines[0].startswith(HEADER), stdout
     names = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(names, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
+    return [dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import importlib
 from pathlib import Path
 
 import pytest
-
 from test_light import README as LIGHT
+
 from uniformer_jax import evaluation
 
 ROOT = Path(__file__).resolve().parents[1]

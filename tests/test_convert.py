@@ -17,10 +17,11 @@ from conftest import reference_model, save_mmaction2, save_sensex, sensex_state_
 from flax import traverse_util
 
 import convert.__main__ as cli
-from uniformer_jax import torch_keys as keys
-from uniformer_jax import CheckpointError, load_pretrained, save_pretrained, torch_reference
-from uniformer_jax.checkpoints import read_metadata, remove_leftovers
-from uniformer_jax.labels import CLASS_LISTS, class_list_path, permutation, read_class_names
+from uniformer_jax import CheckpointError, load_pretrained, save_pretrained
+from uniformer_jax.benchmarks import mmaction2
+from uniformer_jax.data.class_lists import CLASS_LISTS, class_list_path, permutation, read_class_names
+from uniformer_jax.weights import torch_keys as keys
+from uniformer_jax.weights.checkpoints import read_metadata, remove_leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def test_round_trip_to_torch_is_bit_exact(tmp_path, mm_checkpoint):
         else:
             assert back[key].dtype == tensor.dtype and torch.equal(back[key], tensor), key
     # ... and loads strictly into the PyTorch model.
-    target = torch_reference.build("uniformer_small")
+    target = mmaction2.build("uniformer_small")
     target.backbone.load_state_dict({k: v for k, v in back.items() if not k.startswith("head.")}, strict=True)
 
 
@@ -63,11 +64,11 @@ def test_jax_weights_go_back_to_pytorch(tmp_path, mm_checkpoint):
                                                     if k != "format_version"})
     assert cli.main(["--to-torch", str(tmp_path / "tuned"), str(tmp_path / "tuned.pth")]) == 0
     state = torch.load(tmp_path / "tuned.pth", weights_only=True)
-    target = torch_reference.build("uniformer_small")
+    target = mmaction2.build("uniformer_small")
     target.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
     target.cls_head.fc_cls.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
     x = video((1, 8, 64, 64, 3))
-    np.testing.assert_allclose(model.apply(variables, x), torch_reference.logits(target.eval(), x), atol=1e-4)
+    np.testing.assert_allclose(model.apply(variables, x), mmaction2.logits(target.eval(), x), atol=1e-4)
 
 
 def two_d_state_dict(seed=0) -> dict[str, torch.Tensor]:
@@ -92,7 +93,7 @@ def test_imagenet_inflation_matches_mmaction2s_definition(tmp_path, mode, center
     model, variables = load_pretrained(tmp_path / "ck")
     assert model.num_classes == 400
     state = keys.to_torch(variables)
-    backbone = torch_reference.build("uniformer_small").backbone
+    backbone = mmaction2.build("uniformer_small").backbone
     for key, w2d in two_d.items():
         if key.startswith("head."):
             continue
@@ -124,7 +125,7 @@ def test_reorder_mmaction2_head_into_sensex_class_order(tmp_path, mm_checkpoint)
     assert read_metadata(tmp_path / "ck")["class_names"][:3] == ["riding a bike", "marching", "dodgeball"]
     x = video((1, 8, 64, 64, 3))
     ours = np.asarray(model.apply(variables, x))[0]
-    theirs = torch_reference.logits(reference_model("uniformer_small"), x)[0]
+    theirs = mmaction2.logits(reference_model("uniformer_small"), x)[0]
     alphabetical = mm_names.read_text().splitlines()
     for line in sx_names.read_text().splitlines():  # 'name<TAB>sensex index', read here without the package
         name, index = line.split("\t")
@@ -260,9 +261,9 @@ def test_failed_conversion_leaves_destination_as_it_was(tmp_path, mm_checkpoint)
 
 KILLED_REPLACEMENT = """
 import os, shutil, signal, sys
-from uniformer_jax import checkpoints
-from uniformer_jax.checkpoints import load_pretrained, read_metadata, save_pretrained
-model, variables = load_pretrained(sys.argv[1])
+from uniformer_jax.weights import checkpoints
+from uniformer_jax.weights.checkpoints import load_directory, read_metadata, save_pretrained
+model, variables = load_directory(sys.argv[1])
 metadata = {**read_metadata(sys.argv[1]), "source_file": sys.argv[3]}
 # kill -9 at the moment the new copy is in place and the old one is about to be deleted (the only rmtree of a
 # path that exists)

@@ -20,10 +20,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.videos import ffmpeg_fps_indices, frame, frame_index, write_video
-from uniformer_jax import data, sources
-from uniformer_jax import video as video_lib
-from uniformer_jax.dataset_builder import BuildError, build
-from uniformer_jax.model import normalise
+from uniformer_jax.data import pipelines, sources
+from uniformer_jax.data import video as video_lib
+from uniformer_jax.data.builder import BuildError, build
+from uniformer_jax.models.layers import normalise
 
 VIDEOS = {  # relative path: (frames, fps, width, height, codec)
     "a/v0.mp4": (40, 25, 160, 120, "libx264"),
@@ -198,7 +198,7 @@ def test_official_kinetics_csv_names_classes_in_sorted_order(tmp_path):
     for label, yid, start, end in rows:
         (tmp_path / "videos" / label).mkdir(parents=True, exist_ok=True)
         write_video(tmp_path / "videos" / label / f"{yid}_{start:06d}_{end:06d}.mp4", 20, 25, 64, 48)
-    lines = ["label,youtube_id,time_start,time_end,split"] + [f"{l},{y},{s},{e},train" for l, y, s, e in rows]
+    lines = ["label,youtube_id,time_start,time_end,split"] + [f"{c},{y},{s},{e},train" for c, y, s, e in rows]
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     builder = build("k", tmp_path / "videos", {"train": tmp_path / "train.csv"}, tmp_path / "tfds", workers=1)
     assert builder.info.features["label"].names == ["air drumming", "riding a bike"]
@@ -242,7 +242,7 @@ def segment_expected(length, num_frames, clips):
 
 
 def eval_batches(source, split, sampling, views, batch_size=2, process_index=0, process_count=1):
-    ds, part, steps = data.eval_dataset(str(source), split, batch_size=batch_size, sampling=sampling, views=views,
+    ds, part, steps = pipelines.eval_dataset(str(source), split, batch_size=batch_size, sampling=sampling, views=views,
                                         process_index=process_index, process_count=process_count)
     return list(ds.as_numpy_iterator()), part, steps
 
@@ -250,12 +250,12 @@ def eval_batches(source, split, sampling, views, batch_size=2, process_index=0, 
 @pytest.mark.parametrize("mode, num_frames, rate, clips", [("dense", 8, 4, 4), ("dense", 16, 2, 1),
                                                            ("segment", 8, 1, 2)])
 def test_test_views_hold_the_sampled_frames(dataset, mode, num_frames, rate, clips):
-    sampling = data.Sampling(num_frames, rate, mode)
-    batches, part, steps = eval_batches(dataset, "validation", sampling, data.TestViews(clips, 1, 48, 40))
+    sampling = pipelines.Sampling(num_frames, rate, mode)
+    batches, part, steps = eval_batches(dataset, "validation", sampling, pipelines.TestViews(clips, 1, 48, 40))
     seen = 0
     for batch in batches:
         assert batch["video"].shape[1:] == (clips, num_frames, 40, 40, 3) and batch["video"].dtype == np.uint8
-        for video, name, mask in zip(batch["video"], batch["name"], batch["mask"]):
+        for video, name, mask in zip(batch["video"], batch["name"], batch["mask"], strict=True):
             if not mask:
                 assert not video.any()
                 continue
@@ -268,14 +268,14 @@ def test_test_views_hold_the_sampled_frames(dataset, mode, num_frames, rate, cli
 
 
 def test_three_crops_span_the_longer_side_for_each_clip(dataset):
-    batches, _, _ = eval_batches(dataset, "validation", data.Sampling(4, 2), data.TestViews(2, 3, 48, 48))
+    batches, _, _ = eval_batches(dataset, "validation", pipelines.Sampling(4, 2), pipelines.TestViews(2, 3, 48, 48))
     for batch in batches:
-        for video, name, mask in zip(batch["video"], batch["name"], batch["mask"]):
+        for video, name, mask in zip(batch["video"], batch["name"], batch["mask"], strict=True):
             if not mask:
                 continue
             n, _, w, h, _ = VIDEOS[name.decode()]
             views = video.reshape(2, 3, *video.shape[1:])  # clip-major: view k * crops + j
-            for clip, expected in zip(views, dense_expected(n, 4, 2, 2)):
+            for clip, expected in zip(views, dense_expected(n, 4, 2, 2), strict=True):
                 assert all([frame_index(f) for f in crop] == expected for crop in clip)
                 green = clip[:, 0, 24, :, 1].astype(float)  # the left-to-right ramp, per crop
                 if w > h:  # crops move left to right: left edge, centre, right edge
@@ -286,7 +286,7 @@ def test_three_crops_span_the_longer_side_for_each_clip(dataset):
 
 
 def test_eval_counts_every_video_once_on_any_number_of_processes(dataset):
-    sampling, views = data.Sampling(4, 2), data.TestViews(2, 1, 32, 32)
+    sampling, views = pipelines.Sampling(4, 2), pipelines.TestViews(2, 1, 32, 32)
     names = set()
     for count in (1, 2, 3):
         indices, step_counts = [], set()
@@ -294,23 +294,23 @@ def test_eval_counts_every_video_once_on_any_number_of_processes(dataset):
             batches, part, steps = eval_batches(dataset, "validation", sampling, views, 1, index, count)
             assert len(batches) == steps
             step_counts.add(steps)
-            indices += [int(i) for b in batches for i, m in zip(b["index"], b["mask"]) if m]
-            names |= {n for b in batches for n, m in zip(b["name"], b["mask"]) if m}
+            indices += [int(i) for b in batches for i, m in zip(b["index"], b["mask"], strict=True) if m]
+            names |= {n for b in batches for n, m in zip(b["name"], b["mask"], strict=True) if m}
         assert sorted(indices) == [0, 1, 2, 3] and len(step_counts) == 1
     assert len(names) == 4
 
 
 def test_train_clips_are_deterministic_and_augmented(dataset):
-    sampling = data.Sampling(8, 4)
-    aug = data.TrainAugment(crop_size=32, randaugment=False, erasing=0.0, crop_scale=(0.3, 1.0))
+    sampling = pipelines.Sampling(8, 4)
+    aug = pipelines.TrainAugment(crop_size=32, randaugment=False, erasing=0.0, crop_scale=(0.3, 1.0))
 
     def first(seed, n=6):
-        ds = data.train_dataset(str(dataset), "train", batch_size=4, sampling=sampling, aug=aug, seed=seed)
-        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+        ds = pipelines.train_dataset(str(dataset), "train", batch_size=4, sampling=sampling, aug=aug, seed=seed)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator(), strict=False)]
 
     a, b, c = first(0), first(0), first(1)
-    assert all((x["video"] == y["video"]).all() and (x["label"] == y["label"]).all() for x, y in zip(a, b))
-    assert any((x["video"] != y["video"]).any() for x, y in zip(a, c))
+    assert all((x["video"] == y["video"]).all() and (x["label"] == y["label"]).all() for x, y in zip(a, b, strict=True))
+    assert any((x["video"] != y["video"]).any() for x, y in zip(a, c, strict=True))
     directions = []
     for batch in a:
         assert batch["video"].shape == (4, 8, 32, 32, 3) and batch["video"].dtype == np.uint8
@@ -324,8 +324,8 @@ def test_train_clips_are_deterministic_and_augmented(dataset):
 
 
 def test_repeated_augmentation_gives_two_different_clips_per_video(dataset):
-    ds = data.train_dataset(str(dataset), "train", batch_size=2, sampling=data.Sampling(4, 2),
-                               aug=data.TrainAugment(crop_size=32, repeats=2), seed=3)
+    ds = pipelines.train_dataset(str(dataset), "train", batch_size=2, sampling=pipelines.Sampling(4, 2),
+                               aug=pipelines.TrainAugment(crop_size=32, repeats=2), seed=3)
     batch = next(ds.as_numpy_iterator())
     assert batch["label"][0] == batch["label"][1]
     assert (batch["video"][0] != batch["video"][1]).any()
@@ -334,14 +334,14 @@ def test_repeated_augmentation_gives_two_different_clips_per_video(dataset):
 def test_train_stream_resumes_where_it_stopped_across_epochs(dataset):
     # 4 videos x 2 clips = 8 clips an epoch; batches of 3 cross clip, video and epoch boundaries.
     def batches(start, n):
-        ds = data.train_dataset(str(dataset), "train", batch_size=3, sampling=data.Sampling(4, 2),
-                                   aug=data.TrainAugment(crop_size=32), seed=5, start=start)
-        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+        ds = pipelines.train_dataset(str(dataset), "train", batch_size=3, sampling=pipelines.Sampling(4, 2),
+                                   aug=pipelines.TrainAugment(crop_size=32), seed=5, start=start)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator(), strict=False)]
 
     whole = batches(0, 9)
     for stop in (1, 3, 5):
         resumed = batches(3 * stop, 9 - stop)
-        for a, b in zip(whole[stop:], resumed):
+        for a, b in zip(whole[stop:], resumed, strict=True):
             np.testing.assert_array_equal(a["video"], b["video"])
             np.testing.assert_array_equal(a["label"], b["label"])
     labels = np.concatenate([b["label"] for b in whole])
@@ -354,21 +354,22 @@ def test_train_stream_resumes_where_it_stopped_across_epochs(dataset):
 
 def test_fixed_input_shards_give_the_same_global_batches_on_one_or_two_processes(dataset):
     def batches(process_index, process_count, start=0, n=4):
-        ds = data.train_dataset(str(dataset), "train", batch_size=4 // process_count, sampling=data.Sampling(4, 2),
-                                aug=data.TrainAugment(crop_size=32, randaugment=False), seed=2,
-                                process_index=process_index, process_count=process_count, shards=2, start=start)
-        return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+        ds = pipelines.train_dataset(str(dataset), "train", batch_size=4 // process_count,
+                                     sampling=pipelines.Sampling(4, 2),
+                                     aug=pipelines.TrainAugment(crop_size=32, randaugment=False), seed=2,
+                                     process_index=process_index, process_count=process_count, shards=2, start=start)
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator(), strict=False)]
 
     one = batches(0, 1)
-    two = zip(batches(0, 2), batches(1, 2))
+    two = zip(batches(0, 2), batches(1, 2), strict=True)
     for whole, (first, second) in zip(one, two, strict=True):
         for key in ("video", "label"):
             np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]))
     for a, b in zip(one[2:], batches(0, 1, start=8, n=2), strict=True):  # 2 steps of 4 clips used
         np.testing.assert_array_equal(a["video"], b["video"])
-    with pytest.raises(data.DataError, match="3 input shards cannot be shared by 2"):
-        data.train_dataset(str(dataset), "train", batch_size=2, sampling=data.Sampling(4, 2),
-                           aug=data.TrainAugment(crop_size=32), process_count=2, shards=3)
+    with pytest.raises(pipelines.DataError, match="3 input shards cannot be shared by 2"):
+        pipelines.train_dataset(str(dataset), "train", batch_size=2, sampling=pipelines.Sampling(4, 2),
+                           aug=pipelines.TrainAugment(crop_size=32), process_count=2, shards=3)
 
 
 def test_normalise_matches_mmaction2_constants():
@@ -378,9 +379,9 @@ def test_normalise_matches_mmaction2_constants():
 
 
 def test_batch_size_that_does_not_split_over_processes_and_devices_is_refused():
-    assert data.local_batch_size(16, 2, 4) == 8
-    with pytest.raises(data.DataError, match="multiple of 8"):
-        data.local_batch_size(12, 2, 4)
+    assert pipelines.local_batch_size(16, 2, 4) == 8
+    with pytest.raises(pipelines.DataError, match="multiple of 8"):
+        pipelines.local_batch_size(12, 2, 4)
 
 
 def dmvr_record(frames, label, name, one_feature_per_frame=True, text=None, jpegs=None):
@@ -408,12 +409,13 @@ def test_dmvr_sequence_examples_are_read(tmp_path):
         with tf.io.TFRecordWriter(str(tmp_path / f"val-{shard:05d}-of-00002")) as writer:
             for k, n in enumerate(lengths_[shard::2]):
                 writer.write(dmvr_record([frame(i, 64, 48) for i in range(n)], shard + k, f"v{shard}{k}"))
-    sampling = data.Sampling(4, 3)
-    batches, part, steps = eval_batches(str(tmp_path / "val-*"), "validation", sampling, data.TestViews(2, 1, 48, 48))
+    sampling = pipelines.Sampling(4, 3)
+    views = pipelines.TestViews(2, 1, 48, 48)
+    batches, part, steps = eval_batches(str(tmp_path / "val-*"), "validation", sampling, views)
     assert part.counts == [3] and steps == 2
     found = {}
     for batch in batches:
-        for video, label, name, mask in zip(batch["video"], batch["label"], batch["name"], batch["mask"]):
+        for video, label, name, mask in zip(batch["video"], batch["label"], batch["name"], batch["mask"], strict=True):
             if mask:
                 found[name.decode()] = (int(label), [[frame_index(f) for f in clip] for clip in video])
     expected_lengths = {"v00": 30, "v01": 50, "v10": 9}
@@ -425,7 +427,7 @@ def test_dmvr_sequence_examples_are_read(tmp_path):
 def test_dmvr_records_in_the_old_single_feature_layout_are_refused_when_opened(tmp_path):
     with tf.io.TFRecordWriter(str(tmp_path / "old.tfrecord")) as writer:
         writer.write(dmvr_record([frame(i, 32, 32) for i in range(6)], 0, "old", one_feature_per_frame=False))
-    with pytest.raises(data.DataError, match="layout from before 2022-02"):
+    with pytest.raises(pipelines.DataError, match="layout from before 2022-02"):
         sources.open_split(str(tmp_path / "old.tfrecord"), "test")
 
 
@@ -443,9 +445,9 @@ def test_dmvr_class_names_come_from_the_records(tmp_path):
     assert part.class_names == order and part.read == str(tmp_path / "val.tfrecord")
     assert sources.class_names(part, None, "src") == order
     assert sources.class_names(part, ["Moon", "zebra", "apple"], "src") == ["Moon", "zebra", "apple"]
-    with pytest.raises(data.DataError, match="class 0 'apple', but src names it 'moon'"):
+    with pytest.raises(pipelines.DataError, match="class 0 'apple', but src names it 'moon'"):
         sources.class_names(part, sorted(CLASSES), "src")
-    with pytest.raises(data.DataError, match="class 2 nothing"):
+    with pytest.raises(pipelines.DataError, match="class 2 nothing"):
         sources.class_names(part, order[:2], "src")
 
 
@@ -453,31 +455,31 @@ def test_dmvr_records_that_contradict_each_other_or_carry_no_label_are_refused(t
     with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
         writer.write(dmvr_record([frame(0, 16, 16)], 0, "a", text="moon"))
         writer.write(dmvr_record([frame(0, 16, 16)], 0, "b", text="zebra"))
-    with pytest.raises(data.DataError, match="class 0 is 'moon' in one record and 'zebra' in record 1"):
+    with pytest.raises(pipelines.DataError, match="class 0 is 'moon' in one record and 'zebra' in record 1"):
         sources.open_split(str(tmp_path / "bad.tfrecord"), "validation")
     example = tf.train.SequenceExample()
     example.feature_lists.feature_list["image/encoded"].feature.add().bytes_list.value.append(b"jpeg")
     with tf.io.TFRecordWriter(str(tmp_path / "unlabelled.tfrecord")) as writer:
         writer.write(example.SerializeToString())
-    with pytest.raises(data.DataError, match="record 0 has no `clip/label/index`"):
+    with pytest.raises(pipelines.DataError, match="record 0 has no `clip/label/index`"):
         sources.open_split(str(tmp_path / "unlabelled.tfrecord"), "validation")
 
 
 def test_files_that_are_not_dmvr_records_are_refused(dataset, tmp_path):
-    with pytest.raises(data.DataError, match="no `image/encoded` frames"):
+    with pytest.raises(pipelines.DataError, match="no `image/encoded` frames"):
         sources.open_split(str(next(dataset.glob("*.tfrecord*"))), "validation")  # a TFDS file: an Example
     (tmp_path / "empty.tfrecord").write_bytes(b"")
-    with pytest.raises(data.DataError, match="hold no records"):
+    with pytest.raises(pipelines.DataError, match="hold no records"):
         sources.open_split(str(tmp_path / "empty.tfrecord"), "validation")
     (tmp_path / "text.tfrecord").write_text("not a record\n" * 10)
-    with pytest.raises(data.DataError, match="text.tfrecord"):
+    with pytest.raises(pipelines.DataError, match="text.tfrecord"):
         sources.open_split(str(tmp_path / "text.tfrecord"), "validation")
 
 
 def test_unknown_source_and_split_are_named(dataset, tmp_path):
-    with pytest.raises(data.DataError, match="neither a dataset directory"):
+    with pytest.raises(pipelines.DataError, match="neither a dataset directory"):
         sources.open_split(str(tmp_path / "nothing-*"), "train")
-    with pytest.raises(data.DataError, match="no split 'test'"):
+    with pytest.raises(pipelines.DataError, match="no split 'test'"):
         sources.open_split(str(dataset), "test")
 
 
@@ -486,7 +488,8 @@ import sys, jax, numpy as np
 jax.config.update("jax_num_cpu_devices", 2)
 jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
 from jax.experimental import multihost_utils
-from uniformer_jax import data, sharding
+from uniformer_jax import sharding
+from uniformer_jax.data import pipelines
 mesh = sharding.data_mesh()
 local = data.local_batch_size(4, jax.process_count(), jax.local_device_count())
 ds, part, steps = data.eval_dataset(sys.argv[3], "validation", batch_size=local, sampling=data.Sampling(4, 2),
@@ -518,7 +521,7 @@ def test_two_processes_make_global_eval_batches_that_count_each_video_once(datas
                               stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     results = []
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
         results.append(next(line for line in out.splitlines() if line.startswith("RESULT")))
     assert results[0] == results[1]  # both processes see the same global batches

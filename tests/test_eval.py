@@ -24,12 +24,13 @@ import tensorflow_datasets as tfds
 import torch
 from PIL import Image
 
-from uniformer_jax import conversion
 from tests.conftest import reference_model, save_mmaction2
 from tests.test_data import CLASSES, VIDEOS, dmvr_record, make_videos
 from tests.videos import write_video
-from uniformer_jax import data, evaluation, predict
-from uniformer_jax.dataset_builder import build
+from uniformer_jax import evaluation, predict
+from uniformer_jax.data import pipelines
+from uniformer_jax.data.builder import build
+from uniformer_jax.weights import conversion
 
 FRAMES, RATE, CLIPS, SIZE = 8, 2, 2, 64
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,8 @@ def test_eval_matches_mmaction2_on_the_same_frames(setup, one_device):
         order = np.argsort(-logits)
         assert p["label"] == CLASSES[list(VIDEOS).index(p["video"]) % 3]
         assert p["top5"] == [CLASSES[c] for c in order]
-        np.testing.assert_allclose(p["scores"], logits[order], atol=1e-2)  # measured 7e-4..1.7e-3: frames are rounded to uint8 after resizing
+        # measured 7e-4..1.7e-3: frames are rounded to uint8 after resizing
+        np.testing.assert_allclose(p["scores"], logits[order], atol=1e-2)
     correct = [p["top5"][0] == p["label"] for p in predictions]
     assert results["videos"] == len(VIDEOS) and results["top1"] == pytest.approx(100 * np.mean(correct))
     assert results["clips_per_second"] > 0
@@ -225,10 +227,10 @@ def test_configs_that_do_not_fit_are_refused(setup, override, message):
 
 def test_predict_matches_mmaction2_on_the_video_files(setup):
     root, _ = setup
-    protocol = evaluation.Protocol(data.Sampling(FRAMES, RATE), data.TestViews(CLIPS, 1, SIZE, SIZE))
+    protocol = evaluation.Protocol(pipelines.Sampling(FRAMES, RATE), pipelines.TestViews(CLIPS, 1, SIZE, SIZE))
     paths = [str(root / "videos" / n) for n in VIDEOS]
     results = list(predict.predict(paths, str(root / "ckpt"), protocol))
-    for path, result in zip(paths, results):
+    for path, result in zip(paths, results, strict=True):
         with av.open(path) as container:
             frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
         logits = reference_logits(frames)
@@ -262,7 +264,7 @@ def test_predict_reports_bad_videos_and_goes_on(setup, tmp_path):
     assert all(line.split()[-1] in CLASSES and line.split()[0].endswith("%") for line in lines[1:])
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(bad)
-    for (path, reason), error in zip(bad.items(), errors):
+    for (path, reason), error in zip(bad.items(), errors, strict=True):
         assert str(path) in error and reason in error, error
 
 
@@ -273,7 +275,7 @@ def test_predict_json_has_one_object_a_video(setup, tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     objects = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["video"] for o in objects] == [str(p) for p in [*good, *bad]]
-    protocol = evaluation.Protocol(data.Sampling(FRAMES, RATE), data.TestViews(CLIPS, 1, SIZE, SIZE))
+    protocol = evaluation.Protocol(pipelines.Sampling(FRAMES, RATE), pipelines.TestViews(CLIPS, 1, SIZE, SIZE))
     assert objects[:len(good)] == list(predict.predict([str(p) for p in good], str(root / "ckpt"), protocol))
-    for o, reason in zip(objects[len(good):], bad.values()):
+    for o, reason in zip(objects[len(good):], bad.values(), strict=True):
         assert set(o) == {"video", "error"} and reason in o["error"]

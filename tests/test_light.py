@@ -22,11 +22,13 @@ import torch
 from flax import traverse_util
 
 from tests.videos import write_video
-from uniformer_jax import evaluation, light, predict, releases, training, variants, zoo
-from uniformer_jax import torch_keys as keys
-from uniformer_jax.checkpoints import abstract_variables, load_pretrained
-from uniformer_jax.model import normalise
-from uniformer_jax.torch_checkpoints import load_torch_file, read_state_dict
+from uniformer_jax import evaluation, predict, training
+from uniformer_jax.models import light, variants
+from uniformer_jax.models.layers import normalise
+from uniformer_jax.weights import hub, releases
+from uniformer_jax.weights import torch_keys as keys
+from uniformer_jax.weights.checkpoints import abstract_variables, load_directory
+from uniformer_jax.weights.torch_files import load_torch_file, read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "light"
@@ -100,7 +102,7 @@ def test_pruning_compiles_once_for_different_videos():
     first = orders(apply(variables, data["video"])[1]["intermediates"])
     second = orders(apply(variables, 255 - data["video"])[1]["intermediates"])
     assert len(traces) == 1
-    assert any((a != b).any() for a, b in zip(first, second))  # other videos keep other tokens
+    assert any((a != b).any() for a, b in zip(first, second, strict=True))  # other videos keep other tokens
 
 
 def test_a_train_step_averages_the_losses_of_both_heads_as_the_original():
@@ -180,7 +182,7 @@ def test_a_full_size_checkpoint_converts_and_goes_back_bit_exact(full_size_check
     run = [sys.executable, "-m", "convert"]
     result = subprocess.run([*run, str(path), str(tmp_path / "ck")], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
-    model, _ = load_pretrained(tmp_path / "ck")
+    model, _ = load_directory(tmp_path / "ck")
     assert isinstance(model, light.UniFormerLight) and model.layer_scale == 0.1 and model.depth == (2, 5, 8, 2)
     result = subprocess.run([*run, "--to-torch", str(tmp_path / "ck"), str(tmp_path / "back.pth")],
                             capture_output=True, text=True, cwd=ROOT)
@@ -198,5 +200,5 @@ def test_predict_runs_a_light_release_config(full_size_checkpoint, tmp_path):
     write_video(tmp_path / "clip.mp4", 40, 25, 96, 72)
     protocol = evaluation.Protocol.from_config(importlib.import_module("configs.k400_xxs4_128").get_config())
     assert (protocol.sampling.mode, protocol.views.crop_size, protocol.views.clips) == ("segment", 128, 1)
-    [out] = predict.predict([str(tmp_path / "clip.mp4")], str(zoo.resolve(str(path))), protocol)
+    [out] = predict.predict([str(tmp_path / "clip.mp4")], str(hub.resolve(str(path))), protocol)
     assert out["video"] == str(tmp_path / "clip.mp4") and len(out["top5"]) == 3  # all 3 classes, ranked

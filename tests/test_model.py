@@ -9,10 +9,11 @@ import pytest
 from conftest import reference_model, sensex_state_dict, video
 from flax import traverse_util
 
-import uniformer_jax.model as model_lib
-from uniformer_jax import torch_keys as keys
-from uniformer_jax import UniFormer, create_model, torch_reference
-from uniformer_jax.checkpoints import abstract_variables
+from uniformer_jax import UniFormer, create_model
+from uniformer_jax.benchmarks import mmaction2
+from uniformer_jax.models import depthwise, layers, uniformer
+from uniformer_jax.weights import torch_keys as keys
+from uniformer_jax.weights.checkpoints import abstract_variables
 
 # uniformer-spec §2 and §4.1.
 PARAMS = {("uniformer_small", 400): 21_400_400, ("uniformer_base", 400): 49_813_200,
@@ -61,7 +62,7 @@ def test_stage_shapes_at_16x224():
 def test_flops_match_the_reference(monkeypatch, variant, frames):
     # The reference counts (fvcore) take 1 MAC as 1 FLOP and count no activation functions, while XLA counts
     # 2 FLOPs per MAC and 66 per exact-erf GELU; counting without the GELUs compares like with like.
-    monkeypatch.setattr(model_lib, "gelu", lambda x: x)
+    monkeypatch.setattr(layers, "gelu", lambda x: x)
     model = create_model(variant)
     x = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
     flops = jax.jit(model.apply).lower(abstract_variables(model), x).cost_analysis()["flops"]
@@ -70,9 +71,9 @@ def test_flops_match_the_reference(monkeypatch, variant, frames):
 
 @pytest.mark.parametrize("variant", sorted(GMACS))
 def test_flops_count_is_the_papers(variant):
-    # model.flops feeds the benchmark's MFU; it counts as fvcore does, so it gives the spec's figures exactly.
+    # uniformer.flops feeds the benchmark's MFU; it counts as fvcore does, so it gives the spec's figures exactly.
     for frames, gmacs in GMACS[variant].items():
-        assert model_lib.flops(model_lib.VARIANTS[variant], frames) / 1e9 == pytest.approx(gmacs, abs=0.005)
+        assert uniformer.flops(uniformer.DEPTHS[variant], frames) / 1e9 == pytest.approx(gmacs, abs=0.005)
 
 
 def test_initialisation_follows_pytorch():
@@ -98,7 +99,7 @@ def test_initialisation_follows_pytorch():
 
 
 def test_drop_path_rates_are_spaced_like_mmaction2():
-    reference = torch_reference.build("uniformer_base", drop_path_rate=0.3).backbone
+    reference = mmaction2.build("uniformer_base", drop_path_rate=0.3).backbone
     blocks = [*reference.blocks1, *reference.blocks2, *reference.blocks3, *reference.blocks4]
     expected = [block.drop_path.drop_prob if block.drop_path.__class__.__name__ == "DropPath" else 0.0
                 for block in blocks]
@@ -153,7 +154,7 @@ def test_cpu_depthwise_conv_gradients_match_xla_convolution(monkeypatch, size, f
     # The CPU form has a hand-written derivative; XLA's grouped convolution is the independent reference.
     rng = np.random.RandomState(size)
     x = jnp.asarray(rng.randn(2, 5, 6, 5, 8), jnp.float32)
-    monkeypatch.setattr(model_lib, "CACHE_BYTES", frames_per_chunk * x[:, 0].size * 4)
+    monkeypatch.setattr(depthwise, "CACHE_BYTES", frames_per_chunk * x[:, 0].size * 4)
     kernel = jnp.asarray(rng.randn(size, size, size, 1, 8), jnp.float32)
     cotangent = jnp.asarray(rng.randn(*x.shape), jnp.float32)
 
@@ -161,7 +162,7 @@ def test_cpu_depthwise_conv_gradients_match_xla_convolution(monkeypatch, size, f
         out, vjp = jax.vjp(fn, x, kernel)
         return (out, *vjp(cotangent))
 
-    ours = pullback(model_lib._depthwise_shift_add)
-    reference = pullback(model_lib._depthwise_conv)
-    for a, b in zip(ours, reference):
+    ours = pullback(depthwise._depthwise_shift_add)
+    reference = pullback(depthwise._grouped_conv)
+    for a, b in zip(ours, reference, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)

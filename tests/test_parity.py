@@ -12,7 +12,8 @@ import torch
 from conftest import reference_model, save_mmaction2, save_sensex, sensex_state_dict, video
 
 import convert.__main__ as cli
-from uniformer_jax import load_pretrained, torch_reference
+from uniformer_jax import load_pretrained
+from uniformer_jax.benchmarks import mmaction2
 
 TOLERANCE = 1e-4  # max absolute logit difference in float32
 
@@ -24,7 +25,7 @@ def converted(tmp_path, ckpt, *args):
 
 def assert_parity(model, variables, reference, shape, seed=0):
     x = video(shape, seed)
-    expected = torch_reference.logits(reference, x)
+    expected = mmaction2.logits(reference, x)
     got = np.asarray(jax.jit(model.apply)(variables, x))
     assert got.dtype == np.float32 and got.shape == expected.shape
     diff = np.abs(got - expected).max()
@@ -78,7 +79,7 @@ def test_bfloat16_keeps_the_top1_class(tmp_path):
     model, variables = load_pretrained(tmp_path / "converted", dtype=jnp.bfloat16)
     assert jax.tree.leaves(variables)[0].dtype == jnp.float32
     x = video((8, 8, 96, 96, 3), seed=3)
-    expected = torch_reference.logits(reference, x)
+    expected = mmaction2.logits(reference, x)
     got = np.asarray(jax.jit(model.apply)(variables, x))
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
@@ -114,5 +115,5 @@ def test_sensex_layernorm_eps_is_kept(tmp_path):
     assert cli.main([str(ckpt), str(tmp_path / "mm_eps"), "--ln-eps", "1e-5"]) == 0
     model, variables = load_pretrained(tmp_path / "mm_eps")
     x = video((1, 8, 64, 64, 3))
-    diff = np.abs(np.asarray(model.apply(variables, x)) - torch_reference.logits(reference, x)).max()
+    diff = np.abs(np.asarray(model.apply(variables, x)) - mmaction2.logits(reference, x)).max()
     assert diff > 100 * TOLERANCE, f"eps 1e-5 in place of 1e-6 changed the logits by only {diff:.1e}"

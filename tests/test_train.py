@@ -24,10 +24,10 @@ import torch
 from tests.test_data import dmvr_record
 from tests.videos import frame
 from uniformer_jax import demo
-from uniformer_jax import torch_keys as keys
-from uniformer_jax.checkpoints import load_pretrained
-from uniformer_jax.dataset_builder import build
-from uniformer_jax.variants import create_model
+from uniformer_jax.data.builder import build
+from uniformer_jax.models.variants import create_model
+from uniformer_jax.weights import torch_keys as keys
+from uniformer_jax.weights.checkpoints import load_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8  # 16 videos, 1 clip each, 8 clips a batch: 2 steps an epoch
@@ -86,7 +86,7 @@ def tensorboard_steps(workdir: Path, tag: str = "loss") -> list[int]:
 
 
 def params(workdir: Path) -> list[np.ndarray]:
-    _, variables = load_pretrained(workdir / "model")
+    _, variables = load_directory(workdir / "model")
     return [np.asarray(x) for x in jax.tree.leaves(variables)]
 
 
@@ -118,7 +118,7 @@ def test_fine_tuning_starts_from_a_pytorch_checkpoint_with_another_head(source, 
     # A Sense-X state dict file: train.init converts it through the model cache.
     torch.save({k: torch.tensor(v) for k, v in keys.to_torch(init).items()}, tmp_path / "k400.pth")
     train(source, tmp_path / "tuned", env, f"--config.train.init={tmp_path / 'k400.pth'}")  # straight's program
-    _, tuned = load_pretrained(tmp_path / "tuned" / "model")
+    _, tuned = load_directory(tmp_path / "tuned" / "model")
     assert tuned["params"]["head"]["kernel"].shape == (512, 4)
     # AdamW moves a parameter by about the learning rate (here <= 1e-3) a step at most: 8 steps stay within
     # 8e-3 of where they started, where another random start differs by up to ~0.08.

@@ -16,8 +16,8 @@ from conftest import reference_model, save_mmaction2, sensex_state_dict
 from flax import traverse_util
 
 import convert.__main__ as cli
-from uniformer_jax import torch_keys as keys
 from uniformer_jax import load_pretrained, training
+from uniformer_jax.weights import torch_keys as keys
 
 
 def torch_soft_cross_entropy(logits, labels, num_classes, smoothing):
@@ -53,15 +53,15 @@ def test_one_train_step_matches_mmaction2(tmp_path, accumulate):
     reference.cls_head.dropout.eval()  # MMAction2's head drops half its inputs in training; the original does not
     x = ((torch.from_numpy(video).float() - 114.75) / 57.375).permute(0, 4, 1, 2, 3).contiguous()
     losses = []
-    for part, y in zip(x.chunk(accumulate), torch.from_numpy(labels).long().chunk(accumulate)):
+    for part, y in zip(x.chunk(accumulate), torch.from_numpy(labels).long().chunk(accumulate), strict=True):
         loss = torch_soft_cross_entropy(reference.cls_head(reference.backbone(part)), y, 400, 0.1)
         (loss / accumulate).backward()
         losses.append(loss.item())
     assert abs(float(metrics["loss"]) - np.mean(losses)) < 1e-4
 
     named = dict(reference.named_parameters())
-    torch_grads = {k: named[m].grad.numpy() for k, m in zip(sensex_state_dict(reference), reference.state_dict())
-                   if m in named}
+    pairs = zip(sensex_state_dict(reference), reference.state_dict(), strict=True)
+    torch_grads = {k: named[m].grad.numpy() for k, m in pairs if m in named}
     expected = traverse_util.flatten_dict(keys.to_flax(torch_grads)["params"])
     got = traverse_util.flatten_dict(grads)
     assert expected.keys() == got.keys()

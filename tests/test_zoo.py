@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import reference_model, save_mmaction2, save_sensex, video
 from test_configs import CLASSES, RELEASED
 from test_light import README as LIGHT
 from test_light import original_state_dict
-from uniformer_jax import releases, torch_reference, zoo
-from uniformer_jax.labels import read_class_names
+
+from uniformer_jax.benchmarks import mmaction2
+from uniformer_jax.data.class_lists import read_class_names
+from uniformer_jax.weights import hub, releases
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"s": "uniformer_small", "b": "uniformer_base"}
@@ -85,8 +86,8 @@ def test_config_names_its_release_and_its_starting_point(name):
 
 
 def test_unknown_name_suggests_close_ones(tmp_path):
-    with pytest.raises(zoo.ZooError, match="did you mean k400_b32"):
-        zoo.resolve("k400-b32")
+    with pytest.raises(hub.ZooError, match="did you mean k400_b32"):
+        hub.resolve("k400-b32")
 
 
 # ---- fetching from a mirror ----------------------------------------------------------------------------------
@@ -129,8 +130,8 @@ def mirror(tmp_path, monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv(zoo.MIRROR_ENV, url)
-    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(hub.MIRROR_ENV, url)
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
     yield server
     server.shutdown()
     server.server_close()
@@ -148,23 +149,23 @@ def cached_files(tmp_path: Path) -> list[str]:
 
 
 def assert_logits_match(directory, ln_eps, order=None):
-    model, variables = zoo.load_pretrained(directory)
+    model, variables = hub.load_pretrained(directory)
     x = video((1, 8, 64, 64, 3))
-    theirs = torch_reference.logits(reference_model("uniformer_small", 400, ln_eps), x)[0]
+    theirs = mmaction2.logits(reference_model("uniformer_small", 400, ln_eps), x)[0]
     np.testing.assert_allclose(np.asarray(model.apply(variables, x))[0], theirs, atol=1e-4)
 
 
 def test_fetch_converts_once_and_then_needs_no_network(tmp_path, mirror):
     sensex_file(mirror.folder)
-    directory = zoo.fetch("k400_s8")
+    directory = hub.fetch("k400_s8")
     assert directory == tmp_path / "cache/models/k400_s8"
     metadata = json.loads((directory / "uniformer.json").read_text())
     assert metadata["class_names"] == read_class_names("k400-sensex") and metadata["release"] == "k400_s8"
     assert metadata["source_sha256"] == hashlib.sha256((mirror.folder / S8.file).read_bytes()).hexdigest()
     assert_logits_match("k400_s8", 1e-6)
     mirror.shutdown()  # no server: the cache answers
-    assert zoo.resolve("k400_s8") == directory and mirror.requests == [f"/{S8.file}"]
-    assert zoo.is_cached("k400_s8") and (tmp_path / "cache/downloads" / S8.file).is_file()
+    assert hub.resolve("k400_s8") == directory and mirror.requests == [f"/{S8.file}"]
+    assert hub.is_cached("k400_s8") and (tmp_path / "cache/downloads" / S8.file).is_file()
 
 
 def test_published_hash_and_prefix_are_checked(tmp_path, mirror, monkeypatch):
@@ -174,15 +175,15 @@ def test_published_hash_and_prefix_are_checked(tmp_path, mirror, monkeypatch):
     # The published prefix is the real file's; this stand-in has its own.
     monkeypatch.setitem(releases.BY_NAME, mm.name, dataclasses.replace(mm, sha256=digest[:8]))
     assert_logits_match(mm.name, 1e-5)
-    assert zoo.load_pretrained(mm.name)[0].num_classes == 400
-    assert json.loads((zoo.fetch(mm.name) / "uniformer.json").read_text())["class_names"][:2] == [
+    assert hub.load_pretrained(mm.name)[0].num_classes == 400
+    assert json.loads((hub.fetch(mm.name) / "uniformer.json").read_text())["class_names"][:2] == [
         "abseiling", "air drumming"]
 
 
 def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, mirror):
     sensex_file(mirror.folder, S16X8)
-    with pytest.raises(zoo.ZooError) as refused:
-        zoo.fetch("k400_s16x8")
+    with pytest.raises(hub.ZooError) as refused:
+        hub.fetch("k400_s16x8")
     message = str(refused.value)
     actual = hashlib.sha256((mirror.folder / S16X8.file).read_bytes()).hexdigest()
     assert all(s in message for s in ("k400_s16x8", f"/{S16X8.file}", S16X8.sha256, actual))
@@ -205,33 +206,33 @@ def test_error_page_or_truncated_file_is_refused(tmp_path, mirror, content):
 def test_no_network_and_no_copy_says_where_to_put_the_file(tmp_path, mirror, monkeypatch):
     mirror.shutdown()
     mirror.server_close()  # nothing listens on that port now
-    with pytest.raises(zoo.ZooError, match=f"put {S8.file} into a directory and set UNIFORMER_JAX_MIRROR"):
-        zoo.fetch("k400_s8")
-    assert not zoo.is_cached("k400_s8")
+    with pytest.raises(hub.ZooError, match=f"put {S8.file} into a directory and set UNIFORMER_JAX_MIRROR"):
+        hub.fetch("k400_s8")
+    assert not hub.is_cached("k400_s8")
     from huggingface_hub import constants
 
-    monkeypatch.delenv(zoo.MIRROR_ENV)
+    monkeypatch.delenv(hub.MIRROR_ENV)
     # A Hub release with the Hub client offline (HF_HUB_OFFLINE=1, read when it is imported) and its cache empty.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    with pytest.raises(zoo.ZooError, match=f"cannot download k400_b32 from hf://Sense-X/uniformer_video/"
-                                           f"uniformer_base_k400_32x4.pth: .*put uniformer_base_k400_32x4.pth"):
-        zoo.fetch("k400_b32")
+    with pytest.raises(hub.ZooError, match="cannot download k400_b32 from hf://Sense-X/uniformer_video/"
+                                           "uniformer_base_k400_32x4.pth: .*put uniformer_base_k400_32x4.pth"):
+        hub.fetch("k400_b32")
 
 
 def test_mirror_directory_and_pth_paths(tmp_path, mirror, monkeypatch):
     folder = tmp_path / "offline"
     folder.mkdir()
     sensex_file(folder)
-    monkeypatch.setenv(zoo.MIRROR_ENV, str(folder))
-    assert zoo.fetch("k400_s8").name == "k400_s8" and mirror.requests == []
+    monkeypatch.setenv(hub.MIRROR_ENV, str(folder))
+    assert hub.fetch("k400_s8").name == "k400_s8" and mirror.requests == []
     assert (folder / S8.file).is_file()  # the mirror's copy is read where it is, never moved
     pth = save_sensex(reference_model("uniformer_small", 400, 1e-6), tmp_path / "mine.pth")
-    converted = zoo.resolve(pth)  # a .pth file converts through the cache, keyed by its sha256
-    assert converted.parent.name == "files" and zoo.resolve(pth) == converted
+    converted = hub.resolve(pth)  # a .pth file converts through the cache, keyed by its sha256
+    assert converted.parent.name == "files" and hub.resolve(pth) == converted
     assert_logits_match(pth, 1e-6)  # form and eps detected: Sense-X keys, eps 1e-6
-    with pytest.raises(zoo.ZooError, match="neither a converted checkpoint directory nor a PyTorch"):
-        zoo.resolve(tmp_path / "nothing-here")
+    with pytest.raises(hub.ZooError, match="neither a converted checkpoint directory nor a PyTorch"):
+        hub.resolve(tmp_path / "nothing-here")
 
 
 def fetch_process(*names) -> subprocess.Popen:
@@ -251,7 +252,7 @@ def test_killed_download_resumes(tmp_path, mirror):
     process.wait()
     part = next(incoming.glob("*.part")).stat().st_size
     assert 0 < part < (mirror.folder / S8.file).stat().st_size
-    assert not zoo.is_cached("k400_s8") and not (tmp_path / "cache/downloads" / S8.file).exists()
+    assert not hub.is_cached("k400_s8") and not (tmp_path / "cache/downloads" / S8.file).exists()
     mirror.delay = 0.0
     done = subprocess.run([sys.executable, "-m", "uniformer_jax.zoo", "fetch", "k400_s8"], capture_output=True,
                           text=True, env=os.environ, timeout=300)
@@ -319,7 +320,7 @@ def test_eval_needs_nothing_but_the_config(tmp_path, mirror, monkeypatch):
     predictions = [json.loads(line)
                    for line in (work / "runs/k400_xxs4_128/predictions.jsonl").read_text().splitlines()]
     assert {p["video"]: p["label"] for p in predictions} == {"v0.mp4": "riding a bike", "v1.mp4": "abseiling"}
-    assert zoo.is_cached("k400_xxs4_128")
+    assert hub.is_cached("k400_xxs4_128")
     predicted = subprocess.run([sys.executable, "-m", "uniformer_jax.predict", str(tmp_path / "videos/v0.mp4"),
                                 "--config", str(ROOT / "configs/k400_xxs4_128.py"), "--json"], cwd=work,
                                capture_output=True, text=True, env=os.environ, timeout=600)  # the config's release
@@ -335,6 +336,6 @@ def test_eval_needs_nothing_but_the_config(tmp_path, mirror, monkeypatch):
 def test_without_pytorch_nothing_is_downloaded(tmp_path, mirror, monkeypatch):
     sensex_file(mirror.folder)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails, as in an install without the extra
-    with pytest.raises(zoo.ZooError, match=r"needs PyTorch: pip install -c constraints.txt -e '\.\[torch\]'"):
-        zoo.fetch("k400_s8")
+    with pytest.raises(hub.ZooError, match=r"needs PyTorch: pip install -c constraints.txt -e '\.\[torch\]'"):
+        hub.fetch("k400_s8")
     assert mirror.requests == [] and cached_files(tmp_path) == []

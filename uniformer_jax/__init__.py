@@ -1,20 +1,27 @@
-"""UniFormer video models in JAX/Flax, with weights converted from the PyTorch releases."""
+"""UniFormer video models in JAX/Flax, with weights converted from the PyTorch releases.
+
+The package, by concern (imports point down this list, never up; `lint-imports` checks it):
+
+- commands users type, `python -m uniformer_jax.<name>`: `zoo`, `labels`, `dataset_builder`, `predict`, `aot`,
+  `demo`, and the benchmarks `benchmark`, `light_benchmark`, `input_benchmark`;
+- `benchmarks/`: speed against the PyTorch originals and the reference models the tests compare with (needs the
+  `test` extra; nothing else imports it);
+- run-level modules: `training` (the recipe and train step), `evaluation` (the test protocol and eval step),
+  `sharding` (meshes, global batches, `jax.distributed`), `recipes` (what the files in `configs/` are made of),
+  `console` (quiet command-line start-up);
+- `weights/`: converted checkpoints (Orbax), PyTorch files and keys, conversion both ways, every release, and the
+  hub that fetches and caches them;
+- `data/`: video files, the dataset builder, record sources, input pipelines, augmentation, class lists;
+- `models/`: the shared layers, UniFormer-S/B, the lightweight XXS/XS, every variant by name.
+"""
 
 from uniformer_jax import console
 
 console.quiet_libtpu()  # before JAX starts its backends
 
-from uniformer_jax.checkpoints import CheckpointError, save_pretrained
-from uniformer_jax.model import UniFormer
-from uniformer_jax.variants import VARIANTS, create_model
+from uniformer_jax.models.uniformer import UniFormer
+from uniformer_jax.models.variants import VARIANT_NAMES, create_model
+from uniformer_jax.weights.checkpoints import CheckpointError, save_pretrained
+from uniformer_jax.weights.hub import load_pretrained
 
-__all__ = ["VARIANTS", "CheckpointError", "UniFormer", "create_model", "load_pretrained", "save_pretrained"]
-
-
-def __getattr__(name):
-    # Imported on first use: `python -m uniformer_jax.zoo` must not find its module already loaded by the package.
-    if name == "load_pretrained":
-        from uniformer_jax.zoo import load_pretrained
-
-        return load_pretrained
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["VARIANT_NAMES", "CheckpointError", "UniFormer", "create_model", "load_pretrained", "save_pretrained"]

@@ -29,8 +29,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from uniformer_jax import evaluation, sharding, training
-from uniformer_jax.checkpoints import abstract_variables
-from uniformer_jax.variants import DEPTHS, create_model
+from uniformer_jax.models.variants import DEPTHS, create_model
+from uniformer_jax.weights.checkpoints import abstract_variables
 
 GiB = 1 << 30
 
@@ -185,7 +185,7 @@ def with_micro_batches(cost: tuple[float, float], config, state) -> tuple[float,
     update = jax.jit(lambda s: optax.apply_updates(s.params, tx.update(s.params, s.opt_state, s.params)[0]))
     once = _cost(update.lower(state).compile())
     n = config.train.accumulate
-    return tuple(u + n * (total - u) for u, total in zip(once, cost))
+    return tuple(u + n * (total - u) for u, total in zip(once, cost, strict=True))
 
 
 def _header(devices, chip: Chip | None, global_batch: int) -> dict:

@@ -4,7 +4,7 @@
         --train k400/train.csv --validation k400/val.csv --classes k400-sensex
 
 writes `~/tensorflow_datasets/video_classification/k400/1.0.0` (`--out`, else $TFDS_DATA_DIR, else
-~/tensorflow_datasets), which `uniformer_jax.data` reads and where eval.py and train.py find a config's dataset.
+~/tensorflow_datasets), which `uniformer_jax.data.sources` reads and where eval.py and train.py find a config's dataset.
 List files may be Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics csv
 (`label,youtube_id,time_start,time_end,split`). Videos that cannot be decoded are skipped and listed, with
 the reason, in `skipped-<split>.tsv` next to the records.
@@ -17,252 +17,14 @@ from uniformer_jax import console
 if __name__ == "__main__":
     console.quiet_startup()  # before TensorFlow loads
 
-import concurrent.futures
-import contextlib
-import csv
-import dataclasses
-import functools
-import json
-import multiprocessing
-import os
-import shutil
 import sys
 from pathlib import Path
 
-import filelock
-import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 from etils import epath
-from tqdm import tqdm
 
-from uniformer_jax import labels as labels_lib
-from uniformer_jax.video import Video, jpeg_frames
-
-SPLITS = ("train", "validation", "test")
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
-
-
-def dataset_dir(name: str, data_dir: str | None = None) -> Path:
-    """Where the builder writes dataset `name`: in `data_dir`, else TFDS's default data directory."""
-    root = data_dir or tfds.core.constants.get_default_data_dir()
-    return Path(root) / VideoClassification.name / name / str(VideoClassification.VERSION)
-
-
-class BuildError(ValueError):
-    """Lists, class files or settings that cannot be built; the message names the file and line, or the clash."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    key: str  # unique within the split: the line number
-    path: str  # relative to the video folder
-    label: int | None  # None: the list gives no label for this video
-
-
-def _kinetics_files(video_dir: Path) -> dict[str, str]:
-    """Stems of the video files under video_dir (recursively) and their YouTube ids, to relative paths."""
-    found = {}
-    for path in sorted(video_dir.rglob("*")):
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            relative = str(path.relative_to(video_dir))
-            found.setdefault(path.stem, relative)
-            found.setdefault(path.stem[:11], relative)
-    return found
-
-
-def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_files=_kinetics_files
-              ) -> tuple[list[Entry], list[str]]:
-    """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv).
-
-    `find_files(video_dir)` indexes the video files that Kinetics csv rows name by YouTube id.
-    """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BuildError(f"cannot read list file {path}: {e}") from None
-    rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
-    if not rows:
-        raise BuildError(f"list file {path} is empty")
-    if rows[0][1].replace(" ", "").startswith("label,youtube_id,time_start,time_end"):
-        return _read_kinetics_csv(path, rows, find_files(video_dir), class_names)
-    entries = []
-    for n, line in rows:
-        parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
-            raise BuildError(f"{path}:{n}: expected `path,label` (Sense-X csv) or `path label` (MMAction2) "
-                             f"with an integer label, got {line!r}")
-        label = int(parts[1])
-        if label < 0 or (class_names is not None and label >= len(class_names)):
-            known = f"0..{len(class_names) - 1}" if class_names else "0 or more"
-            raise BuildError(f"{path}:{n}: label {label} is outside the classes ({known})")
-        entries.append(Entry(str(n), parts[0].strip(), label))
-    return entries, []
-
-
-def _read_kinetics_csv(path: Path, rows, files: dict[str, str], class_names: list[str] | None
-                       ) -> tuple[list[Entry], list[str]]:
-    known = None if class_names is None else {labels_lib.normalise(n) for n in class_names}
-    entries, names = [], []
-    for (n, _), row in zip(rows[1:], csv.reader([line for _, line in rows[1:]])):
-        if len(row) < 4:
-            raise BuildError(f"{path}:{n}: expected `label,youtube_id,time_start,time_end,split`, got {row}")
-        label, youtube_id, start, end = (field.strip() for field in row[:4])
-        if known is not None and labels_lib.normalise(label) not in known:
-            raise BuildError(f"{path}:{n}: label {label!r} is not one of the {len(class_names)} classes given with "
-                             "--classes; give the class list this file's labels come from")
-        stem = f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
-        relative = files.get(stem) or files.get(youtube_id) or stem + ".mp4"
-        entries.append(Entry(str(n), relative, None))
-        names.append(label)
-    return entries, names
-
-
-def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names: list[str] | None
-                   ) -> tuple[dict[str, list[Entry]], list[str]]:
-    """Entries with integer labels, and the class names: the given order, else sorted names, else "0".."K-1"."""
-    named = {name for _, names in lists.values() for name in names if name}
-    if class_names is None:
-        if named:
-            class_names = sorted(named)
-        else:
-            top = max((e.label for entries, _ in lists.values() for e in entries), default=-1)
-            class_names = [str(i) for i in range(top + 1)]
-    index = {labels_lib.normalise(n): i for i, n in enumerate(class_names)}
-    out = {}
-    for split, (entries, names) in lists.items():
-        if names:
-            entries = [dataclasses.replace(e, label=index[labels_lib.normalise(n)] if n else None)
-                       for e, n in zip(entries, names)]
-        out[split] = entries
-    return out, class_names
-
-
-@dataclasses.dataclass
-class VideoConfig(tfds.core.BuilderConfig):
-    """Where the lists are and how frames are stored; `name` names the dataset (e.g. k400)."""
-    videos: str = ""  # the folder the list files' paths are relative to
-    lists: tuple[tuple[str, str], ...] = ()  # (split, list file)
-    classes: str | None = None  # class list file: one name per line, or `name<TAB>index` / `name index`
-    short_side: int = 320
-    fps: float | None = None  # None keeps the native frame rate
-    jpeg_quality: int = 90
-
-
-class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Videos with one class label each, stored as per-frame JPEGs (`tfds.features.Video`)."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Put the video files under one folder (any sub-folders) and pass it as the manual directory; list files give
-    each video's path relative to that folder and its label.
-    """
-
-    def __init__(self, *, workers: int | None = None, beam: bool = False, **kwargs):
-        self._workers = workers or os.cpu_count()
-        self._beam = beam
-        self._lists = None
-        super().__init__(**kwargs)
-
-    def _read_lists(self) -> tuple[dict[str, list[Entry]], list[str]]:
-        if self._lists is None:
-            config, video_dir = self.builder_config, Path(self.builder_config.videos)
-            classes = labels_lib.read_class_names(config.classes) if config.classes else None
-            find_files = functools.cache(_kinetics_files)  # one scan of the video tree for all the lists
-            self._lists = resolve_labels({split: read_list(Path(path), video_dir, classes, find_files)
-                                          for split, path in config.lists}, classes)
-        return self._lists
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(names=self._read_lists()[1]),
-                "name": tfds.features.Text(),
-                "fps": tfds.features.Scalar(np.float32),
-                "num_frames": tfds.features.Scalar(np.int32),
-                # degrees counterclockwise the coded frames were turned to stand upright (display matrix)
-                "rotation": tfds.features.Scalar(np.int32),
-            }),
-            supervised_keys=("video", "label"),
-        )
-
-    def _log_download_bytes(self):
-        pass  # TFDS's "Downloading and preparing dataset Unknown size": main() prints what was written instead
-
-    def _log_download_done(self):
-        pass
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # the videos folder is part of the config: listing Kinetics files needs it earlier
-        return {split: self._generate_examples(split, entries)
-                for split, entries in self._read_lists()[0].items()}
-
-    def _encode_args(self, entry: Entry) -> tuple:
-        config = self.builder_config
-        return (str(Path(config.videos) / entry.path), config.short_side, config.fps, config.jpeg_quality)
-
-    def _generate_examples(self, split: str, entries: list[Entry]):
-        report = self.data_path / f"skipped-{split}.tsv"
-        if self._beam:
-            return _beam_examples(entries, [self._encode_args(e) for e in entries], str(report))
-        return self._examples_in_pool(split, entries, report)
-
-    def _examples_in_pool(self, split: str, entries: list[Entry], report: epath.Path):
-        skipped = []
-        # forkserver: TensorFlow's threads make plain fork unsafe.
-        context = multiprocessing.get_context("forkserver")
-        with (concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context) as pool,
-              tqdm(total=len(entries), desc=f"{self.builder_config.name} {split}", unit="video") as bar):
-            results = pool.map(_encode, [self._encode_args(e) for e in entries], chunksize=4)
-            for entry, result in zip(entries, results):
-                bar.update()
-                example = _example(entry, result)
-                if isinstance(example, str):
-                    skipped.append(_report_line(entry.path, example))
-                else:
-                    yield entry.key, example
-        _write_report(str(report), skipped)
-
-
-def _encode(args: tuple) -> Video | str:
-    return jpeg_frames(*args)
-
-
-def _example(entry: Entry, result: Video | str) -> dict | str:
-    """The example for one video, or the reason it is skipped."""
-    if entry.label is None:
-        return "the list gives no label"
-    if isinstance(result, str):
-        return result
-    return {"video": result.frames, "label": entry.label, "name": entry.path, "fps": result.fps,
-            "num_frames": len(result.frames), "rotation": result.rotation}
-
-
-def _report_line(path: str, reason: str) -> str:
-    return f"{path}\t{' '.join(reason.split())}"
-
-
-def _write_report(path: str, lines: list[str]) -> None:
-    epath.Path(path).write_text("".join(line + "\n" for line in lines))  # epath: also gs:// on Beam workers
-
-
-def _beam_examples(entries: list[Entry], encode_args: list[tuple], report: str):
-    """The Beam form of the split: decoding runs on the Beam workers, skipped videos go to the report."""
-    import apache_beam as beam
-
-    class Examples(beam.PTransform):
-        def expand(self, root):
-            results = (root | "Entries" >> beam.Create(list(zip(entries, encode_args)))
-                       | "Encode" >> beam.Map(lambda item: (item[0], _example(item[0], _encode(item[1]))))
-                       | "Route" >> beam.Partition(lambda item, _: int(isinstance(item[1], str)), 2))
-            (results[1] | "Lines" >> beam.Map(lambda item: _report_line(item[0].path, item[1]))
-             | "Report" >> beam.combiners.ToList()
-             | "Write" >> beam.Map(lambda lines: _write_report(report, sorted(lines))))
-            return results[0] | "Keyed" >> beam.Map(lambda item: (item[0].key, item[1]))
-
-    return Examples()
-
+from uniformer_jax.data.builder import SPLITS, build
 
 FLAGS = flags.FLAGS
 
@@ -283,54 +45,6 @@ def define_flags():
     flags.DEFINE_integer("workers", None, "decoding processes; default: all cores")
     flags.DEFINE_bool("beam", False, "build through Apache Beam (pip install 'uniformer-jax[beam]')")
     flags.DEFINE_multi_string("beam_option", [], "a Beam pipeline option, e.g. --beam_option=--runner=DataflowRunner")
-
-
-def _class_list(classes: str | None) -> str | None:
-    """A packaged list's short name as it is, a file by its absolute path."""
-    if classes is None or classes in labels_lib.CLASS_LISTS:
-        return classes
-    return str(Path(classes).resolve())
-
-
-def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: str | None = None,
-          short_side: int = 320, fps: float | None = None, jpeg_quality: int = 90, workers: int | None = None,
-          beam: bool = False, beam_options: list[str] = ()) -> VideoClassification:
-    """Builds (or finds already built) the dataset and returns its builder."""
-    settings = dict(videos=str(Path(videos).resolve()),
-                    lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())),
-                    classes=_class_list(classes), short_side=short_side or 0, fps=fps,
-                    jpeg_quality=jpeg_quality)
-    # The settings go into the stored dataset info, so a rebuild with other settings cannot reuse the old data.
-    config = VideoConfig(name=name, description=json.dumps(settings, sort_keys=True), **settings)
-    builder = VideoClassification(config=config, data_dir=out, workers=workers, beam=beam)
-    stored = epath.Path(builder.data_dir) / "dataset_info.json"
-    if stored.exists() and json.loads(stored.read_text()).get("configDescription") != config.description:
-        raise BuildError(f"{builder.data_dir} was built from other videos, lists or settings; choose another "
-                         f"--name, or remove that directory to rebuild it")
-    download_config = tfds.download.DownloadConfig(manual_dir=config.videos)
-    if beam:
-        from apache_beam.options.pipeline_options import PipelineOptions
-        download_config.beam_options = PipelineOptions(list(beam_options))
-    with _only_build(Path(builder.data_dir).parent, str(builder.version)):
-        builder.download_and_prepare(download_config=download_config)
-    return builder
-
-
-@contextlib.contextmanager
-def _only_build(folder: Path, version: str):
-    """One build of a dataset at a time; what killed builds left (TFDS's `incomplete.*` folders) is removed first.
-    Local folders only: object stores have no locks (a Beam build there cleans up after itself or not at all)."""
-    if "://" in str(folder):
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with filelock.FileLock(str(folder / ".build.lock"), timeout=0):
-            for stale in folder.glob(f"incomplete.*_{version}"):
-                shutil.rmtree(stale, ignore_errors=True)
-            yield
-    except filelock.Timeout:
-        raise BuildError(f"another build of {folder.name} is writing {folder}; wait for it to finish") from None
 
 
 def main(argv):
@@ -360,7 +74,7 @@ def main(argv):
 
 if __name__ == "__main__":
     # TFDS and the worker processes look the builder up by its module, so run the package's copy, not __main__.
-    from uniformer_jax import dataset_builder
+    from uniformer_jax.data import builder
 
-    dataset_builder.define_flags()
-    app.run(dataset_builder.main)
+    builder.define_flags()
+    app.run(builder.main)

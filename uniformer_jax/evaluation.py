@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from uniformer_jax import data, labels, releases, sharding
-from uniformer_jax.dataset_builder import dataset_dir
-from uniformer_jax.model import normalise
+from uniformer_jax import sharding
+from uniformer_jax.data import class_lists, pipelines
+from uniformer_jax.data.builder import dataset_dir
+from uniformer_jax.models.layers import normalise
+from uniformer_jax.weights import releases
 
 AGGREGATES = ("sum_logits", "mean_softmax")
 NAME_BYTES = 512  # video names travel between processes as fixed-width bytes
@@ -28,17 +30,18 @@ class Protocol:
 
     The defaults are Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, sum of logits, float32).
     """
-    sampling: data.Sampling = data.Sampling()
-    views: data.TestViews = data.TestViews()
+    sampling: pipelines.Sampling = pipelines.Sampling()
+    views: pipelines.TestViews = pipelines.TestViews()
     aggregate: str = "sum_logits"
     dtype: str = "float32"
     attention: str = "xla"
 
     @classmethod
-    def from_config(cls, config) -> "Protocol":
+    def from_config(cls, config) -> Protocol:
         d = config.data
-        protocol = cls(data.Sampling(d.num_frames, d.rate, d.mode), data.TestViews(d.clips, d.crops, d.short_side,
-                       d.crop_size), config.eval.aggregate, config.model.dtype, config.model.attention)
+        protocol = cls(pipelines.Sampling(d.num_frames, d.rate, d.mode),
+                       pipelines.TestViews(d.clips, d.crops, d.short_side, d.crop_size), config.eval.aggregate,
+                       config.model.dtype, config.model.attention)
         protocol.check()
         return protocol
 
@@ -92,9 +95,10 @@ def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str,
                           f"{num_classes}: evaluate a checkpoint of this dataset's classes")
     if not checkpoint_names or not dataset_names:
         return
-    if [labels.normalise(n) for n in checkpoint_names] != [labels.normalise(n) for n in dataset_names]:
-        first = next((i for i, (a, b) in enumerate(zip(checkpoint_names, dataset_names))
-                      if labels.normalise(a) != labels.normalise(b)), min(len(checkpoint_names), len(dataset_names)))
+    if [class_lists.canonical(n) for n in checkpoint_names] != [class_lists.canonical(n) for n in dataset_names]:
+        first = next((i for i, (a, b) in enumerate(zip(checkpoint_names, dataset_names, strict=False))
+                      if class_lists.canonical(a) != class_lists.canonical(b)),
+                     min(len(checkpoint_names), len(dataset_names)))
         raise ConfigError(
             f"the checkpoint {checkpoint} orders its {len(checkpoint_names)} classes differently from the dataset "
             f"{source} ({len(dataset_names)} classes; first difference at index {first}: "
@@ -121,7 +125,7 @@ def make_step(model, aggregate: str, dtype=None):
 
 def encode_names(names) -> np.ndarray:
     out = np.zeros((len(names), NAME_BYTES), np.uint8)
-    for row, name in zip(out, names):
+    for row, name in zip(out, names, strict=True):
         raw = bytes(name)[:NAME_BYTES]
         row[:len(raw)] = np.frombuffer(raw, np.uint8)
     return out

@@ -26,8 +26,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from uniformer_jax import data, evaluation, labels, video, zoo
-from uniformer_jax.checkpoints import CheckpointError, load_pretrained, read_metadata
+from uniformer_jax import evaluation
+from uniformer_jax.data import class_lists, pipelines, video
+from uniformer_jax.weights import hub
+from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "a config file from configs/ whose test protocol to use (default: Kinetics 16x4, 4x1 views)",
@@ -41,7 +43,7 @@ _JSON = flags.DEFINE_bool("json", False, "print one JSON object a video instead 
 RESIZE_CHUNK = 32  # frames resized together: one TF call each, a bounded buffer at the source resolution
 
 
-def load_views(path: str, sampling: data.Sampling, views: data.TestViews) -> np.ndarray:
+def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
     """(clips * crops, T, S, S, 3) uint8 test views of a video file.
 
     Frames are resized to the short side as they are decoded (bilinear, as the test protocol), so the
@@ -51,16 +53,16 @@ def load_views(path: str, sampling: data.Sampling, views: data.TestViews) -> np.
     for frame in video.iter_frames(path):
         chunk.append(frame.image)
         if len(chunk) == RESIZE_CHUNK:
-            resized.append(data.resize_short_side(np.stack(chunk), views.short_side).numpy())
+            resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
             chunk = []
     if chunk:
-        resized.append(data.resize_short_side(np.stack(chunk), views.short_side).numpy())
+        resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
     frames = np.concatenate(resized)
     if len(frames) < sampling.num_frames:
         raise video.VideoError(f"{path}: {len(frames)} frames, too short for clips of {sampling.num_frames} frames")
-    unique, positions = np.unique(data.test_indices(len(frames), sampling, views).numpy().reshape(-1),
+    unique, positions = np.unique(pipelines.test_indices(len(frames), sampling, views).numpy().reshape(-1),
                                   return_inverse=True)
-    return data.crop_views(frames[unique], positions, sampling, views).numpy()
+    return pipelines.crop_views(frames[unique], positions, sampling, views).numpy()
 
 
 def probabilities(scores: np.ndarray, aggregate: str, num_views: int) -> np.ndarray:
@@ -71,7 +73,7 @@ def probabilities(scores: np.ndarray, aggregate: str, num_views: int) -> np.ndar
 
 
 def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> list[str]:
-    names = labels.read_class_names(labels_file) if labels_file else read_metadata(checkpoint).get("class_names")
+    names = class_lists.read_class_names(labels_file) if labels_file else read_metadata(checkpoint).get("class_names")
     if names is None:
         return [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
@@ -81,7 +83,7 @@ def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> l
 
 def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, labels_file: str | None = None):
     """Yields {video, top5: [{label, probability}]} or {video, error} for each path, in order."""
-    model, variables = load_pretrained(checkpoint, dtype=protocol.compute_dtype, attention=protocol.attention)
+    model, variables = load_directory(checkpoint, dtype=protocol.compute_dtype, attention=protocol.attention)
     names = class_names(checkpoint, labels_file, model.num_classes)
     step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype)
     for path in paths:
@@ -109,7 +111,7 @@ def main(argv):
     failed = False
     try:
         protocol = evaluation.Protocol()
-        directory = zoo.resolve(checkpoint)
+        directory = hub.resolve(checkpoint)
         if config is not None:
             protocol = evaluation.Protocol.from_config(config)
             evaluation.check_model(config, read_metadata(directory), checkpoint)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 from absl import flags
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def _count(devices) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +20,9 @@ import optax
 from flax import struct
 
 from uniformer_jax import sharding
-from uniformer_jax.checkpoints import abstract_variables
-from uniformer_jax.model import normalise
-from uniformer_jax.variants import VARIANTS, create_model
+from uniformer_jax.models.layers import normalise
+from uniformer_jax.models.variants import VARIANT_NAMES, create_model
+from uniformer_jax.weights.checkpoints import abstract_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,8 +222,8 @@ def compute_dtype(name: str):
 def check_layout(config, devices: int) -> None:
     """The config's model, and its batch split over `devices`: into micro-batches, mixing groups and fsdp."""
     t = config.train
-    if config.model.variant not in VARIANTS:
-        raise ValueError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANTS)}")
+    if config.model.variant not in VARIANT_NAMES:
+        raise ValueError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANT_NAMES)}")
     compute_dtype(t.dtype)
     if t.batch_size % devices:
         raise ValueError(f"train.batch_size {t.batch_size} does not split over {devices} devices; set "

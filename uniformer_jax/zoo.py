@@ -1,233 +1,23 @@
-"""Released UniFormer models by name: download, verify, convert once, and keep in a cache.
+"""Released UniFormer models by name.
 
     python -m uniformer_jax.zoo list [--json]       every release, and whether it is cached
     python -m uniformer_jax.zoo fetch NAME ...      fetch and convert (or a .pth file); prints each directory
 
-`resolve` turns what a user gives as a checkpoint (a release name, a `.pth` file, a converted directory) into a
-converted directory. The cache is `$UNIFORMER_JAX_CACHE` (default `~/.cache/uniformer_jax`): `models/<name>` holds
-converted checkpoints, `downloads/` the published files. `UNIFORMER_JAX_MIRROR` (a URL or a directory) serves every
-file as `<mirror>/<published file name>` instead of its sources, for clusters without internet.
+The cache is `$UNIFORMER_JAX_CACHE` (default `~/.cache/uniformer_jax`); `UNIFORMER_JAX_MIRROR` (a URL or a
+directory) serves every published file instead of its sources, for clusters without internet.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import jax
+from uniformer_jax.weights import releases
+from uniformer_jax.weights.checkpoints import CheckpointError
+from uniformer_jax.weights.hub import fetch, is_cached, resolve
 
-from uniformer_jax import releases
-from uniformer_jax.checkpoints import METADATA_FILE, CheckpointError, load_pretrained as load_directory
-from uniformer_jax.conversion import ConversionError, sha256, to_orbax
-from uniformer_jax.torch_checkpoints import require_torch
-
-CACHE_ENV, MIRROR_ENV = "UNIFORMER_JAX_CACHE", "UNIFORMER_JAX_MIRROR"
-INCOMING = ".incoming"  # downloads/ staging area: files not yet checked
-
-
-class ZooError(CheckpointError):
-    """A release that cannot be had or does not check out; the message says what to do."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/uniformer_jax").expanduser()
-
-
-def _converted(name: str) -> Path:
-    return cache_dir() / "models" / name
-
-
-def is_cached(name: str) -> bool:
-    return (_converted(name) / METADATA_FILE).is_file()
-
-
-def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
-    """The converted directory for a release name, a PyTorch checkpoint file or a converted directory."""
-    name, path = str(checkpoint), Path(checkpoint)
-    release = name in releases.BY_NAME
-    if not release and path.is_dir():
-        return path
-    if release and is_cached(name):
-        return _converted(name)
-    if not release and not path.is_file():
-        raise ZooError(f"{checkpoint} is neither a converted checkpoint directory nor a PyTorch checkpoint file, and "
-                       f"{releases.unknown(name)}")
-    if jax.process_count() > 1:
-        return _resolve_alone(name)
-    return fetch(name, progress) if release else convert_file(path)
-
-
-def _resolve_alone(checkpoint: str | Path) -> Path:
-    """`resolve` in a process of its own. Under jax.distributed, Orbax would make a conversion a collective of all
-    processes; the processes of a run rather each convert into their own (or a shared) cache, one at a time."""
-    result = subprocess.run([sys.executable, "-m", "uniformer_jax.zoo", "fetch", str(checkpoint)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if result.returncode:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        raise ZooError(errors[-1].removeprefix("error: ") if errors else result.stderr.strip()[-2000:])
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-def load_pretrained(checkpoint: str | Path, **model_kwargs):
-    """`checkpoints.load_pretrained` for anything `resolve` takes: `load_pretrained("k400_b32")`."""
-    return load_directory(resolve(checkpoint), **model_kwargs)
-
-
-def fetch(name: str, progress: bool = True) -> Path:
-    """The converted checkpoint of a release: from the cache, else downloaded, verified and converted into it."""
-    if name not in releases.BY_NAME:
-        raise ZooError(releases.unknown(name))
-    release = releases.BY_NAME[name]
-    destination = _converted(name)
-    if is_cached(name):
-        return destination
-    _require_torch()  # before a download that could not be converted
-    with _lock(name):
-        if is_cached(name):  # another process finished it while this one waited
-            return destination
-        source, origin = _obtain(release, progress)
-        downloads = cache_dir() / "downloads"
-        try:
-            actual = _verify(release, source, origin)
-            _convert(source, actual, destination, form=release.form, labels=release.classes, release=release,
-                     context=f"{release.name} ({origin}, sha256 {actual})")
-        except ZooError:
-            if downloads in source.parents:
-                source.unlink(missing_ok=True)  # nothing that failed its checks stays in the cache
-            raise
-        if source.parent == downloads / INCOMING:
-            os.replace(source, downloads / release.file)
-    return destination
-
-
-def convert_file(path: Path) -> Path:
-    """A PyTorch checkpoint file converted through the cache, keyed by its sha256.
-
-    A file that is a release (same sha256) gets that release's conversion (form, class names).
-    """
-    _require_torch()
-    digest = sha256(path)
-    release = next((r for r in releases.RELEASES if r.sha256 == digest), None)
-    name = release.name if release else f"files/{digest[:16]}"
-    destination = _converted(name)
-    with _lock(name):
-        if not is_cached(name):
-            _convert(path, digest, destination, form=release.form if release else None,
-                     labels=release.classes if release else None, release=release, context=str(path))
-    return destination
-
-
-def _require_torch() -> None:
-    try:
-        require_torch()
-    except ConversionError as e:
-        raise ZooError(str(e)) from None
-
-
-def _lock(name: str):
-    from filelock import FileLock
-
-    locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(locks / (name.replace("/", "--") + ".lock")))
-
-
-def _mirror() -> str | None:
-    mirror = os.environ.get(MIRROR_ENV)
-    return mirror.removeprefix("file://") if mirror else None
-
-
-def _obtain(release: releases.Release, progress: bool) -> tuple[Path, str]:
-    """The published file, and where it came from (for messages)."""
-    kept = cache_dir() / "downloads" / release.file
-    if kept.is_file():
-        return kept, str(kept)
-    mirror = _mirror()
-    if mirror and "://" not in mirror:
-        path = Path(mirror) / release.file
-        if not path.is_file():
-            raise ZooError(f"{release.name}: the mirror directory {mirror} has no {release.file}; put the file there "
-                           f"or unset {MIRROR_ENV}")
-        return path, str(path)
-    if mirror:
-        url = f"{mirror.rstrip('/')}/{release.file}"
-        return _download(release, url, progress, url=url), url
-    if release.hub:
-        return _from_hub(release), release.source
-    return _download(release, release.source, progress, url=release.url, drive=release.drive), release.source
-
-
-def _offline_hint(release: releases.Release) -> str:
-    return (f"Without network, put {release.file} into a directory and set {MIRROR_ENV} to it, or copy it to "
-            f"{cache_dir() / 'downloads' / release.file}")
-
-
-def _from_hub(release: releases.Release) -> Path:
-    from huggingface_hub import hf_hub_download  # HF_ENDPOINT, HF_HUB_OFFLINE and its cache apply
-
-    try:
-        return Path(hf_hub_download(release.hub, release.file))
-    except Exception as e:  # the Hub client raises many types (offline, HTTP, timeouts); all mean "not fetched"
-        raise ZooError(f"cannot download {release.name} from {release.source}: {_first_line(e)}. "
-                       f"{_offline_hint(release)}") from None
-
-
-def _download(release: releases.Release, origin: str, progress: bool, url=None, drive=None) -> Path:
-    """Downloads into the cache's staging area; an interrupted download is resumed by the next call."""
-    import gdown
-
-    incoming = cache_dir() / "downloads" / INCOMING
-    incoming.mkdir(parents=True, exist_ok=True)
-    staged = incoming / release.file
-    try:
-        gdown.download(url=url, id=drive, output=str(staged), quiet=not progress, resume=True,
-                       log_messages={"start": f"Downloading {release.name} from {origin}\n", "output": ""})
-    except Exception as e:  # requests, gdown and OS errors alike
-        raise ZooError(f"cannot download {release.name} from {origin}: {_first_line(e)}. "
-                       f"{_offline_hint(release)}") from None
-    return staged
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _verify(release: releases.Release, path: Path, origin: str) -> str:
-    """The file's sha256, checked against the published hash (or prefix) where there is one."""
-    actual = sha256(path)
-    if release.sha256 and not actual.startswith(release.sha256):
-        raise ZooError(f"{release.name}: {origin} gave a file whose sha256 is {actual}, expected {release.sha256}"
-                       f"{'...' if len(release.sha256) < 64 else ''}; nothing was cached. The download may be "
-                       "truncated or an error page: try again, or check the mirror's copy")
-    return actual
-
-
-def _convert(source: Path, digest: str, destination: Path, *, form, labels, release, context: str) -> None:
-    """Converts into a staging directory, then renames it into place: a reader sees all of it or nothing."""
-    staging = destination.parent / f".staging-{destination.name}-{uuid.uuid4().hex[:8]}"
-    extra = {"release": release.name if release else None}
-    try:
-        to_orbax(source, staging / "checkpoint", form=form, labels=labels, extra=extra, source_sha256=digest)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            (staging / "checkpoint").rename(destination)
-        except OSError:
-            if not (destination / METADATA_FILE).is_file():  # else another process put its copy there first
-                raise
-    except ConversionError as e:
-        raise ZooError(f"{context} is not a usable checkpoint: {e}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# --- command line ---------------------------------------------------------------------------------------------
 
 def _row(release: releases.Release) -> dict:
     return {"name": release.name, "file": release.file, "form": release.form, "variant": release.variant,

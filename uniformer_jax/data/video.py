@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -59,7 +60,8 @@ def read_video(path: str | Path, short_side: int | None = None, fps: float | Non
     """
     frames, times = [], []
     native, rotation = 30.0, 0
-    for image, time, native, rotation in iter_frames(path, short_side):
+    for frame in iter_frames(path, short_side):
+        image, time, native, rotation = frame  # the rate and rotation are the stream's, the same in every frame
         frames.append(image)
         times.append(time if time is not None else len(times) / native)
     if fps is None:

@@ -1,19 +1,20 @@
 """Training augmentation of uint8 clips (T, H, W, 3) in TensorFlow, as the original recipe (uniformer-spec §5.1).
 
 RandAugment follows timm's policies as SlowFast applies them (`rand-m7-n4-mstd0.5-inc1` for S/B, weaker ones for
-the lightweight models): the same ops and magnitudes for every frame of a clip, each op applied with probability 0.5. The image ops follow PIL, which the original uses
-(per frame, like PIL). Geometric ops interpolate bilinearly where the original used bicubic.
-All randomness is stateless, drawn from the seed given.
+the lightweight models): the same ops and magnitudes for every frame of a clip, each op applied with probability
+0.5. The image ops follow PIL, which the original uses (per frame, like PIL). Geometric ops interpolate
+bilinearly where the original used bicubic. All randomness is stateless, drawn from the seed given.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
 import tensorflow as tf
 
-from uniformer_jax.model import MEAN, STD
+from uniformer_jax.models.layers import MEAN, STD
 
 MAX_LEVEL = 10.0
 FILL = 128  # timm's default fill colour for geometric ops
@@ -230,8 +231,10 @@ def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: floa
         op = tf.random.stateless_uniform((), parts[1], maxval=len(ops), dtype=tf.int32)
         level = tf.clip_by_value(magnitude + std * tf.random.stateless_normal((), parts[2]), 0.0, MAX_LEVEL)
         sign = tf.where(draws[1] < 0.5, -1.0, 1.0)
-        branches = [lambda fn=fn: fn(frames, level, sign) for _, fn in ops]
-        frames = tf.cond(draws[0] < 0.5, lambda: tf.switch_case(op, branches), lambda: frames)
+        # Bound now: tf.cond and tf.switch_case trace the branches in this iteration.
+        branches = [functools.partial(fn, frames, level, sign) for _, fn in ops]
+        frames = tf.cond(draws[0] < 0.5,
+                         lambda op=op, branches=branches: tf.switch_case(op, branches), lambda frames=frames: frames)
         frames = tf.ensure_shape(frames, [None, None, None, 3])
     return frames
 
@@ -250,7 +253,10 @@ def random_resized_crop(frames, size: int, scale, ratio, seed):
     return resize(tf.slice(frames, tf.concat([[0], begin], 0), tf.concat([[-1], extent], 0)), [size, size])
 
 
-def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=(math.log(0.3), math.log(1 / 0.3)), tries: int = 10):
+ERASING_LOG_RATIO = (math.log(0.3), math.log(1 / 0.3))  # timm's aspect ratios 0.3 to 1/0.3
+
+
+def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=ERASING_LOG_RATIO, tries: int = 10):
     """timm's RandomErasing, mode 'pixel', one box shared by all frames, filled with per-pixel noise."""
     seeds = tf.random.experimental.stateless_split(seed, 5)
     shape = tf.shape(frames)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-VARIANTS = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_xxs", "xxs_ls": "uniformer_xxs_ls",
+SHORT_NAMES = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_xxs", "xxs_ls": "uniformer_xxs_ls",
             "xs": "uniformer_xs"}
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
 
@@ -23,7 +23,7 @@ def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_co
     config.release = release  # the released weights this config's protocol and recipe belong to
     config.workdir = config_dict.placeholder(str)  # where results go; default: runs/<config name>
     config.model = ml_collections.ConfigDict(dict(
-        variant=VARIANTS[variant], num_classes=CLASSES[dataset], dtype="float32", attention="xla"))
+        variant=SHORT_NAMES[variant], num_classes=CLASSES[dataset], dtype="float32", attention="xla"))
     config.data = ml_collections.ConfigDict(dict(
         name=dataset,  # the dataset_builder --name that data.source defaults to
         # A dataset directory or a DMVR TFRecord file pattern; None: the dataset `name` in the TFDS data

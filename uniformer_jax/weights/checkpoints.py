@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from flax import linen as nn
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from uniformer_jax.variants import VARIANTS, create_model
+from uniformer_jax.models.variants import VARIANT_NAMES, create_model
 
 METADATA_FILE = "uniformer.json"
 VARIABLES_DIR = "variables"
@@ -146,13 +147,13 @@ def read_metadata(directory: str | Path) -> dict:
                               "make one with `python -m convert SRC DST`") from None
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
-    if metadata.get("format_version") != FORMAT_VERSION or metadata.get("variant") not in VARIANTS:
+    if metadata.get("format_version") != FORMAT_VERSION or metadata.get("variant") not in VARIANT_NAMES:
         raise CheckpointError(f"{path} is not metadata this version can read (format_version "
                               f"{metadata.get('format_version')!r}, variant {metadata.get('variant')!r})")
     return metadata
 
 
-def load_pretrained(directory: str | Path, **model_kwargs) -> tuple[nn.Module, dict]:
+def load_directory(directory: str | Path, **model_kwargs) -> tuple[nn.Module, dict]:
     """The model a converted checkpoint describes and its variables, checked strictly.
 
     `model_kwargs` set run-time options of the model (`dtype`, `attention`, `remat`, `drop_path_rate`);

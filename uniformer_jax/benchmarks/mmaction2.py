@@ -9,7 +9,7 @@ import logging
 import sys
 import types
 
-from uniformer_jax.model import VARIANTS
+from uniformer_jax.models.uniformer import DEPTHS
 
 
 def _stub_missing_drn():
@@ -31,14 +31,14 @@ def build(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: floa
     `ln_eps=1e-6` turns MMAction2's attention-block LayerNorms into Sense-X's, making it the Sense-X reference.
     """
     _stub_missing_drn()
-    from mmengine.logging import MMLogger
     from mmaction.registry import MODELS
     from mmaction.utils import register_all_modules
+    from mmengine.logging import MMLogger
 
     register_all_modules()
     model = MODELS.build(dict(
         type="Recognizer3D",
-        backbone=dict(type="UniFormer", depth=list(VARIANTS[variant]), drop_path_rate=drop_path_rate,
+        backbone=dict(type="UniFormer", depth=list(DEPTHS[variant]), drop_path_rate=drop_path_rate,
                       pretrained2d=False,
                       pretrained=None),
         cls_head=dict(type="I3DHead", num_classes=num_classes, in_channels=512, average_clips="prob"),

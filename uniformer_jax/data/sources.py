@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from uniformer_jax import labels
+from uniformer_jax.data import class_lists
 
 
 class DataError(ValueError):
@@ -175,7 +175,7 @@ def class_names(part: Split, given: list[str] | None, source: str) -> list[str] 
     if given is None:
         return part.class_names
     for index, text in sorted((part.label_text or dict(enumerate(part.class_names or ()))).items()):
-        if index >= len(given) or labels.normalise(given[index]) != labels.normalise(text):
+        if index >= len(given) or class_lists.canonical(given[index]) != class_lists.canonical(text):
             have = repr(given[index]) if index < len(given) else f"nothing (it has {len(given)} classes)"
             raise DataError(f"the class list names class {index} {have}, but {source} names it {text!r}: leave "
                             "data.class_names unset to take the data's own names, or give the list in its order")

@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 from types import SimpleNamespace
 
-from uniformer_jax import light
+from uniformer_jax.models import light
 
 CLASSES = {False: "Uniformer_light_fp32", True: "Uniformer_light_ls_fp32"}  # by layer scale
 
@@ -78,7 +78,7 @@ def config(depth, embed_dim, head_dim, num_classes: int, crop: int, prune=None, 
 
 def build(modules, variant: str, num_classes: int = 400, crop: int = 160):
     """The original model of a full-size variant (`uniformer_xxs`, `uniformer_xs_ls`, ...)."""
-    spec = light.VARIANTS[variant]
+    spec = light.SPECS[variant]
     scaled = spec.layer_scale is not None
     cfg = config(spec.depth, spec.embed_dim, spec.head_dim, num_classes, crop, init_value=spec.layer_scale or 0.1)
     return getattr(modules[scaled], CLASSES[scaled])(cfg)

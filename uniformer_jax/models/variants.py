@@ -1,5 +1,5 @@
-"""Every UniFormer variant by name: UniFormer-S/B (`uniformer_jax.model`) and the lightweight XXS/XS
-(`uniformer_jax.light`, `_ls` with layer scale), built, recognised from a state dict, and counted."""
+"""Every UniFormer variant by name: UniFormer-S/B (`uniformer_jax.models.uniformer`) and the lightweight XXS/XS
+(`uniformer_jax.models.light`, `_ls` with layer scale), built, recognised from a state dict, and counted."""
 
 from __future__ import annotations
 
@@ -9,26 +9,26 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from uniformer_jax import light, model
+from uniformer_jax.models import layers, light, uniformer
 
-VARIANTS = (*model.VARIANTS, *light.VARIANTS)
-FEATURES = {**{name: model.EMBED_DIM[-1] for name in model.VARIANTS},
-            **{name: spec.embed_dim[-1] for name, spec in light.VARIANTS.items()}}
+VARIANT_NAMES = (*uniformer.DEPTHS, *light.SPECS)
+FEATURES = {**{name: uniformer.EMBED_DIM[-1] for name in uniformer.DEPTHS},
+            **{name: spec.embed_dim[-1] for name, spec in light.SPECS.items()}}
 
 
 def create_model(name: str, **kwargs):
     """`create_model("uniformer_small", num_classes=400)`; keyword arguments set the model's attributes."""
-    if name in model.VARIANTS:
-        return model.UniFormer(depth=model.VARIANTS[name], **kwargs)
-    if name in light.VARIANTS:
-        spec = light.VARIANTS[name]
+    if name in uniformer.DEPTHS:
+        return uniformer.UniFormer(depth=uniformer.DEPTHS[name], **kwargs)
+    if name in light.SPECS:
+        spec = light.SPECS[name]
         return light.UniFormerLight(depth=spec.depth, embed_dim=spec.embed_dim, head_dim=spec.head_dim,
                                     layer_scale=spec.layer_scale, **kwargs)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(VARIANTS)}")
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(VARIANT_NAMES)}")
 
 
 def is_light(name: str) -> bool:
-    return name in light.VARIANTS
+    return name in light.SPECS
 
 
 def heads(name: str) -> tuple[str, ...]:
@@ -39,8 +39,8 @@ def heads(name: str) -> tuple[str, ...]:
 def new_heads(key, name: str, num_classes: int) -> dict:
     """Freshly initialised heads, as Sense-X makes them when fine-tuning for other classes."""
     kernels = jax.random.split(key, len(heads(name)))
-    return {head: {"kernel": np.asarray(model.linear_init(k, (FEATURES[name], num_classes))),
-                   "bias": np.zeros(num_classes, np.float32)} for head, k in zip(heads(name), kernels)}
+    return {head: {"kernel": np.asarray(layers.linear_init(k, (FEATURES[name], num_classes))),
+                   "bias": np.zeros(num_classes, np.float32)} for head, k in zip(heads(name), kernels, strict=True)}
 
 
 def stage_depths(keys) -> tuple[int, ...]:
@@ -58,13 +58,13 @@ def variant_of(state_dict: Mapping) -> str | None:
     """The variant whose blocks (and, for the light models, layer scale) a Sense-X-keyed state dict has, or None."""
     depth = stage_depths(state_dict)
     if "cls_token" not in state_dict:
-        return next((name for name, d in model.VARIANTS.items() if depth == d), None)
+        return next((name for name, d in uniformer.DEPTHS.items() if depth == d), None)
     scaled = any(k.endswith(".gamma_1") for k in state_dict)
-    return next((name for name, spec in light.VARIANTS.items()
+    return next((name for name, spec in light.SPECS.items()
                  if spec.depth == depth and (spec.layer_scale is not None) == scaled), None)
 
 
-DEPTHS = {**model.VARIANTS, **{name: spec.depth for name, spec in light.VARIANTS.items()}}
+DEPTHS = {**uniformer.DEPTHS, **{name: spec.depth for name, spec in light.SPECS.items()}}
 
 
 def describe() -> str:
@@ -75,5 +75,5 @@ def describe() -> str:
 def flops(name: str, frames: int, size: int = 224, num_classes: int = 400) -> int:
     """Forward FLOPs of one clip as fvcore counts them (the papers' figures)."""
     if is_light(name):
-        return light.flops(light.VARIANTS[name], frames, size, num_classes)
-    return model.flops(model.VARIANTS[name], frames, size, num_classes)
+        return light.flops(light.SPECS[name], frames, size, num_classes)
+    return uniformer.flops(uniformer.DEPTHS[name], frames, size, num_classes)

@@ -9,12 +9,28 @@ from pathlib import Path
 
 import jax
 
-from uniformer_jax import labels as labels_lib
-from uniformer_jax import torch_keys as keys
-from uniformer_jax.torch_checkpoints import (FORMS, INFLATE_MODES, ConversionError, check_finite, inflate,
-                                             load_torch_file, read_state_dict, require_torch)
-from uniformer_jax.checkpoints import abstract_variables, load_pretrained, save_pretrained, shape_mismatches
-from uniformer_jax.variants import VARIANTS, create_model, describe, heads, new_heads, stage_depths, variant_of
+from uniformer_jax.data import class_lists
+from uniformer_jax.models.variants import (
+    VARIANT_NAMES,
+    create_model,
+    describe,
+    heads,
+    new_heads,
+    stage_depths,
+    variant_of,
+)
+from uniformer_jax.weights import torch_keys as keys
+from uniformer_jax.weights.checkpoints import abstract_variables, load_directory, save_pretrained, shape_mismatches
+from uniformer_jax.weights.torch_files import (
+    FORMS,
+    INFLATE_MODES,
+    ConversionError,
+    check_finite,
+    inflate,
+    load_torch_file,
+    read_state_dict,
+    require_torch,
+)
 
 # The LayerNorm eps of the attention blocks that trained each form's weights.
 LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5}
@@ -33,15 +49,15 @@ def sha256(path: str | Path) -> str:
 def _class_names(labels, reorder_to, num_classes):
     """Class names of the converted head, and the permutation of its rows into `reorder_to`'s order (or None)."""
     try:
-        names = labels_lib.read_class_names(labels) if labels else None
-        target = labels_lib.read_class_names(reorder_to) if reorder_to else None
+        names = class_lists.read_class_names(labels) if labels else None
+        target = class_lists.read_class_names(reorder_to) if reorder_to else None
         if names is not None and len(names) != num_classes:
             raise ValueError(f"{labels} names {len(names)} classes, but the head has {num_classes}")
         if target is None:
             return names, None
         if names is None:
             raise ValueError("--reorder-to needs --labels naming the classes of the source head rows")
-        order = labels_lib.permutation(names, target)
+        order = class_lists.permutation(names, target)
     except ValueError as e:
         raise ConversionError(str(e)) from None
     return target, order
@@ -61,7 +77,7 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
         raise ConversionError(f"{dst} already exists; choose another destination or pass --force")
     state_dict, form = read_state_dict(load_torch_file(str(src)), form)
     variant = variant or variant_of(state_dict)
-    if variant not in VARIANTS:
+    if variant not in VARIANT_NAMES:
         raise ConversionError(f"unknown variant: blocks per stage {stage_depths(state_dict)} match none of "
                               f"{describe()}")
     head = state_dict.get("head.weight")
@@ -111,8 +127,9 @@ def to_torch(src_dir, out, *, overwrite=False) -> dict:
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another destination or pass --force")
-    _, variables = load_pretrained(src_dir)
-    state_dict = {k: torch.tensor(v) for k, v in keys.to_torch(variables).items()}  # a copy: restored arrays are read-only
+    _, variables = load_directory(src_dir)
+    # A copy: restored arrays are read-only.
+    state_dict = {k: torch.tensor(v) for k, v in keys.to_torch(variables).items()}
     fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:

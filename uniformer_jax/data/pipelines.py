@@ -1,7 +1,7 @@
 """tf.data input: uint8 clips sampled and augmented as the original UniFormer recipe, one part per process.
 
-Examples come from `uniformer_jax.sources` (a TFDS directory or DMVR TFRecords). Frames are chosen on the
-still-encoded JPEG strings and only those are decoded. Clips stay uint8; `model.normalise` runs on the device,
+Examples come from `uniformer_jax.data.sources` (a TFDS directory or DMVR TFRecords). Frames are chosen on the
+still-encoded JPEG strings and only those are decoded. Clips stay uint8; `models.layers.normalise` runs on the device,
 inside the jitted step.
 """
 
@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from uniformer_jax import augment
-from uniformer_jax.sources import DataError, Split, open_split, scalar_seed
+from uniformer_jax.data import augment
+from uniformer_jax.data.sources import DataError, Split, open_split, scalar_seed
 
 MODES = ("dense", "segment")
 

@@ -21,8 +21,20 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from uniformer_jax.model import (CBlock, DepthwiseConv, DropPath, Mlp, PatchEmbed, check_remat, conv, drop_path_rates,
-                                 gelu, layer_scales, linear_init, scaled)
+from uniformer_jax.models.layers import (
+    CBlock,
+    DepthwiseConv,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    check_remat,
+    conv,
+    drop_path_rates,
+    gelu,
+    layer_scales,
+    linear_init,
+    scaled,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +47,7 @@ class Spec:
 
 XXS = dict(depth=(2, 5, 8, 2), embed_dim=(56, 112, 224, 448), head_dim=28)
 XS = dict(depth=(3, 5, 9, 3), embed_dim=(64, 128, 256, 512), head_dim=32)
-VARIANTS = {
+SPECS = {
     "uniformer_xxs": Spec(**XXS, layer_scale=None),
     "uniformer_xxs_ls": Spec(**XXS, layer_scale=0.1),
     "uniformer_xs": Spec(**XS, layer_scale=None),
@@ -160,18 +172,18 @@ class EvoSABlock(nn.Module):
 class UniFormerLight(nn.Module):
     """UniFormer-XXS/XS for video classification.
 
-    Attributes (besides those `uniformer_jax.model.UniFormer` shares: num_classes, drop_path_rate, ln_eps,
+    Attributes (besides those `uniformer_jax.models.uniformer.UniFormer` shares: num_classes, drop_path_rate, ln_eps,
     dtype, remat):
-      depth, embed_dim, head_dim: the variant's shape (see VARIANTS).
+      depth, embed_dim, head_dim: the variant's shape (see SPECS).
       layer_scale: the `_ls` variants' initial `gamma`, None for none.
       prune_ratio, trade_off: per block of stages 3 and 4; None: Sense-X's defaults (`default_pruning`).
     In training mode the model returns the logits of `head` (over the pooled final feature map) and of
     `head_cls` (over the class token), which the original's loss averages; in eval mode, `head`'s alone.
     """
 
-    depth: tuple[int, int, int, int] = VARIANTS["uniformer_xxs"].depth
-    embed_dim: tuple[int, int, int, int] = VARIANTS["uniformer_xxs"].embed_dim
-    head_dim: int = VARIANTS["uniformer_xxs"].head_dim
+    depth: tuple[int, int, int, int] = SPECS["uniformer_xxs"].depth
+    embed_dim: tuple[int, int, int, int] = SPECS["uniformer_xxs"].embed_dim
+    head_dim: int = SPECS["uniformer_xxs"].head_dim
     layer_scale: float | None = None
     prune_ratio: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     trade_off: tuple[tuple[float, ...], tuple[float, ...]] | None = None
@@ -258,14 +270,14 @@ class UniFormerLight(nn.Module):
 
 
 def flops(spec: Spec, frames: int, size: int, num_classes: int = 400) -> int:
-    """Forward FLOPs of one clip in eval mode as fvcore counts them (see `uniformer_jax.model.flops`), pruning
-    included: a pruning block's attention and MLP see the kept tokens, the class token and the merged one."""
+    """Forward FLOPs of one clip in eval mode as fvcore counts them (see `uniformer_jax.models.uniformer.flops`),
+    pruning included: a pruning block's attention and MLP see the kept tokens, the class token and the merged one."""
     c0, (t, h, w) = spec.embed_dim[0], (frames, size // 2, size // 2)
     total = t * h * w * c0 // 2 * (3 * 27 + 2)  # proj_0 and its BatchNorm
     t, h, w = (t + 1) // 2, h // 2, w // 2
     total += t * h * w * c0 * (c0 // 2 * 27 + 2)  # proj_3 and its BatchNorm
     prune = default_pruning(spec.depth)
-    for s, (blocks, c) in enumerate(zip(spec.depth, spec.embed_dim)):
+    for s, (blocks, c) in enumerate(zip(spec.depth, spec.embed_dim, strict=True)):
         if s:
             h, w = h // 2, w // 2
             total += t * h * w * c * (spec.embed_dim[s - 1] * 4 + 5)

@@ -1,0 +1,11 @@
+"""Data: video files, TFRecord datasets and the input pipelines of the original training and test protocols.
+
+- `video`: decoding video files with PyAV (upright, as players show them), frames as JPEG;
+- `builder`: the TFDS builder, videos and list files to TFRecords;
+- `sources`: reading TFDS directories and DMVR records, one part of a split per process;
+- `pipelines`: `tf.data` training and test pipelines (sampling, test views, batches of uint8 clips);
+- `augment`: training augmentation (RandAugment, resized crops, flips, random erasing);
+- `class_lists`: class-name lists (`label_maps/`) and permutations between class orders.
+
+Imports: `uniformer_jax.models.layers` (the input normalisation) and nothing else of this package.
+"""
