@@ -49,7 +49,8 @@ def reference_model(variant: str = "uniformer_small", num_classes: int = 400, ln
 
 
 def sensex_state_dict(model) -> dict[str, torch.Tensor]:
-    """The Sense-X keys of an MMAction2 model's state dict (uniformer-spec §3.3)."""
+    """The Sense-X keys of an MMAction2 model's state dict (MMAction2 `mmaction/models/backbones/uniformer.py` and
+    `recognizers/recognizer3d.py`)."""
     out = {}
     for key, value in model.state_dict().items():
         if key.startswith("cls_head.fc_cls."):

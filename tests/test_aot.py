@@ -20,7 +20,8 @@ from configs import k400_s16
 from uniformer_jax import aot, sharding
 from uniformer_jax.models import variants
 
-S_PARAMS = 21_400_400  # UniFormer-S with a 400-class head (uniformer-spec §2)
+# UniFormer-S with a 400-class head (Sense-X `video_classification/README.md`, the paper's Table 1)
+S_PARAMS = 21_400_400
 
 
 def small_s16(**train):
@@ -60,7 +61,7 @@ def test_train_step_sharded_over_a_pod_slice(v5p):
     assert 1.6 < whole / b["arguments"] <= 2.0
     # Split parameters are gathered whole before use; gradients and BatchNorm statistics are summed.
     assert r["collectives"]["all-gather"]["count"] > 0 and r["collectives"]["all-reduce"]["count"] > 0
-    # Train FLOPs are about 3x the forward pass (2 FLOPs a multiply-add, as fvcore counts them, spec §5) for
+    # Train FLOPs are about 3x the forward pass (2 FLOPs a multiply-add, fvcore's `flop_count` counting 1) for
     # the 2 clips, although XLA's cost analysis counts the micro-batch loop's body once.
     forward = 2 * variants.flops("uniformer_small", 4, 32, 400)
     assert 0.8 < r["flops_per_chip"] / (2 * 3 * forward) < 1.6

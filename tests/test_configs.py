@@ -1,4 +1,5 @@
-"""Every released model has a config, and each config says what uniformer-spec §4 and §5 say of that model."""
+"""Every released model has a config, and each config says what Sense-X's README, configs and data loaders say of that
+model."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from uniformer_jax import evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# uniformer-spec §4.2: (dataset, variant, frames, stride) -> top-1 (K400-pretrained for SSv; K600-pretrained second)
+# Sense-X `video_classification/README.md`: (dataset, variant, frames, stride) -> top-1 (K400-pretrained for SSv;
+# K600-pretrained second)
 RELEASED = {
     "k400_s8": ("k400", "s", 8, 8, 78.4), "k400_s16": ("k400", "s", 16, 4, 80.8),
     "k400_s16x8": ("k400", "s", 16, 8, 80.8), "k400_b8": ("k400", "b", 8, 8, 79.8),
@@ -26,10 +28,11 @@ RELEASED = {
     "sthv2_s16": ("sthv2", "s", 16, None, (67.7, 69.4)), "sthv2_s32": ("sthv2", "s", 32, None, (69.0, 70.4)),
     "sthv2_b16": ("sthv2", "b", 16, None, (70.4, 70.2)), "sthv2_b32": ("sthv2", "b", 32, None, (71.1, 71.2)),
 }
-PER_VIEW_GFLOPS = {("s", 8): 17.61, ("s", 16): 41.76, ("s", 32): 109.63,  # uniformer-spec §4.1 (fvcore)
+PER_VIEW_GFLOPS = {("s", 8): 17.61, ("s", 16): 41.76, ("s", 32): 109.63,  # fvcore's `flop_count` of Sense-X's model
                    ("b", 8): 40.23, ("b", 16): 96.74, ("b", 32): 258.63}
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
-# uniformer-spec §6.2 and §2: (videos per node, base lr per node, nodes, epochs, warmup epochs, drop path)
+# Sense-X `video_classification/exp/*/run.sh` and `config.yaml`: (videos per node, base lr per node, nodes, epochs,
+# warmup epochs, drop path)
 RECIPES = {
     "k400_s8": (128, 4e-4, 1, 100, 10, 0.1), "k400_s16": (32, 1e-4, 1, 110, 10, 0.1),
     "k400_s16x8": (32, 1e-4, 1, 110, 10, 0.1), "k400_b8": (64, 2e-4, 1, 100, 10, 0.3),

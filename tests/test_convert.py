@@ -72,7 +72,8 @@ def test_jax_weights_go_back_to_pytorch(tmp_path, mm_checkpoint):
 
 
 def two_d_state_dict(seed=0) -> dict[str, torch.Tensor]:
-    """An ImageNet-1K 2D UniFormer-S state dict: the 3D keys, with 2D kernels (uniformer-spec §6.3)."""
+    """An ImageNet-1K 2D UniFormer-S state dict: the 3D keys, with 2D kernels (Sense-X `slowfast/models/uniformer.py`,
+    `get_pretrained_model`)."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for key, value in sensex_state_dict(reference_model("uniformer_small")).items():
@@ -147,12 +148,14 @@ def test_k600_class_orders_match_by_name():
 def test_packaged_class_lists_read(name, count):
     names = read_class_names(name)
     assert len(names) == count and len(set(names)) == count
-    if name.endswith("mmaction2"):  # MMAction2's label maps are alphabetical (uniformer-spec §7)
+    # MMAction2's label maps are alphabetical (MMAction2 `tools/data/kinetics/label_map_k400.txt`)
+    if name.endswith("mmaction2"):
         assert names == sorted(names)
 
 
 def test_sensex_class_orders_as_the_spec_describes():
-    k400 = read_class_names("k400-sensex")  # uniformer-spec §7: riding a bike 0, marching 1, ..., abseiling 341
+    # Sense-X `data_list/k400/kinetics_400_categroies.txt`: riding a bike 0, marching 1, ..., abseiling 341
+    k400 = read_class_names("k400-sensex")
     assert k400[:2] == ["riding a bike", "marching"] and k400[341] == "abseiling"
     assert read_class_names("k600-sensex")[0] == "feeding_fish"
     assert permutation(k400, read_class_names("k400-mmaction2")).shape == (400,)

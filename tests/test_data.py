@@ -1,6 +1,7 @@
 """The dataset builder and the tf.data reader, on small mp4 files whose pixels name their frame index.
 
-Expected frame indices come from the sampling formulas of uniformer-spec §5 written out here in plain Python,
+Expected frame indices come from the sampling formulas of Sense-X's `slowfast/datasets/kinetics.py` and `sth.py`
+written out here in plain Python,
 and stored frames are compared with what PyAV itself decodes from the files.
 """
 
@@ -226,7 +227,8 @@ def test_bad_list_lines_are_named(tmp_path, line, message):
 
 
 def dense_expected(length, num_frames, rate, clips):
-    """uniformer-spec §5.1: offset sampling, linspace over the span, clamped, truncated."""
+    """Sense-X `slowfast/datasets/kinetics.py` and `decoder.py`: offset sampling, linspace over the span, clamped,
+    truncated."""
     span = num_frames * rate
     delta = max(length - span, 0)
     starts = [delta // 2] if clips == 1 else [k * (delta // (clips - 1)) for k in range(clips)]
@@ -235,7 +237,8 @@ def dense_expected(length, num_frames, rate, clips):
 
 
 def segment_expected(length, num_frames, clips):
-    """uniformer-spec §5.2: segment starts round(seg * i), test frame start + int(seg / (views + 1) * (k + 1))."""
+    """Sense-X `slowfast/datasets/sth.py`: segment starts round(seg * i), test frame start + int(seg / (views + 1) *
+    (k + 1))."""
     seg = (length - 1) / num_frames
     return [[int(np.round(seg * i)) + int(seg / (clips + 1) * (k + 1)) for i in range(num_frames)]
             for k in range(clips)]

@@ -1,7 +1,8 @@
 """eval.py and predict end to end: MMAction2 checkpoint -> convert -> TFRecords -> eval.py, against MMAction2.
 
 The reference decodes frames independently (PIL for the stored JPEGs, PyAV for the video files), applies the
-original test protocol in PyTorch (uniformer-spec §5.1: offset sampling, float frames normalised, bilinear
+original test protocol in PyTorch (Sense-X `slowfast/datasets/kinetics.py` and `decoder.py`: offset sampling, float
+frames normalised, bilinear
 short-side resize, centre crop) and sums the MMAction2 model's logits over the views.
 """
 

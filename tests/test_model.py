@@ -1,4 +1,5 @@
-"""Architecture facts of the Flax model checked against the spec's figures and MMAction2's model."""
+"""Architecture facts of the Flax model checked against Sense-X's published figures, fvcore's counts and MMAction2's
+model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from uniformer_jax.models import depthwise, layers, uniformer
 from uniformer_jax.weights import torch_keys as keys
 from uniformer_jax.weights.checkpoints import abstract_variables
 
-# uniformer-spec §2 and §4.1.
+# Sense-X `video_classification/README.md` and fvcore's `flop_count` of Sense-X's model.
 PARAMS = {("uniformer_small", 400): 21_400_400, ("uniformer_base", 400): 49_813_200,
           ("uniformer_small", 600): 21_503_000, ("uniformer_base", 600): 49_915_800,
           ("uniformer_small", 174): 21_284_462, ("uniformer_base", 174): 49_697_262}
@@ -51,7 +52,8 @@ def test_stage_shapes_at_16x224():
     model = create_model("uniformer_small")
     x = jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)
     feats = jax.eval_shape(lambda v, x: model.apply(v, x, method=model.features), abstract_variables(model), x)
-    # uniformer-spec §1.1: (64,8,56,56) -> (128,8,28,28) -> (320,8,14,14) -> (512,8,7,7), channels last here.
+    # Sense-X `slowfast/models/uniformer.py`: (64,8,56,56) -> (128,8,28,28) -> (320,8,14,14) -> (512,8,7,7), channels
+    # last here.
     assert [feats[f"stage{i}"].shape for i in range(1, 5)] == [
         (1, 8, 56, 56, 64), (1, 8, 28, 28, 128), (1, 8, 14, 14, 320), (1, 8, 7, 7, 512)]
     assert feats["pooled"].shape == (1, 512)
@@ -71,7 +73,7 @@ def test_flops_match_the_reference(monkeypatch, variant, frames):
 
 @pytest.mark.parametrize("variant", sorted(GMACS))
 def test_flops_count_is_the_papers(variant):
-    # uniformer.flops feeds the benchmark's MFU; it counts as fvcore does, so it gives the spec's figures exactly.
+    # uniformer.flops feeds the benchmark's MFU; it counts as fvcore does, so it gives fvcore's figures exactly.
     for frames, gmacs in GMACS[variant].items():
         assert uniformer.flops(uniformer.DEPTHS[variant], frames) / 1e9 == pytest.approx(gmacs, abs=0.005)
 

@@ -41,7 +41,8 @@ def test_small_mmaction2_checkpoint(tmp_path, shape):
 
 
 def test_small_sensex_checkpoint_16x224(tmp_path):
-    # MMAction2's model with eps 1e-6 in its attention blocks is the Sense-X model (uniformer-spec §1.3).
+    # MMAction2's model with eps 1e-6 in its attention blocks is the Sense-X model (MMAction2
+    # `mmaction/models/backbones/uniformer.py` against Sense-X `slowfast/models/uniformer.py`).
     reference = reference_model("uniformer_small", ln_eps=1e-6)
     model, variables = converted(tmp_path, save_sensex(reference, tmp_path / "sx.pth"))
     assert model.ln_eps == 1e-6

@@ -1,10 +1,27 @@
-"""The README's commands are the ones CI and newcomers run."""
+"""The repository as a newcomer meets it: the README's commands, lint, the import layers, and docs whose
+commands name programs, flags and config fields that exist."""
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# The commands the docs show that take seconds and need no data, network or weights: run as written.
+CHEAP = {("-m", "uniformer_jax.zoo", "list"), ("-m", "uniformer_jax.labels")}
+SUBCOMMANDS = {"uniformer_jax.zoo": ("list", "fetch")}
+TORCH = ("torch", "mmaction", "mmcv", "mmengine")
 
 
 def readme_commands() -> list[str]:
@@ -20,3 +37,146 @@ def test_readme_opens_with_demo_and_test_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert readme_commands()[1] in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_fits_the_first_screens():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200
+
+
+def test_ruff_finds_nothing():
+    result = subprocess.run([BIN / "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_imports_point_one_way():
+    result = subprocess.run([BIN / "lint-imports", "--no-cache"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "0 broken" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_subpackage_says_what_it_holds_and_may_import():
+    for init in (REPO / "uniformer_jax").glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "Imports:" in doc or "import" in doc.lower(), init
+
+
+def shown_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv after `python`) of every `python ...` command in the pages' shell blocks and indented lines."""
+    commands = []
+    for page in PAGES:
+        text = page.read_text()
+        blocks = re.findall(r"```bash\n(.*?)```", text, re.S) + re.findall(r"^    (python3? .*)$", text, re.M)
+        for block in blocks:
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in line.split("&&"):
+                    words = shlex.split(part, comments=True)
+                    if words and words[0] in ("python", ".venv/bin/python"):
+                        commands.append((page.name, words[1:]))
+    return commands
+
+
+def program(argv: list[str]) -> tuple[str, ...]:
+    """The program of a command: ('-m', module[, subcommand]) or (script,)."""
+    if argv[0] == "-m":
+        sub = SUBCOMMANDS.get(argv[1], ())
+        return ("-m", argv[1], argv[2]) if len(argv) > 2 and argv[2] in sub else ("-m", argv[1])
+    return (argv[0],)
+
+
+@functools.cache
+def help_text(prog: tuple[str, ...]) -> str:
+    """The program's flags as `--helpfull` (absl, which exits 1 after it) or `--help` (argparse) lists them."""
+    for flag, status in (("--helpfull", 1), ("--help", 0)):
+        result = subprocess.run([sys.executable, *prog, flag], cwd=REPO, capture_output=True, text=True)
+        if result.returncode == status and "--" in result.stdout:
+            return result.stdout
+    raise AssertionError(f"{' '.join(prog)} --help failed: {result.stderr[-2000:]}")
+
+
+def config_fields(path: str) -> set[str]:
+    spec = importlib.util.spec_from_file_location("shown_config", REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fields = set()
+
+    def walk(node, prefix):
+        for key in node.keys():
+            fields.add(prefix + key)
+            if hasattr(node[key], "keys"):
+                walk(node[key], f"{prefix}{key}.")
+
+    walk(module.get_config(), "")
+    return fields
+
+
+def test_docs_commands_name_programs_flags_and_config_fields_that_exist():
+    commands = shown_commands()
+    assert len(commands) > 20 and {page for page, _ in commands} >= {"README.md", "training.md", "pods.md"}
+    for page, argv in commands:
+        prog = program(argv)
+        if prog[0] == "-m":
+            assert importlib.util.find_spec(prog[1]) is not None, (page, argv)
+        else:
+            assert (REPO / prog[0]).is_file(), (page, argv)
+        flags = [w.split("=")[0] for w in argv if w.startswith("--")]
+        config = next((w.split("=", 1)[1] if "=" in w else argv[argv.index(w) + 1]
+                       for w in argv if w.split("=")[0] == "--config"), None)
+        for flag in flags:
+            if flag.startswith("--config."):
+                assert config and flag.removeprefix("--config.") in config_fields(config), (page, argv, flag)
+            elif flag != "--":
+                name = re.escape(flag.removeprefix("--"))  # absl lists booleans as --[no]NAME
+                assert re.search(rf"(^|\s)--(\[no\])?{name}[\s=,:\]]", help_text(prog), re.M), (page, argv, flag)
+        if config:
+            assert (REPO / config).is_file(), (page, argv)
+
+
+def test_cheap_docs_commands_run_as_written_and_load_no_torch():
+    ran = 0
+    for page, argv in shown_commands():
+        if program(argv) in CHEAP:
+            result = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=REPO, capture_output=True,
+                                    text=True)
+            assert result.returncode == 0 and result.stdout, (page, argv, result.stderr[-2000:])
+            imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()}
+            assert not imported & set(TORCH), (page, argv)
+            ran += 1
+    assert ran >= 2
+
+
+def test_docs_python_examples_import_what_they_use():
+    for page in PAGES:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+            tree = ast.parse(block)
+            names = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module.startswith("uniformer_jax"):
+                    module = importlib.import_module(node.module)
+                    for alias in node.names:
+                        names[alias.asname or alias.name] = getattr(module, alias.name, None) or \
+                            importlib.import_module(f"{node.module}.{alias.name}")
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names:
+                    assert hasattr(names[node.value.id], node.attr), (page.name, node.value.id, node.attr)
+
+
+# Groups imported in one process each (eval.py, train.py and predict define flags of the same names).
+COMMAND_GROUPS = [("uniformer_jax", "uniformer_jax.zoo", "uniformer_jax.labels", "uniformer_jax.dataset_builder",
+                   "uniformer_jax.aot", "uniformer_jax.demo", "uniformer_jax.training", "uniformer_jax.evaluation",
+                   "convert.__main__"),
+                  ("uniformer_jax.predict",), ("eval.py",), ("train.py",)]
+
+
+@pytest.mark.parametrize("group", COMMAND_GROUPS, ids=lambda group: group[0])
+def test_the_package_and_user_commands_load_no_torch(group):
+    loads = []
+    for command in group:
+        if command.endswith(".py"):  # the script's imports and flags, without running its main
+            loads.append(f"s = u.spec_from_file_location('cmd', {str(REPO / command)!r}); "
+                         "s.loader.exec_module(u.module_from_spec(s))")
+        else:
+            loads.append(f"import {command}")
+    code = "import sys, importlib.util as u; " + "; ".join(loads) + \
+        f"; print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(TORCH)!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

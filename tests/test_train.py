@@ -223,7 +223,7 @@ def test_a_dry_run_compiles_the_runs_own_step_reports_and_writes_nothing(source,
     lines = result.stdout.splitlines()
     assert lines[0].startswith("motion train step (dry run): 1 device (cpu) on 1 host(s), global batch 8 clips")
     # UniFormer-S with a 4-class head: 21,400,400 parameters less 396 classes x (512 weights + 1 bias)
-    # (uniformer-spec §2), in float32.
+    # (the paper's Table 1; Sense-X `slowfast/models/uniformer.py`), in float32.
     assert f"parameters {4 * (21_400_400 - 396 * 513) / 2 ** 20:.1f} MiB" in lines[1]
     assert lines[2].startswith("total ") and "no memory limit known for cpu" in lines[2]
     assert len(lines) == 5 and not workdir.exists()

@@ -1,5 +1,5 @@
-"""The training recipe against independent references: MMAction2's model and torch's AdamW, the spec's
-schedule formula, and what mixup and cutmix must do to a batch."""
+"""The training recipe against independent references: MMAction2's model and torch's AdamW, Sense-X's
+lr schedule formula, and what mixup and cutmix must do to a batch."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def running_stats(model) -> dict:
 
 
 def spec_learning_rate(step, steps_per_epoch, base, warmup_epochs, epochs, start=1e-6, end=1e-6):
-    """uniformer-spec §6.1 in its own terms: per-iteration epoch, linear warmup, then cosine after warmup."""
+    """Sense-X `slowfast/utils/lr_policy.py` (`lr_func_cosine`, warmup) in its own terms: per-iteration epoch, linear
+    warmup, then cosine after warmup."""
     epoch = step / steps_per_epoch
     if epoch < warmup_epochs:
         return start + (base - start) * epoch / warmup_epochs

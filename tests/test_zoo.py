@@ -31,7 +31,7 @@ from uniformer_jax.weights import hub, releases
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"s": "uniformer_small", "b": "uniformer_base"}
-# uniformer-spec §4.3: MMAction2's own K400 results of its converted checkpoints.
+# MMAction2 `configs/recognition/uniformer/README.md`: its own K400 results of its converted checkpoints.
 MMACTION2_TOP1 = {"k400_s16": 80.9, "k400_b16": 82.0, "k400_b32": 83.1}
 S8 = releases.BY_NAME["k400_s8"]  # published without a hash: checked by conversion alone
 S16X8 = releases.BY_NAME["k400_s16x8"]  # published with its sha256 (Hugging Face Hub)

@@ -73,8 +73,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    # TFDS and the worker processes look the builder up by its module, so run the package's copy, not __main__.
-    from uniformer_jax.data import builder
-
-    builder.define_flags()
-    app.run(builder.main)
+    define_flags()
+    app.run(main)

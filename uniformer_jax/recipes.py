@@ -1,6 +1,7 @@
 """What every UniFormer config shares; each file in configs/ names one released model and its dataset.
 
-The released models and the paper's figures are in uniformer-spec §4: Kinetics is tested with 4 clips x 1
+The released models and the paper's figures are in Sense-X's `video_classification/README.md`: Kinetics is tested with
+4 clips x 1
 centre crop, Something-Something with 1 clip x 3 crops, short side 224, crop 224. Override any field on the
 command line, e.g. `--config.checkpoint=ckpt/b32 --config.data.source=/data/tfds/video_classification/k400/1.0.0`.
 """
@@ -40,7 +41,8 @@ def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_co
 
 def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, init: str, nodes: int = 1,
            flip: bool = True) -> ml_collections.ConfigDict:
-    """The original's training run (uniformer-spec §6): `videos` per node of 8 GPUs and its `lr`, on `nodes`
+    """The original's training run (Sense-X `video_classification/exp/*/run.sh`): `videos` per node of 8 GPUs and its
+    `lr`, on `nodes`
     nodes. Each video gives 2 clips (repeated augmentation), so the batch counts 2 x videos x nodes clips; the
     learning rate is for that batch and scales linearly when `batch_size` is changed."""
     clips = 2 * videos * nodes
@@ -75,7 +77,7 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
 
 def kinetics(dataset: str, variant: str, release: str | None, frames: int, rate: int, top1: float, gflops: float,
              train: ml_collections.ConfigDict):
-    """A Kinetics model: dense sampling, 4 clips x 1 centre crop. `gflops` sums all views (spec §4.2)."""
+    """A Kinetics model: dense sampling, 4 clips x 1 centre crop. `gflops` sums all views (as Sense-X's README)."""
     config = _base(dataset, variant, frames, release)
     config.train = train
     config.data.rate = rate

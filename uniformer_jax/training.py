@@ -1,4 +1,5 @@
-"""The original training recipe (uniformer-spec §6) as one jitted step over a device mesh.
+"""The original training recipe (Sense-X `video_classification/exp/*/config.yaml`, `run.sh`) as one jitted step over a
+device mesh.
 
 AdamW without decay on 1-D parameters, linear warmup then cosine per step, global-norm clipping, mixup/cutmix
 with label smoothing and soft-target cross-entropy, stochastic depth, gradient accumulation. BatchNorm

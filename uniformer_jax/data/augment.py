@@ -1,4 +1,5 @@
-"""Training augmentation of uint8 clips (T, H, W, 3) in TensorFlow, as the original recipe (uniformer-spec §5.1).
+"""Training augmentation of uint8 clips (T, H, W, 3) in TensorFlow, as the original recipe (Sense-X
+`slowfast/datasets/kinetics.py`).
 
 RandAugment follows timm's policies as SlowFast applies them (`rand-m7-n4-mstd0.5-inc1` for S/B, weaker ones for
 the lightweight models): the same ops and magnitudes for every frame of a clip, each op applied with probability

@@ -264,7 +264,29 @@ def _class_list(classes: str | None) -> str | None:
 def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: str | None = None,
           short_side: int = 320, fps: float | None = None, jpeg_quality: int = 90, workers: int | None = None,
           beam: bool = False, beam_options: list[str] = ()) -> VideoClassification:
-    """Builds (or finds already built) the dataset and returns its builder."""
+    """Builds the dataset (or finds it already built with the same settings) and returns its builder.
+
+    Args:
+      name: the dataset's name, the folder under `<out>/video_classification`.
+      videos: the folder holding the video files the lists name.
+      lists: list file by split (`train`, `validation`, `test`): Sense-X/SlowFast csv, MMAction2 or Kinetics csv.
+      out: the TFDS data directory to write into.
+      classes: a class list file or packaged short name giving the class indices; None: the sorted label
+        names, or the integer labels.
+      short_side: resize frames so the shorter side has this many pixels; 0 keeps them.
+      fps: resample to this frame rate as ffmpeg's fps filter does; None keeps the native rate.
+      jpeg_quality: JPEG quality of the stored frames.
+      workers: decoding processes; None: all cores.
+      beam: build through an Apache Beam pipeline (the `beam` extra).
+      beam_options: Beam pipeline options, e.g. `--runner=DataflowRunner`.
+
+    Returns:
+      The TFDS builder; `builder.data_dir` is the dataset directory, `builder.info.splits` its example counts.
+
+    Raises:
+      BuildError: the dataset exists with other settings, another build is writing it, or a list names a
+        class outside `classes`.
+    """
     settings = dict(videos=str(Path(videos).resolve()),
                     lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())),
                     classes=_class_list(classes), short_side=short_side or 0, fps=fps,

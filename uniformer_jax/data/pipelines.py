@@ -22,7 +22,7 @@ MODES = ("dense", "segment")
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    """How frames are picked from a video (uniformer-spec §5.1, §5.2)."""
+    """How frames are picked from a video (Sense-X `slowfast/datasets/kinetics.py`, `sth.py`)."""
     num_frames: int = 16
     rate: int = 4  # dense sampling: source frames per sampled frame
     mode: str = "dense"  # "dense" (Kinetics) or "segment" (TSN-style, Something-Something)
@@ -202,12 +202,31 @@ def local_batch_size(global_batch: int, process_count: int, local_devices: int) 
 def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
                   seed: int = 0, process_index: int = 0, process_count: int = 1, shards: int | None = None,
                   start: int = 0, shuffle_buffer: int = 128) -> tf.data.Dataset:
-    """An endless stream of this process's batches {video (B,T,S,S,3) uint8, label (B,)}, epoch after epoch.
+    """An endless stream of this process's training batches, epoch after epoch, as the original samples them.
 
-    The split is read as `shards` parts (default: one per process), each an endless stream of its own; a
-    process reads its share of them and its batch of `batch_size` clips takes the same number from each. With
-    a fixed `shards` the global batches (all processes' batches in process order) do not depend on the number
-    of processes. `start` counts the clips this process has already used: the stream resumes exactly there.
+    The split is read as `shards` parts, each an endless stream of its own; a process reads its share of them
+    and its batch takes the same number of clips from each. Each epoch's file order, shuffle and augmentation
+    come from (`seed`, shard, epoch) alone.
+
+    Args:
+      source: a TFDS dataset directory (what `dataset_builder` writes) or a DMVR TFRecord file pattern.
+      split: the split's name (`train`); ignored for a DMVR pattern, which is one split.
+      batch_size: clips per batch of this process (`local_batch_size` of the global batch).
+      sampling: frames, rate and mode (`dense` with a random start, `segment` for TSN sampling).
+      aug: the training augmentation; its `repeats` clips of a video come one after another.
+      seed: the seed of shuffling and augmentation.
+      process_index: this process's index (`jax.process_index()`).
+      process_count: the number of processes reading the split.
+      shards: streams the split is read as, a multiple of `process_count`; None: one per process. Fixed, the
+        global batches (all processes' batches in process order) do not depend on the number of processes.
+      start: clips this process has already used: the stream resumes exactly there, decoding none of them.
+      shuffle_buffer: examples each stream shuffles among.
+
+    Returns:
+      A `tf.data.Dataset` of {video (B, T, S, S, 3) uint8, label (B,)}.
+
+    Raises:
+      DataError: shards that do not divide over the processes or the batch, or a split that cannot be read.
     """
     shards = shards or process_count
     if shards % process_count or batch_size % (shards // process_count):
@@ -258,9 +277,24 @@ def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling
                  process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, Split, int]:
     """A finite stream of this process's batches of whole videos, the same number of steps on every process.
 
-    Batches are {video (B, V, T, S, S, 3) uint8, label, index, mask, name}; the last batches are padded with
-    masked examples (label -1, index -1), so every video of the split is counted once whatever the number of
-    processes. Returns the dataset, the split part and the number of steps.
+    The last batches are padded with masked examples (`mask` False, label and index -1), so every video of the
+    split is counted once whatever the number of processes and devices.
+
+    Args:
+      source: a TFDS dataset directory or a DMVR TFRecord file pattern.
+      split: the split's name (`validation`, `test`); ignored for a DMVR pattern.
+      batch_size: videos per batch of this process; each holds `views.clips x views.crops` views.
+      sampling: frames, rate and mode of each clip (offset sampling: first clip at the start, last at the end).
+      views: clips, crops, short side and crop size of the test views.
+      process_index: this process's index (`jax.process_index()`).
+      process_count: the number of processes reading the split.
+
+    Returns:
+      The `tf.data.Dataset` of {video (B, V, T, S, S, 3) uint8, label, index, mask, name}, this process's part
+      of the split (`Split`: files and example counts), and the number of steps every process runs.
+
+    Raises:
+      DataError: a split that cannot be read.
     """
     part = open_split(source, split, process_index=process_index, process_count=process_count)
     steps = math.ceil(max(part.counts) / batch_size)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from flax import linen as nn
 
 from uniformer_jax.models import layers, light, uniformer
 
@@ -16,8 +17,22 @@ FEATURES = {**{name: uniformer.EMBED_DIM[-1] for name in uniformer.DEPTHS},
             **{name: spec.embed_dim[-1] for name, spec in light.SPECS.items()}}
 
 
-def create_model(name: str, **kwargs):
-    """`create_model("uniformer_small", num_classes=400)`; keyword arguments set the model's attributes."""
+def create_model(name: str, **kwargs) -> nn.Module:
+    """A model built from scratch, initialised (by `init`) as PyTorch initialises the original.
+
+    `create_model("uniformer_base", num_classes=174, drop_path_rate=0.3)`.
+
+    Args:
+      name: a variant, one of `VARIANT_NAMES` (`uniformer_small`, `uniformer_base`, `uniformer_xxs`, ...).
+      **kwargs: the model's attributes: `num_classes`, `drop_path_rate`, `ln_eps`, `dtype`, `attention`, `remat`
+        (and `prune_ratio`, `trade_off` for the light models).
+
+    Returns:
+      The Flax module: `uniformer.UniFormer` for S/B, `light.UniFormerLight` for XXS/XS.
+
+    Raises:
+      ValueError: `name` is not a variant.
+    """
     if name in uniformer.DEPTHS:
         return uniformer.UniFormer(depth=uniformer.DEPTHS[name], **kwargs)
     if name in light.SPECS:

@@ -57,10 +57,23 @@ def _flat_shapes(tree) -> dict[str, tuple]:
 
 def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadata: Mapping[str, Any],
                     overwrite: bool = False) -> Path:
-    """Writes a checkpoint directory atomically: on any failure the destination is left as it was.
+    """Writes a converted checkpoint directory atomically: on any failure the destination is left as it was.
 
     With several processes every process calls it (each writes its shards of the arrays); process 0 alone
     writes the metadata and moves the directory into place.
+
+    Args:
+      directory: where the checkpoint goes (`uniformer.json` and Orbax `variables/` inside it).
+      variables: `params` and `batch_stats` of the model (numpy or `jax.Array`s, sharded or not).
+      metadata: at least `variant`, `num_classes` and `ln_eps`; `class_names`, `source_form`, `source_sha256`
+        and anything else JSON can hold are kept.
+      overwrite: replace an existing directory (swapped in one step where the system can) instead of refusing.
+
+    Returns:
+      The directory's absolute path.
+
+    Raises:
+      CheckpointError: `directory` exists and `overwrite` is False.
     """
     directory = Path(directory).absolute()
     lead = jax.process_index() == 0
@@ -154,10 +167,19 @@ def read_metadata(directory: str | Path) -> dict:
 
 
 def load_directory(directory: str | Path, **model_kwargs) -> tuple[nn.Module, dict]:
-    """The model a converted checkpoint describes and its variables, checked strictly.
+    """The model a converted checkpoint directory describes and its variables, checked strictly.
 
-    `model_kwargs` set run-time options of the model (`dtype`, `attention`, `remat`, `drop_path_rate`);
-    the variant, class count and LayerNorm eps come from the checkpoint.
+    Args:
+      directory: a converted checkpoint (what `save_pretrained` and `python -m convert` write).
+      **model_kwargs: run-time options of the model (`dtype`, `attention`, `remat`, `drop_path_rate`); the
+        variant, class count and LayerNorm eps come from the checkpoint.
+
+    Returns:
+      The Flax module and its variables as host arrays.
+
+    Raises:
+      CheckpointError: no metadata, metadata of another format, or variables whose names or shapes differ from
+        the model's (every mismatch listed), or an unreadable Orbax tree.
     """
     metadata = read_metadata(directory)
     model = create_model(metadata["variant"], num_classes=metadata["num_classes"], ln_eps=metadata["ln_eps"],

@@ -63,15 +63,35 @@ def _class_names(labels, reorder_to, num_classes):
     return target, order
 
 
-def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None, reorder_to=None,
-             inflate_mode="average", ln_eps=None, seed=0, overwrite=False, extra=None, source_sha256=None
-             ) -> dict:
-    """Converts a PyTorch checkpoint file into a checkpoint directory; returns the metadata written.
+def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, variant: str | None = None,
+             num_classes: int | None = None, labels: str | None = None, reorder_to: str | None = None,
+             inflate_mode: str = "average", ln_eps: float | None = None, seed: int = 0, overwrite: bool = False,
+             extra: dict | None = None, source_sha256: str | None = None) -> dict:
+    """Converts a PyTorch checkpoint file into a converted checkpoint directory (`python -m convert SRC DST`).
 
-    Form, variant and class count are detected from the file unless given. A `num_classes` other than the
-    source head's gives a freshly initialised head (truncated normal, std .02, as Sense-X does when
-    fine-tuning from ImageNet). `extra` adds entries to the metadata;
-    `source_sha256`, where the caller has already hashed `src`, saves reading it again.
+    Args:
+      src: a released or trained `.pth` file of any form in `FORMS`.
+      dst: the directory to write, atomically.
+      form: the checkpoint form; None detects it from the file's keys.
+      variant: the model variant; None detects it from the block counts (and, for XXS/XS, the class token and
+        layer-scale keys).
+      num_classes: the head's size; None keeps the source head's. Another size initialises a new head
+        (truncated normal, std .02, as Sense-X does when fine-tuning from ImageNet).
+      labels: class names of the source head rows, a file or a packaged list's short name.
+      reorder_to: a class list whose order the head rows are permuted into (matched by name).
+      inflate_mode: how 2D ImageNet kernels become 3D: `average` (Sense-X) or `center` (MMAction2).
+      ln_eps: LayerNorm epsilon of the attention blocks; None takes the form's (`LN_EPS`).
+      seed: the seed of a new head.
+      overwrite: replace an existing `dst`.
+      extra: further metadata entries.
+      source_sha256: the file's sha256 where the caller has already hashed it (saves reading it again).
+
+    Returns:
+      The metadata written to `uniformer.json`.
+
+    Raises:
+      ConversionError: missing, unexpected or mis-shaped tensors (all listed), NaN/Inf, an unknown form or
+        variant, a class list that does not fit, or an existing `dst` without `overwrite`.
     """
     if Path(dst).exists() and not overwrite:
         raise ConversionError(f"{dst} already exists; choose another destination or pass --force")
@@ -121,8 +141,24 @@ def to_orbax(src, dst, *, form=None, variant=None, num_classes=None, labels=None
     return metadata
 
 
-def to_torch(src_dir, out, *, overwrite=False) -> dict:
-    """Writes a converted checkpoint as a Sense-X state dict (`torch.load` + `load_state_dict` ready)."""
+def to_torch(src_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> dict:
+    """Writes a converted checkpoint as a Sense-X state dict (`python -m convert --to-torch DIR OUT.pth`).
+
+    `.pth -> directory -> .pth` is bit-exact; BatchNorm's `num_batches_tracked`, which JAX does not keep, comes
+    back as 0.
+
+    Args:
+      src_dir: a converted checkpoint directory.
+      out: the `.pth` file to write, atomically; `torch.load` and `load_state_dict` read it.
+      overwrite: replace an existing `out`.
+
+    Returns:
+      `{"keys": N}`, the number of tensors written.
+
+    Raises:
+      ConversionError: `out` exists and `overwrite` is False.
+      CheckpointError: `src_dir` is not a readable converted checkpoint.
+    """
     torch = require_torch()
     out = Path(out)
     if out.exists() and not overwrite:

@@ -1,6 +1,6 @@
 """Reading every form of released UniFormer PyTorch checkpoint into a Sense-X-keyed state dict.
 
-Forms (uniformer-spec §3.1):
+Forms (Sense-X's released files and `slowfast/utils/checkpoint.py`, MMAction2's runner):
   sensex        released Sense-X video weights: a flat state dict
   sensex-train  Sense-X training checkpoints: {"model_state": ..., "optimizer_state": ..., "cfg": ...}
   mmaction2     mmengine checkpoints: {"state_dict": {"backbone.*", "cls_head.fc_cls.*"}, "meta": ...}
@@ -120,7 +120,7 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
 
 
 def inflate(state_dict: dict[str, np.ndarray], shapes_3d: Mapping[str, tuple], mode: str = "average"):
-    """2D ImageNet weights to 3D (uniformer-spec §6.3).
+    """2D ImageNet weights to 3D (Sense-X `slowfast/models/uniformer.py`, `get_pretrained_model`).
 
     Each 4-D conv weight whose 3D counterpart has a temporal kernel of size T becomes T copies divided by T
     (`average`, Sense-X) or the 2D kernel in the middle slice and zeros elsewhere (`center`, MMAction2).
