@@ -86,8 +86,8 @@ def test_installed_wheel_works_outside_the_checkout(python, tmp_path):
     work.mkdir()
     assert "k400_b32" in run(python, "-m", "uniformer_jax.zoo", "list", cwd=work)
 
-    where, shape = run(python, "-c", MAKE_CHECKPOINT, tmp_path / "ck", cwd=work).split()
-    assert Path(where).is_relative_to(python.parents[1]) and shape == "(1,4)"
+    where, shape = run(python, "-c", MAKE_CHECKPOINT, tmp_path / "ck", cwd=work).splitlines()[-2:]
+    assert Path(where).is_relative_to(python.parents[1]) and shape == "(1, 4)"
 
     # A config file of the user's own, outside any checkout, built from the package's recipes.
     config = work / "my_config.py"

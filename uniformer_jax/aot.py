@@ -62,7 +62,17 @@ class AotError(ValueError):
 
 
 def topology(name: str) -> tuple[list, Chip]:
-    """The devices of a TPU topology named as libtpu names them (`v5p:4x4x4`: generation, chips per axis)."""
+    """The devices of a TPU topology named as libtpu names them (`v5p:4x4x4`: generation, chips per axis).
+
+    Args:
+      name: `GENERATION:SHAPE`, e.g. `v5p:4x4x4`, `v4:4x4x4`, `v5e:16x16`.
+
+    Returns:
+      The topology's abstract devices and the chip's figures (peak FLOP/s, HBM bandwidth and size).
+
+    Raises:
+      AotError: an unknown generation or shape, or no libtpu (the `tpu` extra).
+    """
     generation = name.split(":")[0]
     if generation not in CHIPS or ":" not in name:
         raise AotError(f"unknown TPU topology {name!r}: use GENERATION:SHAPE with a generation of "
@@ -85,7 +95,14 @@ def topology(name: str) -> tuple[list, Chip]:
 
 
 def local_chip(devices) -> Chip | None:
-    """The chip of devices at hand: a known TPU's figures, else its memory limit alone where JAX reports one."""
+    """The chip of devices at hand: a known TPU's figures, else its memory limit alone where JAX reports one.
+
+    Args:
+      devices: the run's devices.
+
+    Returns:
+      The `Chip`, or None where nothing is known of it.
+    """
     kind = DEVICE_KINDS.get(devices[0].device_kind)
     if kind:
         return CHIPS[kind]
@@ -98,9 +115,19 @@ def _with_sharding(tree, shardings):
 
 
 def train_program(config, devices, model=None, recipe=None):
-    """train.py's step for `devices` and its abstract arguments (state, batch); global batch in clips. `model`
-    and `recipe` default to the config's; the schedule's length does not change the program's size, so one
-    step an epoch stands in for the dataset's size."""
+    """train.py's step for `devices` and its abstract arguments (state, batch).
+
+    The schedule's length does not change the program's size, so one step an epoch stands in for the dataset's.
+
+    Args:
+      config: a train.py config.
+      devices: the devices to compile for.
+      model: the model; None: the config's.
+      recipe: the recipe; None: the config's.
+
+    Returns:
+      (jitted step, abstract arguments, global batch in clips).
+    """
     try:
         training.check_layout(config, len(devices))
     except ValueError as e:
@@ -120,7 +147,15 @@ def train_program(config, devices, model=None, recipe=None):
 
 
 def eval_program(config, devices):
-    """eval.py's step for `devices` and its abstract arguments (variables, views); global batch in clips."""
+    """eval.py's step for `devices` and its abstract arguments (variables, views).
+
+    Args:
+      config: an eval.py config.
+      devices: the devices to compile for.
+
+    Returns:
+      (jitted step, abstract arguments, global batch in clips).
+    """
     try:
         protocol = evaluation.Protocol.from_config(config)
     except evaluation.ConfigError as e:
@@ -143,8 +178,17 @@ def eval_program(config, devices):
 
 
 def collectives(hlo: str) -> dict:
-    """{op: {count, bytes}} of the cross-device ops in compiled HLO text; bytes are each op's result (for an
-    async `-start` op, its output, the last array of its tuple). A loop body's ops are counted once."""
+    """The cross-device ops of compiled HLO text.
+
+    Bytes are each op's result (for an async `-start` op, its output, the last array of its tuple). A loop body's
+    ops are counted once.
+
+    Args:
+      hlo: the compiled program's text (`compiled.as_text()`).
+
+    Returns:
+      `{op: {"count", "bytes"}}` for all-gather, reduce-scatter, all-reduce, all-to-all and collective-permute.
+    """
     found = {op: {"count": 0, "bytes": 0} for op in COLLECTIVES}
     for line in hlo.splitlines():
         m = _OP.search(line)
@@ -160,7 +204,14 @@ def collectives(hlo: str) -> dict:
 
 
 def argument_bytes(args) -> dict:
-    """Per-chip bytes of each argument group as its sharding splits it (before the chip's padding)."""
+    """Per-chip bytes of each argument group as its sharding splits it (before the chip's padding).
+
+    Args:
+      args: the abstract arguments, grouped (parameters, optimiser state, batch, ...).
+
+    Returns:
+      `{group: bytes}`.
+    """
     def shard_bytes(tree):
         return sum(math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(tree))
 
@@ -178,9 +229,19 @@ def _cost(compiled) -> tuple[float, float]:
 
 
 def with_micro_batches(cost: tuple[float, float], config, state) -> tuple[float, float]:
-    """XLA's cost analysis counts a loop's body once: with `accumulate` micro-batches, a step's FLOPs and memory
-    traffic are those of the optimiser update (outside the loop; compiled alone to measure it) plus
-    `accumulate` times the rest."""
+    """A step's FLOPs and memory traffic with `accumulate` micro-batches.
+
+    XLA's cost analysis counts a loop's body once: the total is the optimiser update's (outside the loop; compiled
+    alone to measure it) plus `accumulate` times the rest.
+
+    Args:
+      cost: (FLOPs, bytes) as XLA counted them.
+      config: the train.py config.
+      state: the abstract train state.
+
+    Returns:
+      (FLOPs, bytes) per step.
+    """
     tx = training.recipe_of(config, 1).optimizer()
     update = jax.jit(lambda s: optax.apply_updates(s.params, tx.update(s.params, s.opt_state, s.params)[0]))
     once = _cost(update.lower(state).compile())
@@ -195,8 +256,19 @@ def _header(devices, chip: Chip | None, global_batch: int) -> dict:
 
 
 def analyse(compiled, args, devices, chip: Chip | None, global_batch: int, cost=None) -> dict:
-    """The report of one compiled step: memory, cost (`cost`: FLOPs and traffic, where not the compiler's own
-    count), collectives and roofline, per chip."""
+    """The report of one compiled step: memory, cost, collectives and roofline, per chip.
+
+    Args:
+      compiled: the compiled step.
+      args: its abstract arguments.
+      devices: the devices it was compiled for.
+      chip: their figures, or None.
+      global_batch: clips per step.
+      cost: (FLOPs, bytes) where not the compiler's own count; None: XLA's.
+
+    Returns:
+      The report (see `format_report` for its fields).
+    """
     memory = compiled.memory_analysis()
     parts = {"arguments": memory.argument_size_in_bytes, "outputs": memory.output_size_in_bytes,
              "aliased": memory.alias_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
@@ -213,7 +285,18 @@ def analyse(compiled, args, devices, chip: Chip | None, global_batch: int, cost=
 
 
 def exhausted(message: str, args, devices, chip: Chip | None, global_batch: int) -> dict:
-    """The report of a step the TPU compiler refused for want of memory: what it said it needed."""
+    """The report of a step the TPU compiler refused for want of memory: what it said it needed.
+
+    Args:
+      message: the compiler's error.
+      args: the step's abstract arguments.
+      devices: the devices it was compiled for.
+      chip: their figures, or None.
+      global_batch: clips per step.
+
+    Returns:
+      The report, `fits` False.
+    """
     needed = _SIZE.search(message)
     temporaries = int(float(needed[1]) * _UNITS[needed[2]]) if needed else None
     groups = argument_bytes(args)
@@ -227,7 +310,19 @@ def exhausted(message: str, args, devices, chip: Chip | None, global_batch: int)
 
 
 def compile_step(config, devices, step: str = "train", chip: Chip | None = None, model=None, recipe=None) -> dict:
-    """`step` ("train" or "eval") compiled for `devices` and analysed; `model` and `recipe` as train_program's."""
+    """A step compiled for `devices` and analysed.
+
+    Args:
+      config: a train.py or eval.py config.
+      devices: the devices to compile for.
+      step: `train` or `eval`.
+      chip: the devices' figures, or None.
+      model: as `train_program`'s.
+      recipe: as `train_program`'s.
+
+    Returns:
+      The report: chips, hosts, per-chip bytes against HBM, FLOPs, traffic, collectives, roofline.
+    """
     if step == "train":
         fn, args, global_batch = train_program(config, devices, model, recipe)
     else:
@@ -246,9 +341,18 @@ def compile_step(config, devices, step: str = "train", chip: Chip | None = None,
 
 
 def candidates(config, chips: int) -> list[dict]:
-    """Settings from cheapest to most frugal: parameters sharded over 4 chips (a torus axis of v4/v5p slices;
-    costs gathers), then every block recomputed in the backward pass (a third more FLOPs), then the batch in
-    more micro-batches (fewer clips a chip at a time)."""
+    """Settings to try, from cheapest to most frugal.
+
+    Parameters sharded over 4 chips (a torus axis of v4/v5p slices; costs gathers), then every block recomputed in
+    the backward pass (a third more FLOPs), then the batch in more micro-batches (fewer clips a chip at a time).
+
+    Args:
+      config: a train.py config at the pod's batch.
+      chips: the pod's chip count.
+
+    Returns:
+      Override dicts of `config.train`, the first one empty.
+    """
     t = config.train
     fsdp = math.gcd(4, chips)
     every = tuple(DEPTHS[config.model.variant])
@@ -260,8 +364,18 @@ def candidates(config, chips: int) -> list[dict]:
 
 
 def pod_batch(config, chips: int) -> dict:
-    """The paper's global batch where it splits over the chips, else the next multiple of the chip count (the
-    learning rate scales with it), mixed in the largest groups up to the original's that divide it."""
+    """The train settings of the paper's recipe on a pod.
+
+    The paper's global batch where it splits over the chips, else the next multiple of the chip count (the learning
+    rate scales with it), mixed in the largest groups up to the original's that divide it.
+
+    Args:
+      config: a train.py config.
+      chips: the pod's chip count.
+
+    Returns:
+      Overrides of `config.train`: `batch_size`, `lr`, `mix_group`.
+    """
     t = config.train
     batch = chips * math.ceil(t.batch_size / chips)
     group = max(g for g in range(1, t.mix_group + 1) if batch % g == 0)
@@ -269,6 +383,15 @@ def pod_batch(config, chips: int) -> dict:
 
 
 def describe_settings(config, chips: int) -> str:
+    """A config's memory settings in words, for the search's log.
+
+    Args:
+      config: a train.py config.
+      chips: the pod's chip count.
+
+    Returns:
+      One line: batch, mixing group, fsdp, remat and micro-batches.
+    """
     t = config.train
     remat = ",".join(map(str, t.remat)) if any(t.remat) else "none"
     return (f"batch {t.batch_size} (mix_group {t.mix_group}), fsdp {t.fsdp}, remat {remat}, accumulate "
@@ -276,6 +399,14 @@ def describe_settings(config, chips: int) -> str:
 
 
 def override_flags(config) -> str:
+    """A config's memory settings as train.py flags.
+
+    Args:
+      config: a train.py config.
+
+    Returns:
+      `--config.train.batch_size=... --config.train.fsdp=...` and the rest.
+    """
     t = config.train
     return (f"--config.train.batch_size={t.batch_size} --config.train.mix_group={t.mix_group} "
             f"--config.train.fsdp={t.fsdp} --config.train.remat={','.join(map(str, t.remat))} "
@@ -283,8 +414,17 @@ def override_flags(config) -> str:
 
 
 def search(config, devices, chip: Chip, log=print) -> tuple[object, dict]:
-    """Compiles `candidates` in turn at the pod's batch until one fits: (its config, its report). Where none
-    fits, the last one tried, whose report says fits false."""
+    """Compiles `candidates` in turn at the pod's batch until one fits.
+
+    Args:
+      config: a train.py config.
+      devices: the pod's devices (`topology`).
+      chip: their figures.
+      log: called with one line a try.
+
+    Returns:
+      The config that fits and its report; where none fits, the last one tried, whose report says fits false.
+    """
     config = config.copy_and_resolve_references()
     config.unlock()
     config.train.update(pod_batch(config, len(devices)))
@@ -304,6 +444,15 @@ def _bytes(n: float) -> str:
 
 
 def format_report(r: dict, title: str) -> str:
+    """A report as text for a person.
+
+    Args:
+      r: what `compile_step` or `search` returned.
+      title: the first line.
+
+    Returns:
+      The lines, joined.
+    """
     b, groups = r["per_chip_bytes"], r["argument_groups"]
     unit = "chip" if r["chip"].startswith("TPU") else "device"
     lines = [f"{title}: {r['chips']} {unit}{'s' if r['chips'] > 1 else ''} ({r['chip']}) on {r['hosts']} host(s), "
@@ -332,7 +481,15 @@ def format_report(r: dict, title: str) -> str:
 
 
 def table_row(report: dict, paper_batch: int) -> str:
-    """A search's result as a row of BENCHMARKS.md's pod table."""
+    """A search's result as a row of BENCHMARKS.md's pod table.
+
+    Args:
+      report: what `search` returned, with `config`, `topology` and `settings`.
+      paper_batch: the config's own global batch.
+
+    Returns:
+      The Markdown row.
+    """
     flags_ = dict(f.removeprefix("--config.train.").split("=") for f in report["settings"].split())
     batch = flags_["batch_size"] + ("" if int(flags_["batch_size"]) == paper_batch else f" (paper {paper_batch})")
     remat = "none" if set(flags_["remat"].split(",")) == {"0"} else "all"
@@ -356,6 +513,11 @@ def define_flags() -> None:
 
 
 def main(argv):
+    """`python -m uniformer_jax.aot`: compile, report, exit 1 where the step does not fit.
+
+    Args:
+      argv: the command line after absl's flags (unused).
+    """
     del argv
     console.quiet_logging()
     f = flags.FLAGS

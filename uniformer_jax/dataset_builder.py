@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
+    """The command line's flags, defined only when this module runs as a program."""
     flags.DEFINE_string("name", None, "dataset name, e.g. k400 (the folder under OUT/video_classification)")
     flags.DEFINE_string("videos", None, "folder holding the video files the lists name")
     for split in SPLITS:
@@ -48,6 +49,11 @@ def define_flags():
 
 
 def main(argv):
+    """`python -m uniformer_jax.dataset_builder`: builds the dataset, prints what was written and skipped.
+
+    Args:
+      argv: the command line after absl's flags (unused).
+    """
     del argv
     console.quiet_logging()
     if not FLAGS["verbosity"].present:

@@ -27,7 +27,17 @@ DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
 
 
 def moving_square(direction: str, rng: np.random.Generator, frames: int = 16, size: int = 32) -> np.ndarray:
-    """(T, H, W, 3) uint8: a bright square crossing a dark, noisy frame one pixel a frame."""
+    """A clip of a bright square crossing a dark, noisy frame one pixel a frame.
+
+    Args:
+      direction: `left`, `right`, `up` or `down`.
+      rng: the random source of the start and the noise.
+      frames: the clip's length.
+      size: its height and width.
+
+    Returns:
+      (T, H, W, 3) uint8.
+    """
     dy, dx = DIRECTIONS[direction]
     side = int(rng.integers(5, 9))
     travel = frames - 1
@@ -45,6 +55,13 @@ def moving_square(direction: str, rng: np.random.Generator, frames: int = 16, si
 
 
 def write_mp4(path: Path, clip: np.ndarray, fps: int = 10) -> None:
+    """A clip as an H.264 file (PyAV).
+
+    Args:
+      path: the file to write.
+      clip: (T, H, W, 3) uint8.
+      fps: its frame rate.
+    """
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = clip.shape[2], clip.shape[1], "yuv420p"
@@ -55,7 +72,15 @@ def write_mp4(path: Path, clip: np.ndarray, fps: int = 10) -> None:
 
 
 def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
-    """root/videos/<split>/<class>_<i>.mp4, root/<split>.txt (`path label` lines) and root/classes.txt."""
+    """The demo's videos and list files.
+
+    Writes root/videos/<split>/<class>_<i>.mp4, root/<split>.txt (`path label` lines) and root/classes.txt.
+
+    Args:
+      root: the demo's work directory.
+      per_class: videos of each class by split.
+      seed: the random seed.
+    """
     rng = np.random.default_rng(seed)
     names = list(DIRECTIONS)
     root.mkdir(parents=True, exist_ok=True)
@@ -72,6 +97,14 @@ def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
 
 
 def run(*args) -> None:
+    """Runs a step of the demo with this Python, in the checkout, showing the command first.
+
+    Args:
+      *args: the command line after `python`.
+
+    Raises:
+      subprocess.CalledProcessError: the step failed.
+    """
     command = [sys.executable, *map(str, args)]
     print("$", " ".join(map(str, args)), flush=True)
     # TensorFlow's C++ INFO lines (oneDNN notices) would bury the steps' output.
@@ -79,6 +112,11 @@ def run(*args) -> None:
 
 
 def main(argv=None):
+    """`python -m uniformer_jax.demo`: videos, dataset, training, evaluation and predictions, in a work directory.
+
+    Args:
+      argv: the command line (`--workdir`, `--per_class`, `--epochs`); None: `sys.argv`.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="demo_work")
     parser.add_argument("--per_class", type=int, default=40, help="training videos per class (a quarter as many "

@@ -58,7 +58,17 @@ class Protocol:
 
 
 def checkpoint_of(config) -> str:
-    """What the config evaluates: `checkpoint` if set, else its own release."""
+    """What the config evaluates: `checkpoint` if set, else its own release.
+
+    Args:
+      config: an eval.py config.
+
+    Returns:
+      A release name, converted directory or `.pth` file.
+
+    Raises:
+      ConfigError: neither is set.
+    """
     checkpoint = config.checkpoint or config.get("release")
     if checkpoint is None:
         raise ConfigError("set --config.checkpoint (a released model's name, a converted directory or a .pth file)")
@@ -66,7 +76,17 @@ def checkpoint_of(config) -> str:
 
 
 def source_of(config) -> str:
-    """`data.source` if set, else the config's dataset in the TFDS data directory, where dataset_builder writes."""
+    """`data.source` if set, else the config's dataset in the TFDS data directory, where dataset_builder writes.
+
+    Args:
+      config: an eval.py or train.py config.
+
+    Returns:
+      A dataset directory or DMVR file pattern.
+
+    Raises:
+      ConfigError: no dataset of that name has been built; the message gives the command that builds it.
+    """
     if config.data.source:
         return config.data.source
     directory = dataset_dir(config.data.name)
@@ -80,7 +100,16 @@ def source_of(config) -> str:
 
 
 def check_model(config, metadata: dict, checkpoint: str) -> None:
-    """The config's model must be the checkpoint's: a B config on an S checkpoint is a mistake, not a choice."""
+    """The config's model must be the checkpoint's: a B config on an S checkpoint is a mistake, not a choice.
+
+    Args:
+      config: an eval.py or predict config.
+      metadata: the checkpoint's (`checkpoints.read_metadata`).
+      checkpoint: what the user named, for the message.
+
+    Raises:
+      ConfigError: another variant or class count.
+    """
     want, have = (config.model.variant, config.model.num_classes), (metadata["variant"], metadata["num_classes"])
     if want != have:
         raise ConfigError(f"the config is for {want[0]} with {want[1]} classes, but {checkpoint} holds {have[0]} "
@@ -89,7 +118,18 @@ def check_model(config, metadata: dict, checkpoint: str) -> None:
 
 
 def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str, num_classes: int) -> None:
-    """The checkpoint's head rows and the dataset's labels must name the same classes in the same order."""
+    """The checkpoint's head rows and the dataset's labels must name the same classes in the same order.
+
+    Args:
+      checkpoint_names: the checkpoint's class names, or None.
+      dataset_names: the dataset's class names, or None.
+      checkpoint: what the user named, for the message.
+      source: the dataset, for the message.
+      num_classes: the model's class count.
+
+    Raises:
+      ConfigError: another class count, or names in another order (re-convert with `--reorder-to`).
+    """
     if checkpoint_names is None and dataset_names and len(dataset_names) != num_classes:
         raise ConfigError(f"the dataset {source} has {len(dataset_names)} classes and the checkpoint {checkpoint} "
                           f"{num_classes}: evaluate a checkpoint of this dataset's classes")
@@ -108,7 +148,19 @@ def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str,
 
 
 def make_step(model, aggregate: str, dtype=None):
-    """jit(variables, video (B, V, T, H, W, 3) uint8) -> per-video scores (B, K) float32."""
+    """The jitted eval step: every view of a batch of videos through the model, combined per video.
+
+    Args:
+      model: the model to evaluate.
+      aggregate: `sum_logits` (the original's) or `mean_softmax` (MMAction2's).
+      dtype: the compute dtype of the input, None for float32.
+
+    Returns:
+      `step(variables, video (B, V, T, H, W, 3) uint8) -> scores (B, K) float32`.
+
+    Raises:
+      ValueError: an unknown `aggregate`.
+    """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
 
@@ -124,6 +176,14 @@ def make_step(model, aggregate: str, dtype=None):
 
 
 def encode_names(names) -> np.ndarray:
+    """Video names as fixed-width byte rows, which travel between processes as arrays.
+
+    Args:
+      names: byte strings.
+
+    Returns:
+      (N, NAME_BYTES) uint8, each name truncated to NAME_BYTES and zero-padded.
+    """
     out = np.zeros((len(names), NAME_BYTES), np.uint8)
     for row, name in zip(out, names, strict=True):
         raw = bytes(name)[:NAME_BYTES]
@@ -132,6 +192,14 @@ def encode_names(names) -> np.ndarray:
 
 
 def decode_names(rows: np.ndarray) -> list[str]:
+    """The names `encode_names` wrote.
+
+    Args:
+      rows: (N, NAME_BYTES) uint8.
+
+    Returns:
+      The names as text.
+    """
     return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in rows]
 
 
@@ -146,8 +214,20 @@ class Predictions:
 
 
 def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> tuple[Predictions, float]:
-    """Evaluates every batch on all devices; returns the gathered predictions and clips per second (model and
-    gathering, after compilation; input time is not counted)."""
+    """Evaluates every batch on all devices and gathers the predictions of all processes.
+
+    Args:
+      model: the model.
+      variables: its variables, replicated on `mesh`.
+      batches: this process's batches (`pipelines.eval_dataset`).
+      mesh: the `sharding.data_mesh`.
+      protocol: the test protocol (aggregation, compute dtype).
+      progress: called with each batch's video count, e.g. a progress bar's `update`; None: nothing.
+
+    Returns:
+      The `Predictions` of every video once, in index order, and clips per second (model and gathering, after
+      compilation; input time is not counted).
+    """
     step = make_step(model, protocol.aggregate, protocol.compute_dtype)
     replicated = jax.device_put(variables, sharding.replicated(mesh))
     rows = {k: [] for k in ("index", "name", "label", "top5", "scores", "mask")}
@@ -180,7 +260,15 @@ def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> t
 
 
 def metrics(predictions: Predictions, num_classes: int) -> dict:
-    """Top-1, top-5 and mean per-class top-1 (over the classes present) in percent, and the video count."""
+    """Top-1, top-5 and mean per-class top-1 (over the classes present) in percent, and the video count.
+
+    Args:
+      predictions: what `run` returned.
+      num_classes: the model's class count.
+
+    Returns:
+      `{"top1", "top5", "mean_class_top1", "videos"}`.
+    """
     label, top5 = predictions.label, predictions.top5
     correct1 = top5[:, 0] == label
     correct5 = (top5 == label[:, None]).any(axis=1)

@@ -44,10 +44,21 @@ RESIZE_CHUNK = 32  # frames resized together: one TF call each, a bounded buffer
 
 
 def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
-    """(clips * crops, T, S, S, 3) uint8 test views of a video file.
+    """The test views of a video file, decoded with PyAV.
 
-    Frames are resized to the short side as they are decoded (bilinear, as the test protocol), so the
-    whole video is held at that size only; then clips are sampled and cropped as in data.test_views.
+    Frames are resized to the short side as they are decoded (bilinear, as the test protocol), so the whole video
+    is held at that size only; then clips are sampled and cropped as `pipelines.test_views` does.
+
+    Args:
+      path: a video file.
+      sampling: how frames are picked.
+      views: clips, crops, short side and crop size.
+
+    Returns:
+      (clips * crops, T, S, S, 3) uint8.
+
+    Raises:
+      VideoError: an unreadable, truncated or empty file.
     """
     resized, chunk = [], []
     for frame in video.iter_frames(path):
@@ -66,13 +77,35 @@ def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestVie
 
 
 def probabilities(scores: np.ndarray, aggregate: str, num_views: int) -> np.ndarray:
-    """Class probabilities of one video from the aggregated scores (the ranking stays that of the scores)."""
+    """Class probabilities of one video from the aggregated scores (the ranking stays that of the scores).
+
+    Args:
+      scores: the eval step's scores of the video (K,).
+      aggregate: how they were aggregated, `sum_logits` or `mean_softmax`.
+      num_views: the views summed.
+
+    Returns:
+      (K,) probabilities.
+    """
     if aggregate == "mean_softmax":
         return scores
     return np.asarray(jax.nn.softmax(scores / num_views))  # the softmax of the views' mean logits
 
 
 def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> list[str]:
+    """The names of the model's classes.
+
+    Args:
+      checkpoint: a converted directory.
+      labels_file: a class list naming the head rows, or None for the checkpoint's own.
+      num_classes: the model's class count.
+
+    Returns:
+      The names, or "0".."K-1" where neither names them.
+
+    Raises:
+      ValueError: a list of another length.
+    """
     names = class_lists.read_class_names(labels_file) if labels_file else read_metadata(checkpoint).get("class_names")
     if names is None:
         return [str(i) for i in range(num_classes)]
@@ -82,7 +115,17 @@ def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> l
 
 
 def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, labels_file: str | None = None):
-    """Yields {video, top5: [{label, probability}]} or {video, error} for each path, in order."""
+    """The five most likely classes of each video.
+
+    Args:
+      paths: video files.
+      checkpoint: a converted directory.
+      protocol: the test protocol.
+      labels_file: as `class_names`'.
+
+    Yields:
+      `{video, top5: [{label, probability}]}`, or `{video, error}`, for each path in order.
+    """
     model, variables = load_directory(checkpoint, dtype=protocol.compute_dtype, attention=protocol.attention)
     names = class_names(checkpoint, labels_file, model.num_classes)
     step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype)
@@ -99,6 +142,11 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
 
 
 def main(argv):
+    """`python -m uniformer_jax.predict VIDEO ...`: exit status 1 where a video could not be read.
+
+    Args:
+      argv: the program name and the video files.
+    """
     console.quiet_logging()
     paths = argv[1:]
     config = _CONFIG.value

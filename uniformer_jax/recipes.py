@@ -41,10 +41,24 @@ def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_co
 
 def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, init: str, nodes: int = 1,
            flip: bool = True) -> ml_collections.ConfigDict:
-    """The original's training run (Sense-X `video_classification/exp/*/run.sh`): `videos` per node of 8 GPUs and its
-    `lr`, on `nodes`
-    nodes. Each video gives 2 clips (repeated augmentation), so the batch counts 2 x videos x nodes clips; the
-    learning rate is for that batch and scales linearly when `batch_size` is changed."""
+    """The original's training run (Sense-X `video_classification/exp/*/run.sh`).
+
+    Each video gives 2 clips (repeated augmentation), so the batch counts 2 x videos x nodes clips; the learning
+    rate is for that batch and scales linearly when `batch_size` is changed.
+
+    Args:
+      videos: videos per node of 8 GPUs (`TRAIN.BATCH_SIZE`).
+      lr: the base learning rate per node.
+      epochs: training epochs.
+      warmup: warmup epochs.
+      drop_path: the stochastic depth rate.
+      init: the release the paper started from.
+      nodes: nodes the original trained on.
+      flip: horizontal flips (not for Something-Something, where left and right matter).
+
+    Returns:
+      The `config.train` fields.
+    """
     clips = 2 * videos * nodes
     return ml_collections.ConfigDict(dict(
         # What to start from: a release name (e.g. paper_init), a converted directory or a .pth file;
@@ -77,7 +91,21 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
 
 def kinetics(dataset: str, variant: str, release: str | None, frames: int, rate: int, top1: float, gflops: float,
              train: ml_collections.ConfigDict):
-    """A Kinetics model: dense sampling, 4 clips x 1 centre crop. `gflops` sums all views (as Sense-X's README)."""
+    """A Kinetics model: dense sampling, 4 clips x 1 centre crop.
+
+    Args:
+      dataset: `k400` or `k600`.
+      variant: a short name of `SHORT_NAMES` (`s`, `b`).
+      release: the release whose protocol this is, or None.
+      frames: frames a clip.
+      rate: the sampling rate.
+      top1: the paper's top-1.
+      gflops: the paper's GFLOPs over all views (as Sense-X's README).
+      train: the recipe (`recipe`).
+
+    Returns:
+      The config.
+    """
     config = _base(dataset, variant, frames, release)
     config.train = train
     config.data.rate = rate
@@ -87,9 +115,24 @@ def kinetics(dataset: str, variant: str, release: str | None, frames: int, rate:
 
 def something(dataset: str, variant: str, release: str, frames: int, top1: float, top1_k600: float, gflops: float,
               train: ml_collections.ConfigDict):
-    """A Something-Something model: TSN segment sampling, 1 clip x 3 crops. Released twice, fine-tuned from
-    K400 (`top1`, the `release` named here) and from K600 (`top1_k600`, release `..._prek600`) weights; the
-    architecture and protocol are the same."""
+    """A Something-Something model: TSN segment sampling, 1 clip x 3 crops.
+
+    Released twice, fine-tuned from K400 (`top1`, the `release` named here) and from K600 (`top1_k600`, release
+    `..._prek600`) weights; the architecture and protocol are the same.
+
+    Args:
+      dataset: `sthv1` or `sthv2`.
+      variant: a short name of `SHORT_NAMES`.
+      release: the K400-pretrained release.
+      frames: frames (segments) a clip.
+      top1: the K400-pretrained release's top-1.
+      top1_k600: the K600-pretrained release's top-1.
+      gflops: GFLOPs over all views.
+      train: the recipe.
+
+    Returns:
+      The config.
+    """
     config = _base(dataset, variant, frames, release)
     config.train = train
     config.data.update(mode="segment", rate=1, clips=1, crops=3)
@@ -98,9 +141,23 @@ def something(dataset: str, variant: str, release: str, frames: int, top1: float
 
 
 def kinetics_light(size: str, frames: int, crop: int, top1: float, gflops: float, layer_scale: bool = False):
-    """A lightweight K400 model (Sense-X `exp_light/uniformer_{size}{frames}_{crop}_k400`): sparse (segment)
-    sampling, 1 clip x 1 centre crop at `crop` with the short side resized to it, and its recipe: float32 (no
-    mixed precision), weaker RandAugment, fine-tuned from the ImageNet weights of its size and resolution."""
+    """A lightweight K400 model (Sense-X `exp_light/uniformer_{size}{frames}_{crop}_k400`).
+
+    Sparse (segment) sampling, 1 clip x 1 centre crop at `crop` with the short side resized to it, and its recipe:
+    float32 (no mixed precision), weaker RandAugment, fine-tuned from the ImageNet weights of its size and
+    resolution.
+
+    Args:
+      size: `xxs` or `xs`.
+      frames: frames a clip.
+      crop: the crop (and short side).
+      top1: the paper's top-1.
+      gflops: GFLOPs of the one view.
+      layer_scale: the `_ls` variant.
+
+    Returns:
+      The config.
+    """
     release = f"k400_{size}{frames}_{crop}"
     config = _base("k400", size + ("_ls" if layer_scale else ""), frames, release)
     config.data.update(mode="segment", rate=1, clips=1, crops=1, short_side=crop, crop_size=crop)

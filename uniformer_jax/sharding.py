@@ -14,13 +14,31 @@ def _count(devices) -> int:
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
-    """All devices of all processes (or `devices`, e.g. a TPU topology's) on one `data` axis."""
+    """All devices of all processes (or `devices`) on one `data` axis: eval.py's mesh.
+
+    Args:
+      devices: the devices to use, e.g. a TPU topology's for ahead-of-time compilation; None: every device.
+
+    Returns:
+      A one-axis mesh (`jax.make_mesh`).
+    """
     n = _count(devices)
     return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def train_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
-    """Devices on (data, fsdp): the batch is split over both axes, parameters over `fsdp` when it is > 1."""
+    """Devices on (data, fsdp): the batch is split over both axes, parameters over `fsdp` when it is > 1.
+
+    Args:
+      fsdp: devices that share each large parameter (FSDP); it must divide the device count.
+      devices: the devices to use; None: every device.
+
+    Returns:
+      A two-axis mesh (`jax.make_mesh`).
+
+    Raises:
+      ValueError: `fsdp` does not map onto the physical axes of a TPU v4/v5p slice.
+    """
     n = _count(devices)
     try:
         return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2, devices=devices)
@@ -30,8 +48,19 @@ def train_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
 
 
 def fsdp_shardings(tree, mesh: jax.sharding.Mesh, min_size: int = 2 ** 18):
-    """For each array, its largest dimension that the `fsdp` axis divides is split over it (big_vision's rule);
-    arrays under `min_size` elements, and all arrays when the axis has one device, are replicated."""
+    """The sharding of each array of a tree over the mesh's `fsdp` axis (big_vision's rule).
+
+    An array's largest dimension that the axis divides is split over it; arrays under `min_size` elements, and all
+    arrays when the axis has one device, are replicated.
+
+    Args:
+      tree: arrays or `jax.ShapeDtypeStruct`s (parameters, optimiser state).
+      mesh: a `train_mesh`.
+      min_size: the smallest array that is split.
+
+    Returns:
+      A tree of `NamedSharding`s shaped as `tree`.
+    """
     n = mesh.shape.get("fsdp", 1)
 
     def rule(leaf):
@@ -45,18 +74,41 @@ def fsdp_shardings(tree, mesh: jax.sharding.Mesh, min_size: int = 2 ** 18):
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-    """The leading (batch) axis split over every mesh axis."""
+    """The leading (batch) axis split over every mesh axis.
+
+    Args:
+      mesh: any mesh of this module.
+
+    Returns:
+      The `NamedSharding` of batches.
+    """
     return NamedSharding(mesh, P(mesh.axis_names))
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-    """This process's numeric arrays as the process-local rows of global arrays (strings stay on the host)."""
+    """This process's numeric arrays as the process-local rows of global arrays (strings stay on the host).
+
+    Args:
+      local: this process's batch, numpy arrays of equal leading size.
+      mesh: the mesh the step runs on.
+
+    Returns:
+      The numeric entries as global `jax.Array`s sharded by `batch_sharding`.
+    """
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()
             if np.asarray(v).dtype.kind in "biuf"}
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """A copy on every device.
+
+    Args:
+      mesh: any mesh of this module.
+
+    Returns:
+      The replicated `NamedSharding`.
+    """
     return NamedSharding(mesh, P())
 
 

@@ -42,13 +42,32 @@ class Mixing:
 
 
 def soft_targets(labels, num_classes: int, smoothing: float):
+    """One-hot targets with label smoothing, as timm's mixup makes them.
+
+    Args:
+      labels: integer labels (B,).
+      num_classes: the class count.
+      smoothing: the probability mass spread over all classes.
+
+    Returns:
+      (B, num_classes) float32 targets.
+    """
     off = smoothing / num_classes
     return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
 
 
 def cutmix_box(key, height: int, width: int, lam):
-    """timm's `rand_bbox` with `correct_lam`: a box of area ~(1 - lam) around a uniform centre, clipped to the
-    frame; returns the (H, W) mask of the box and lambda corrected to the clipped area."""
+    """timm's `rand_bbox` with `correct_lam`: a box of area ~(1 - lam) around a uniform centre, clipped.
+
+    Args:
+      key: a JAX PRNG key.
+      height: the frames' height.
+      width: the frames' width.
+      lam: the mixing weight drawn for the batch.
+
+    Returns:
+      The (H, W) boolean mask of the box and lambda corrected to the clipped area.
+    """
     ky, kx = jax.random.split(key)
     ratio = jnp.sqrt(1.0 - lam)
     cut_h, cut_w = (height * ratio).astype(jnp.int32), (width * ratio).astype(jnp.int32)
@@ -61,7 +80,18 @@ def cutmix_box(key, height: int, width: int, lam):
 
 
 def mix_group(video, labels, num_classes: int, mixing: Mixing, key):
-    """One group (G, T, H, W, C) mixed with its own reverse; returns the video and its soft targets."""
+    """One group of clips mixed with its own reverse (mixup or cutmix, as timm's Mixup in batch mode).
+
+    Args:
+      video: the group (G, T, H, W, C), normalised.
+      labels: its integer labels (G,).
+      num_classes: the class count.
+      mixing: the mixup/cutmix settings.
+      key: a JAX PRNG key.
+
+    Returns:
+      The mixed video and its soft targets (G, num_classes).
+    """
     k_switch, k_mixup, k_cutmix, k_box = jax.random.split(key, 4)
     targets = soft_targets(labels, num_classes, mixing.smoothing)
     if mixing.mixup <= 0 and mixing.cutmix <= 0:
@@ -81,7 +111,21 @@ def mix_group(video, labels, num_classes: int, mixing: Mixing, key):
 
 
 def mix(video, labels, num_classes: int, mixing: Mixing, key):
-    """Mixes (B, T, H, W, C) in groups of `mixing.group` consecutive clips; returns video and soft targets."""
+    """Mixes a batch in groups of `mixing.group` consecutive clips (one GPU's batch in the original).
+
+    Args:
+      video: the batch (B, T, H, W, C), normalised.
+      labels: integer labels (B,).
+      num_classes: the class count.
+      mixing: the mixup/cutmix settings.
+      key: a JAX PRNG key.
+
+    Returns:
+      The mixed video and its soft targets (B, num_classes).
+
+    Raises:
+      ValueError: a batch that does not split into groups.
+    """
     b = video.shape[0]
     if b % mixing.group:
         raise ValueError(f"a batch of {b} clips cannot be mixed in groups of {mixing.group}")
@@ -94,7 +138,14 @@ def mix(video, labels, num_classes: int, mixing: Mixing, key):
 
 
 def decay_mask(params):
-    """Weight decay on kernels only: biases, norm scales and other 1-D parameters get none (ZERO_WD_1D_PARAM)."""
+    """Weight decay on kernels only: biases, norm scales and other 1-D parameters get none (ZERO_WD_1D_PARAM).
+
+    Args:
+      params: the model's parameters.
+
+    Returns:
+      A tree of booleans shaped as `params`, for `optax.adamw(mask=...)`.
+    """
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
@@ -134,14 +185,34 @@ class TrainState(struct.PyTreeNode):
 
 
 def init_state(variables, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """The train state at step 0.
+
+    Args:
+      variables: the model's `params` and `batch_stats`.
+      tx: the optimiser.
+      seed: the seed of the run's random stream (drop path, mixing).
+
+    Returns:
+      The `TrainState`.
+    """
     return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                       batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
                       rng=jax.random.key_data(jax.random.key(seed)))
 
 
 def micro_batches(x, accumulate: int, shards: int):
-    """(B, ...) into (accumulate, B / accumulate, ...) so that each micro-batch takes rows from every shard of
-    the batch axis: the split needs no data to move between devices."""
+    """(B, ...) into (accumulate, B / accumulate, ...), each micro-batch taking rows from every shard of the batch.
+
+    The split needs no data to move between devices.
+
+    Args:
+      x: a batch array.
+      accumulate: the number of micro-batches.
+      shards: the number of devices the batch axis is split over.
+
+    Returns:
+      The micro-batches, stacked.
+    """
     per_shard = x.shape[0] // shards
     x = x.reshape(shards, accumulate, per_shard // accumulate, *x.shape[1:])
     return jnp.swapaxes(x, 0, 1).reshape(accumulate, x.shape[0] * x.shape[2], *x.shape[3:])
@@ -149,13 +220,25 @@ def micro_batches(x, accumulate: int, shards: int):
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mixing: Mixing,
                     accumulate: int = 1, mesh: jax.sharding.Mesh | None = None, dtype=None):
-    """step(state, {video (B, T, H, W, 3) uint8, label (B,)}) -> (state, metrics); not jitted here.
+    """The train step: forward, mixup/cutmix with label smoothing, backward, clipping, AdamW; not jitted here.
 
     With `accumulate` > 1 the batch is split into that many micro-batches whose gradients are averaged before
     one optimiser update; each micro-batch updates the BatchNorm statistics in turn, as separate steps would.
     On a `mesh`, clips stay split over all its devices from input to loss, and parameters split over `fsdp`
     are gathered whole before use: left to itself, XLA's partitioner may instead gather activations of the
     whole batch where they are smaller than a layer's weights.
+
+    Args:
+      model: the model, in its training configuration (drop path, dtype, remat).
+      tx: the optimiser (`optax`), clipping included.
+      schedule: the learning rate by step, for the metrics.
+      mixing: the mixup/cutmix settings.
+      accumulate: micro-batches per update.
+      mesh: the `sharding.train_mesh`, or None on one device.
+      dtype: the compute dtype, None for float32.
+
+    Returns:
+      `step(state, {video (B, T, H, W, 3) uint8, label (B,)}) -> (state, metrics)`.
     """
     num_classes = model.num_classes
     shards = mesh.size if mesh is not None else 1
@@ -211,17 +294,46 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
 
 def steps_per_epoch(videos: int, repeats: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over the training videos.
+
+    Args:
+      videos: the split's video count.
+      repeats: clips per video per epoch.
+      batch_size: clips per step.
+
+    Returns:
+      The step count, at least 1.
+    """
     return max(1, math.ceil(videos * repeats / batch_size))
 
 
 def compute_dtype(name: str):
+    """The compute dtype a config names.
+
+    Args:
+      name: `float32` or `bfloat16`.
+
+    Returns:
+      `jnp.bfloat16`, or None for float32.
+
+    Raises:
+      ValueError: another name.
+    """
     if name not in ("float32", "bfloat16"):
         raise ValueError(f"train.dtype is {name!r}; use float32 or bfloat16")
     return jnp.bfloat16 if name == "bfloat16" else None
 
 
 def check_layout(config, devices: int) -> None:
-    """The config's model, and its batch split over `devices`: into micro-batches, mixing groups and fsdp."""
+    """The config's model, and its batch split over `devices`: into micro-batches, mixing groups and fsdp.
+
+    Args:
+      config: a train.py config.
+      devices: the number of devices of the run.
+
+    Raises:
+      ValueError: an unknown variant, or a batch, micro-batch count or fsdp that does not divide.
+    """
     t = config.train
     if config.model.variant not in VARIANT_NAMES:
         raise ValueError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANT_NAMES)}")
@@ -238,6 +350,15 @@ def check_layout(config, devices: int) -> None:
 
 
 def recipe_of(config, steps_per_epoch: int) -> Recipe:
+    """The optimisation recipe of a config.
+
+    Args:
+      config: a train.py config.
+      steps_per_epoch: optimiser steps per epoch.
+
+    Returns:
+      The `Recipe`: learning rates, schedule lengths, weight decay, clipping.
+    """
     t = config.train
     return Recipe(lr=t.lr, reference_batch=t.reference_batch, batch_size=t.batch_size,
                   total_steps=t.epochs * steps_per_epoch, warmup_steps=t.warmup_epochs * steps_per_epoch,
@@ -245,7 +366,15 @@ def recipe_of(config, steps_per_epoch: int) -> Recipe:
 
 
 def model_of(config, ln_eps: float = 1e-6):
-    """The model train.py trains: the config's variant with its drop path, compute dtype and remat."""
+    """The model train.py trains: the config's variant with its drop path, compute dtype and remat.
+
+    Args:
+      config: a train.py config.
+      ln_eps: LayerNorm epsilon of the attention blocks (the starting checkpoint's).
+
+    Returns:
+      The Flax module.
+    """
     t = config.train
     return create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=ln_eps,
                         drop_path_rate=t.drop_path, dtype=compute_dtype(t.dtype), attention=config.model.attention,
@@ -260,7 +389,17 @@ class Jitted(NamedTuple):
 
 
 def jit_step(config, model, recipe: Recipe, mesh) -> Jitted:
-    """train.py's step and state initialiser, jitted with their shardings over `mesh`, from one optimiser."""
+    """train.py's step and state initialiser, jitted with their shardings over `mesh`, from one optimiser.
+
+    Args:
+      config: a train.py config.
+      model: `model_of(config)`.
+      recipe: `recipe_of(config, ...)`.
+      mesh: the `sharding.train_mesh`.
+
+    Returns:
+      The `Jitted` step (donating its state), initialiser, and the state's shapes and shardings.
+    """
     t = config.train
     tx = recipe.optimizer()
     init = functools.partial(init_state, tx=tx, seed=t.seed)

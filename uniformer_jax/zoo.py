@@ -26,6 +26,14 @@ def _row(release: releases.Release) -> dict:
 
 
 def main(argv=None) -> int:
+    """`python -m uniformer_jax.zoo list|fetch`.
+
+    Args:
+      argv: the command line; None: `sys.argv`.
+
+    Returns:
+      The exit status: 0, or 2 when a release cannot be fetched.
+    """
     parser = argparse.ArgumentParser(prog="python -m uniformer_jax.zoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

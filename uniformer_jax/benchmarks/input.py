@@ -42,8 +42,18 @@ def _texture(rng, height: int, width: int, cell: int) -> np.ndarray:
 
 
 def make_video(path: Path, seconds: float = SECONDS, fps: int = FPS, width: int = 426, height: int = 320, seed=0):
-    """A panning scene with a moving object and sensor noise; frames compress to about 40 kB as JPEG q90 and
-    the video to about 300 kB, near Kinetics at short side 320."""
+    """A Kinetics-like mp4: a panning scene with a moving object and sensor noise.
+
+    Frames compress to about 40 kB as JPEG q90 and the video to about 300 kB, near Kinetics at short side 320.
+
+    Args:
+      path: the file to write.
+      seconds: its length.
+      fps: its frame rate.
+      width: its width.
+      height: its height.
+      seed: the scene's random seed.
+    """
     rng = np.random.default_rng(seed)
     scene = 0.6 * _texture(rng, height + 64, width + 320, 32) + 0.4 * _texture(rng, height + 64, width + 320, 6)
     sprite = _texture(rng, 96, 96, 8)
@@ -64,6 +74,15 @@ def make_video(path: Path, seconds: float = SECONDS, fps: int = FPS, width: int 
 
 
 def prepare(workdir: Path, count: int) -> tuple[list[Path], str]:
+    """The benchmark's videos and their TFRecords, made once in `workdir` and reused.
+
+    Args:
+      workdir: where the videos and records go.
+      count: how many videos.
+
+    Returns:
+      The video files and the dataset directory.
+    """
     from uniformer_jax.data.builder import build
 
     videos = workdir / "videos"
@@ -81,7 +100,16 @@ def prepare(workdir: Path, count: int) -> tuple[list[Path], str]:
 
 
 def time_iterator(batches, clips_per_batch: int, clips: int) -> float:
-    """Clips per second over `clips` clips, after one warm-up batch."""
+    """Clips per second over `clips` clips, after one warm-up batch.
+
+    Args:
+      batches: an iterator of batches.
+      clips_per_batch: clips in each batch.
+      clips: how many clips to time.
+
+    Returns:
+      The rate.
+    """
     next(batches)
     start, done = time.perf_counter(), 0
     while done < clips:
@@ -91,7 +119,17 @@ def time_iterator(batches, clips_per_batch: int, clips: int) -> float:
 
 
 def jpeg_frames(source: str, sampling, views, count: int) -> float:
-    """Clips per second sampling and decoding JPEG frames from the TFRecords, without any resizing."""
+    """Clips per second sampling and decoding JPEG frames from the TFRecords, without any resizing.
+
+    Args:
+      source: the dataset directory.
+      sampling: how frames are picked.
+      views: the test views whose frames are decoded.
+      count: clips to time.
+
+    Returns:
+      The rate.
+    """
     import tensorflow as tf
 
     from uniformer_jax.data import pipelines, sources
@@ -107,7 +145,16 @@ def jpeg_frames(source: str, sampling, views, count: int) -> float:
 def decord_clips(paths: list[Path], sampling, views, count: int, transform=None) -> float:
     """Clips per second decoding the same frames from the mp4 files with decord, then `transform` on them.
 
-    `transform(frames, positions)` gets the distinct frames in order and each clip frame's position among them.
+    Args:
+      paths: the mp4 files.
+      sampling: how frames are picked.
+      views: the test views whose frames are decoded.
+      count: clips to time.
+      transform: `transform(frames, positions)` gets the distinct frames in order and each clip frame's position
+        among them; None: decoding alone.
+
+    Returns:
+      The rate.
     """
     import decord
 
@@ -126,6 +173,11 @@ def decord_clips(paths: list[Path], sampling, views, count: int, transform=None)
 
 
 def main(argv):
+    """`python -m uniformer_jax.input_benchmark`: prints the table of clips per second and core.
+
+    Args:
+      argv: the command line after absl's flags (unused).
+    """
     console.quiet_logging()
     del argv
     os.sched_setaffinity(0, set(range(FLAGS.cores)))  # before TensorFlow starts its thread pools

@@ -30,6 +30,17 @@ from uniformer_jax.weights.checkpoints import load_directory
 
 
 def measure(modules, name: str, batch: int, min_seconds: float) -> dict:
+    """One config's original model and its conversion, timed on the same clips.
+
+    Args:
+      modules: Sense-X's light model modules (`sensex.load`).
+      name: a config of `configs/` (`k400_xxs16_160`), read from the checkout.
+      batch: clips a call.
+      min_seconds: how long each side is timed at least.
+
+    Returns:
+      The row: variant, frames, crop, GFLOPs, clips/s of JAX and PyTorch, their ratio, the largest logit difference.
+    """
     import torch
 
     config = importlib.import_module(f"configs.{name}").get_config()
@@ -59,6 +70,14 @@ def measure(modules, name: str, batch: int, min_seconds: float) -> dict:
 
 
 def main(argv=None) -> int:
+    """`python -m uniformer_jax.light_benchmark`: prints the table.
+
+    Args:
+      argv: the command line; None: `sys.argv`.
+
+    Returns:
+      The exit status, 0.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sensex", required=True, help="a clone of github.com/Sense-X/UniFormer")
     parser.add_argument("--configs", default="k400_xxs4_128,k400_xxs16_160,k400_xs32_192")

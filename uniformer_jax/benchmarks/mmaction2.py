@@ -29,6 +29,15 @@ def build(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: floa
     """An MMAction2 Recognizer3D (UniFormer backbone + I3DHead), in eval mode, random weights.
 
     `ln_eps=1e-6` turns MMAction2's attention-block LayerNorms into Sense-X's, making it the Sense-X reference.
+
+    Args:
+      variant: `uniformer_small` or `uniformer_base`.
+      num_classes: the head's size.
+      ln_eps: LayerNorm epsilon of the attention blocks.
+      drop_path_rate: stochastic depth.
+
+    Returns:
+      The PyTorch model.
     """
     _stub_missing_drn()
     from mmaction.registry import MODELS
@@ -52,7 +61,15 @@ def build(variant: str = "uniformer_small", num_classes: int = 400, ln_eps: floa
 
 
 def randomise_batch_stats(model, seed: int = 0):
-    """Non-trivial BatchNorm running statistics, so that a conversion that drops them shows."""
+    """Non-trivial BatchNorm running statistics, so that a conversion that drops them shows.
+
+    Args:
+      model: an MMAction2 model.
+      seed: the statistics' random seed.
+
+    Returns:
+      The model, changed in place.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -68,7 +85,15 @@ def randomise_batch_stats(model, seed: int = 0):
 
 
 def logits(model, video):
-    """Logits for a normalised float video `(B, T, H, W, 3)` (numpy), through backbone and head."""
+    """Logits for a normalised float video through backbone and head.
+
+    Args:
+      model: an MMAction2 model.
+      video: numpy (B, T, H, W, 3), normalised.
+
+    Returns:
+      numpy (B, K) logits.
+    """
     import torch
 
     with torch.no_grad():

@@ -51,6 +51,17 @@ class UsageError(Exception):
 
 
 def parse_model(spec: str) -> tuple[str, int]:
+    """A model of the command line: `s` or `b` and a frame count.
+
+    Args:
+      spec: e.g. `b32`.
+
+    Returns:
+      (variant, frames).
+
+    Raises:
+      UsageError: anything else.
+    """
     match = re.fullmatch(r"([sb])(\d+)", spec)
     if not match or int(match[2]) % 2:
         raise UsageError(f"model {spec!r}: write s or b and an even frame count, e.g. s16 or b32")
@@ -58,7 +69,17 @@ def parse_model(spec: str) -> tuple[str, int]:
 
 
 def clips_per_second(run, sync, batch: int, min_seconds: float) -> float:
-    """Throughput over at least two timed calls and `min_seconds`, after one warm-up call."""
+    """Throughput over at least two timed calls and `min_seconds`, after one warm-up call.
+
+    Args:
+      run: one call of the step.
+      sync: waits for `run`'s result (e.g. `jax.block_until_ready`).
+      batch: clips a call.
+      min_seconds: the least time measured.
+
+    Returns:
+      Clips per second.
+    """
     sync(run())
     calls, start = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - start < min_seconds:
@@ -69,7 +90,15 @@ def clips_per_second(run, sync, batch: int, min_seconds: float) -> float:
 
 
 def measured_peak_tflops(torch, device) -> tuple[float, float]:
-    """Without a datasheet figure (CPUs), the device's peak is taken as the best of PyTorch's 4096^3 matmuls."""
+    """The device's peak without a datasheet figure (CPUs): the best of PyTorch's 4096^3 matmuls.
+
+    Args:
+      torch: the torch module.
+      device: the torch device.
+
+    Returns:
+      TFLOP/s in float32 and bfloat16.
+    """
     peaks = []
     for dtype in (torch.float32, torch.bfloat16):
         a = torch.randn(4096, 4096, device=device).to(dtype)
@@ -153,8 +182,16 @@ class Torch:
 
 
 def compile_timed(fn, *args):
-    """The compiled function, seconds to lower and compile it, and what XLA's buffer assignment allocates for
-    one call (arguments, outputs and temporaries)."""
+    """A jitted function compiled, with its compile time and memory.
+
+    Args:
+      fn: a jitted function.
+      *args: its arguments.
+
+    Returns:
+      The compiled function, seconds to lower and compile it, and what XLA's buffer assignment allocates for one
+      call (arguments, outputs and temporaries).
+    """
     start = time.perf_counter()
     compiled = fn.lower(*args).compile()
     seconds = time.perf_counter() - start
@@ -164,6 +201,18 @@ def compile_timed(fn, *args):
 
 
 def jax_inference(variant: str, dtype: str, variables, video, attention: str):
+    """The JAX model's inference on uint8 clips, compiled.
+
+    Args:
+      variant: `uniformer_small` or `uniformer_base`.
+      dtype: `float32` or `bfloat16`.
+      variables: the converted weights.
+      video: uint8 clips.
+      attention: `xla` or `cudnn`.
+
+    Returns:
+      (a call, compile seconds, bytes).
+    """
     model = create_model(variant, num_classes=NUM_CLASSES, ln_eps=1e-5, dtype=jnp.dtype(dtype), attention=attention)
     compiled, seconds, memory = compile_timed(jax.jit(lambda v, x: model.apply(v, normalise(x, model.dtype))),
                                               variables, video)
@@ -171,6 +220,20 @@ def jax_inference(variant: str, dtype: str, variables, video, attention: str):
 
 
 def jax_train_step(variant: str, dtype: str, variables, video, labels, attention: str, remat):
+    """train.py's step (label smoothing, drop path, AdamW) on uint8 clips, compiled.
+
+    Args:
+      variant: `uniformer_small` or `uniformer_base`.
+      dtype: `float32` or `bfloat16`.
+      variables: the converted weights.
+      video: uint8 clips.
+      labels: their labels.
+      attention: `xla` or `cudnn`.
+      remat: leading blocks of each stage to recompute.
+
+    Returns:
+      (a call returning the loss, compile seconds, bytes).
+    """
     model = create_model(variant, num_classes=NUM_CLASSES, ln_eps=1e-5, dtype=jnp.dtype(dtype), attention=attention,
                          drop_path_rate=DROP_PATH, remat=remat)
     recipe = training.Recipe(lr=1e-5, reference_batch=1, batch_size=1, total_steps=1000, warmup_steps=0)
@@ -190,6 +253,20 @@ def jax_train_step(variant: str, dtype: str, variables, video, labels, attention
 
 
 def measure(variant: str, frames: int, step: str, dtype: str, args, torch_side: Torch, peaks) -> dict:
+    """One row of the table: JAX against PyTorch eager and `torch.compile` on the same weights and clips.
+
+    Args:
+      variant: `uniformer_small` or `uniformer_base`.
+      frames: frames a clip.
+      step: `inference` or `train`.
+      dtype: `float32` or `bfloat16`.
+      args: the command line.
+      torch_side: the MMAction2 model and its conversion.
+      peaks: the device's peak TFLOP/s (float32, bfloat16).
+
+    Returns:
+      The row: clips/s, MFU, memory and compile seconds of each side, the largest logit difference.
+    """
     torch = torch_side.torch
     batch = args.batch if step == "inference" else args.train_batch
     rng = np.random.RandomState(0)
@@ -237,10 +314,28 @@ def measure(variant: str, frames: int, step: str, dtype: str, args, torch_side: 
 
 
 def cell(value, fmt: str) -> str:
+    """A table cell.
+
+    Args:
+      value: a number, or None.
+      fmt: its format.
+
+    Returns:
+      The text, `–` for None.
+    """
     return "–" if value is None else format(value, fmt)
 
 
 def table_row(model: str, row: dict) -> str:
+    """A row of the printed Markdown table.
+
+    Args:
+      model: the model's label (`b 32`).
+      row: what `measure` returned.
+
+    Returns:
+      The Markdown row.
+    """
     speed, mem, comp = row["clips/s"], row["memory"], row["compile_s"]
     ratio = lambda k: speed["jax"] / speed[k] if k in speed else None  # noqa: E731
     gib = lambda k: mem[k] / 2 ** 30 if mem.get(k) is not None else None  # noqa: E731
@@ -258,6 +353,11 @@ HEADER = ("model", "step", "dtype", "jax clips/s", "eager clips/s", "compile cli
 
 
 def main(argv=None):
+    """`python -m uniformer_jax.benchmark`.
+
+    Args:
+      argv: the command line; None: `sys.argv`.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="s16,b16,b32", help="comma-separated, e.g. s16,b16,b32")
     parser.add_argument("--steps", default="inference,train", help="inference, train or both")
@@ -297,6 +397,13 @@ def main(argv=None):
 
 
 def benchmark(args, models, peaks):
+    """Prints the header and a row for each model, step and dtype.
+
+    Args:
+      args: the command line.
+      models: (variant, frames) pairs.
+      peaks: the device's peak TFLOP/s given on the command line, or None.
+    """
     import torch
 
     gpu = jax.default_backend() == "gpu"

@@ -49,7 +49,14 @@ def _install_stand_ins(torch) -> None:
 
 
 def load(checkout: str | Path) -> dict[bool, types.ModuleType]:
-    """Sense-X's light model modules by layer scale: {False: uniformer_light_fp32, True: ..._ls_fp32}."""
+    """Sense-X's light model modules, imported from a checkout.
+
+    Args:
+      checkout: a clone of github.com/Sense-X/UniFormer.
+
+    Returns:
+      The modules by layer scale: {False: uniformer_light_fp32, True: uniformer_light_ls_fp32}.
+    """
     import torch
 
     _install_stand_ins(torch)
@@ -65,7 +72,20 @@ def load(checkout: str | Path) -> dict[bool, types.ModuleType]:
 
 
 def config(depth, embed_dim, head_dim, num_classes: int, crop: int, prune=None, init_value: float = 0.1):
-    """The cfg the original model reads, for a model of this shape (pruning: Sense-X's defaults)."""
+    """The cfg the original model reads, for a model of this shape.
+
+    Args:
+      depth: blocks per stage.
+      embed_dim: channels per stage.
+      head_dim: channels per attention head.
+      num_classes: the heads' size.
+      crop: the input size.
+      prune: (PRUNE_RATIO, TRADE_OFF); None: Sense-X's defaults.
+      init_value: the layer scale's initial value.
+
+    Returns:
+      The cfg namespace.
+    """
     prune = prune or light.default_pruning(depth)
     ratios = [[], [], list(prune[0]), list(prune[1])]
     u = SimpleNamespace(DEPTH=list(depth), EMBED_DIM=list(embed_dim), HEAD_DIM=head_dim, MLP_RATIO=[3] * 4,
@@ -77,7 +97,17 @@ def config(depth, embed_dim, head_dim, num_classes: int, crop: int, prune=None, 
 
 
 def build(modules, variant: str, num_classes: int = 400, crop: int = 160):
-    """The original model of a full-size variant (`uniformer_xxs`, `uniformer_xs_ls`, ...)."""
+    """The original model of a full-size variant (`uniformer_xxs`, `uniformer_xs_ls`, ...).
+
+    Args:
+      modules: what `load` returned.
+      variant: a light variant.
+      num_classes: the heads' size.
+      crop: the input size.
+
+    Returns:
+      The PyTorch model.
+    """
     spec = light.SPECS[variant]
     scaled = spec.layer_scale is not None
     cfg = config(spec.depth, spec.embed_dim, spec.head_dim, num_classes, crop, init_value=spec.layer_scale or 0.1)
@@ -85,9 +115,16 @@ def build(modules, variant: str, num_classes: int = 400, crop: int = 160):
 
 
 def randomise(model, generator) -> None:
-    """Every parameter and BatchNorm statistic of an original model random and of a size that keeps activations
-    in range, so that no term of the forward pass hides; unlike the default init, the class token's attention
-    then ranks tokens clearly (near-equal scores would make which tokens are kept depend on rounding)."""
+    """Every parameter and BatchNorm statistic of an original model random, in place.
+
+    Of a size that keeps activations in range, so that no term of the forward pass hides; unlike the default
+    init, the class token's attention then ranks tokens clearly (near-equal scores would make which tokens are kept
+    depend on rounding).
+
+    Args:
+      model: an original light model.
+      generator: a `torch.Generator`.
+    """
     import torch
 
     with torch.no_grad():

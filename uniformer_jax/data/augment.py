@@ -29,26 +29,68 @@ def _blend(degenerate, frames, factor):
 
 
 def grayscale(frames):
-    """PIL's convert('L') (ITU-R 601-2 luma, fixed point), as (T, H, W, 1) int32."""
+    """PIL's convert('L') (ITU-R 601-2 luma, fixed point).
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+
+    Returns:
+      The luma, (T, H, W, 1) int32.
+    """
     x = tf.cast(frames, tf.int32)
     return (x[..., 0:1] * 19595 + x[..., 1:2] * 38470 + x[..., 2:3] * 7471 + 0x8000) // 65536
 
 
 def color(frames, factor):
+    """PIL's ImageEnhance.Color: a blend with the clip's grayscale.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      factor: 0 is grey, 1 the clip itself.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return _blend(tf.broadcast_to(grayscale(frames), tf.shape(frames)), frames, factor)
 
 
 def contrast(frames, factor):
+    """PIL's ImageEnhance.Contrast: a blend with each frame's mean luma.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      factor: 0 is flat grey, 1 the clip itself.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     means = tf.reduce_mean(tf.cast(grayscale(frames), tf.float32), axis=(1, 2, 3), keepdims=True)
     return _blend(tf.broadcast_to(tf.floor(means + 0.5), tf.shape(frames)), frames, factor)
 
 
 def brightness(frames, factor):
+    """PIL's ImageEnhance.Brightness: a blend with black.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      factor: 0 is black, 1 the clip itself.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return _blend(tf.zeros_like(frames), frames, factor)
 
 
 def sharpness(frames, factor):
-    """Blend with PIL's SMOOTH filter (3x3, centre 5, sum 13); border pixels stay as they are."""
+    """PIL's ImageEnhance.Sharpness: a blend with the SMOOTH filter (3x3, centre 5, sum 13); border pixels stay.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      factor: 0 is smoothed, 1 the clip itself.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     x = tf.cast(frames, tf.float32)
     kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
@@ -92,27 +134,79 @@ def _autocontrast_lut(hist):
 
 
 def equalize(frames):
+    """PIL's ImageOps.equalize, per frame and channel.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return _channel_luts(frames, _equalize_lut)
 
 
 def autocontrast(frames):
+    """PIL's ImageOps.autocontrast (no cutoff), per frame and channel.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return _channel_luts(frames, _autocontrast_lut)
 
 
 def invert(frames):
+    """PIL's ImageOps.invert.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return 255 - frames
 
 
 def posterize(frames, bits):
+    """PIL's ImageOps.posterize: keep the top bits of each value.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      bits: bits kept, 0-8.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     mask = tf.cast(255 - (2 ** (8 - bits) - 1), tf.uint8)
     return tf.bitwise.bitwise_and(frames, mask)
 
 
 def solarize(frames, threshold):
+    """PIL's ImageOps.solarize: invert the values at or above a threshold.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      threshold: 0-256.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return tf.where(tf.cast(frames, tf.int32) >= threshold, 255 - frames, frames)
 
 
 def solarize_add(frames, add, threshold=128):
+    """timm's solarize_add: add to the values below a threshold, clipped at 255.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      add: what is added, 0-255.
+      threshold: values below it get `add`.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     x = tf.cast(frames, tf.int32)
     return tf.cast(tf.where(x < threshold, tf.minimum(x + add, 255), x), tf.uint8)
 
@@ -122,6 +216,13 @@ def affine(frames, matrix):
 
     PIL works on pixel centres (+0.5), here pixel indices; the matrix is shifted accordingly. Samples outside the
     frame take the fill colour. All frames share the sampling grid, so each tap gathers all frames at once.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      matrix: the six coefficients (a, b, c, d, e, f) of PIL's inverse mapping.
+
+    Returns:
+      The clip, uint8, same shape.
     """
     a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
     shape = tf.shape(frames)
@@ -147,7 +248,15 @@ def affine(frames, matrix):
 
 
 def rotate(frames, degrees):
-    """PIL's Image.rotate(degrees): counter-clockwise about the image centre, same size."""
+    """PIL's Image.rotate(degrees): counter-clockwise about the image centre, same size.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      degrees: the angle.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     shape = tf.cast(tf.shape(frames), tf.float32)
     cx, cy = shape[2] / 2.0, shape[1] / 2.0
     angle = -degrees * math.pi / 180.0
@@ -156,18 +265,54 @@ def rotate(frames, degrees):
 
 
 def shear_x(frames, factor):
+    """timm's shear_x: PIL's affine transform with a horizontal shear.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      factor: the shear, x += factor * y.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return affine(frames, [1.0, factor, 0.0, 0.0, 1.0, 0.0])
 
 
 def shear_y(frames, factor):
+    """timm's shear_y: PIL's affine transform with a vertical shear.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      factor: the shear, y += factor * x.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return affine(frames, [1.0, 0.0, 0.0, factor, 1.0, 0.0])
 
 
 def translate_x(frames, fraction):
+    """timm's translate_x_rel: a horizontal shift by a fraction of the width.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      fraction: the shift over the width.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return affine(frames, [1.0, 0.0, fraction * tf.cast(tf.shape(frames)[2], tf.float32), 0.0, 1.0, 0.0])
 
 
 def translate_y(frames, fraction):
+    """timm's translate_y_rel: a vertical shift by a fraction of the height.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      fraction: the shift over the height.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     return affine(frames, [1.0, 0.0, 0.0, 0.0, 1.0, fraction * tf.cast(tf.shape(frames)[1], tf.float32)])
 
 
@@ -207,8 +352,19 @@ PLAIN_OPS = INCREASING_OPS[:4] + (
 
 
 def parse_policy(policy: str) -> tuple[int, float, float, bool]:
-    """timm's RandAugment notation, e.g. `rand-m7-n4-mstd0.5-inc1`: (ops per clip, magnitude, magnitude std,
-    increasing ops). Unset parts take timm's defaults: 2 ops, magnitude 10, std 0, `inc0`."""
+    """timm's RandAugment notation, e.g. `rand-m7-n4-mstd0.5-inc1`.
+
+    Unset parts take timm's defaults: 2 ops, magnitude 10, std 0, `inc0`.
+
+    Args:
+      policy: the policy string, as the original's `AUG.AA_TYPE`.
+
+    Returns:
+      (ops per clip, magnitude, magnitude std, increasing ops).
+
+    Raises:
+      ValueError: a string that is not a `rand-...` policy.
+    """
     parts = policy.split("-")
     settings = {"n": 2.0, "m": MAX_LEVEL, "mstd": 0.0, "inc": 0.0}
     for part in parts[1:]:
@@ -223,7 +379,21 @@ def parse_policy(policy: str) -> tuple[int, float, float, bool]:
 
 
 def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: float = 0.5, increasing: bool = True):
-    """`layers` ops drawn with replacement, each applied with probability 0.5 at a level ~ N(magnitude, std)."""
+    """`layers` ops drawn with replacement, each applied with probability 0.5 at a level ~ N(magnitude, std).
+
+    The same ops and levels apply to every frame of the clip.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      seed: a stateless seed, shape (2,).
+      layers: ops per clip.
+      magnitude: the mean level, 0-10.
+      std: the level's standard deviation.
+      increasing: timm's `inc1` ops (stronger with the level) rather than the plain ones.
+
+    Returns:
+      The clip, uint8, same shape.
+    """
     ops = INCREASING_OPS if increasing else PLAIN_OPS
     seeds = tf.random.experimental.stateless_split(seed, layers)
     for k in range(layers):
@@ -241,13 +411,32 @@ def randaugment(frames, seed, layers: int = 4, magnitude: float = 7.0, std: floa
 
 
 def resize(frames, size):
-    """Bilinear resize (half-pixel centres) of uint8 frames to `size` (height, width), rounded to uint8."""
+    """Bilinear resize (half-pixel centres) of uint8 frames, rounded to uint8.
+
+    Args:
+      frames: uint8 frames (T, H, W, 3).
+      size: (height, width).
+
+    Returns:
+      The resized frames, uint8.
+    """
     # Bilinear weights are convex, so values stay in [0, 255]: rounding is enough.
     return tf.cast(tf.round(tf.image.resize(frames, size, method="bilinear")), tf.uint8)
 
 
 def random_resized_crop(frames, size: int, scale, ratio, seed):
-    """A random box of `scale` of the area and `ratio` aspect (10 tries, else the whole frame), resized to size."""
+    """A random box of `scale` of the area and `ratio` aspect (10 tries, else the whole frame), resized.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3); every frame gets the same box.
+      size: the output's height and width.
+      scale: the box's area range as fractions of the frame's.
+      ratio: the box's aspect ratio range.
+      seed: a stateless seed, shape (2,).
+
+    Returns:
+      The clip (T, size, size, 3), uint8.
+    """
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(frames)[1:4], tf.zeros([1, 0, 4]), seed, min_object_covered=0.0,
         aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
@@ -258,7 +447,19 @@ ERASING_LOG_RATIO = (math.log(0.3), math.log(1 / 0.3))  # timm's aspect ratios 0
 
 
 def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=ERASING_LOG_RATIO, tries: int = 10):
-    """timm's RandomErasing, mode 'pixel', one box shared by all frames, filled with per-pixel noise."""
+    """timm's RandomErasing, mode 'pixel', one box shared by all frames, filled with per-pixel noise.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3); the noise is N(0, 1) in normalised units (`models.layers.normalise`),
+        rounded to uint8.
+      seed: a stateless seed, shape (2,).
+      area: the box's area range as fractions of the frame's.
+      log_ratio: the range of the box's log aspect ratio.
+      tries: boxes tried until one fits.
+
+    Returns:
+      The uint8 clip with the box erased (unchanged when no box fits).
+    """
     seeds = tf.random.experimental.stateless_split(seed, 5)
     shape = tf.shape(frames)
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
@@ -280,7 +481,16 @@ def random_erasing(frames, seed, area=(0.02, 1 / 3), log_ratio=ERASING_LOG_RATIO
 
 
 def train_augment(frames, aug, seed):
-    """RandAugment, random resized crop, horizontal flip, random erasing, each as configured in `aug`."""
+    """RandAugment, random resized crop, horizontal flip, random erasing, each as configured in `aug`.
+
+    Args:
+      frames: uint8 clip (T, H, W, 3).
+      aug: a `pipelines.TrainAugment`.
+      seed: a stateless seed, shape (2,).
+
+    Returns:
+      The augmented clip (T, S, S, 3), uint8.
+    """
     seeds = tf.random.experimental.stateless_split(seed, 5)
     if aug.randaugment:
         frames = randaugment(frames, seeds[0], *parse_policy(aug.randaugment_policy))

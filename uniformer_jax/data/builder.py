@@ -34,7 +34,15 @@ VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
 
 
 def dataset_dir(name: str, data_dir: str | None = None) -> Path:
-    """Where the builder writes dataset `name`: in `data_dir`, else TFDS's default data directory."""
+    """Where the builder writes dataset `name`: in `data_dir`, else TFDS's default data directory.
+
+    Args:
+      name: a dataset name (`dataset_builder --name`).
+      data_dir: a TFDS data directory; None: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`.
+
+    Returns:
+      `<data_dir>/video_classification/<name>/1.0.0`.
+    """
     root = data_dir or tfds.core.constants.get_default_data_dir()
     return Path(root) / VideoClassification.name / name / str(VideoClassification.VERSION)
 
@@ -65,7 +73,17 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_f
               ) -> tuple[list[Entry], list[str]]:
     """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv).
 
-    `find_files(video_dir)` indexes the video files that Kinetics csv rows name by YouTube id.
+    Args:
+      path: a Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or official Kinetics csv list.
+      video_dir: the folder the list's paths are relative to.
+      class_names: the class list, to check Kinetics csv labels against; None accepts any.
+      find_files: indexes the video files under `video_dir` that Kinetics csv rows name by YouTube id.
+
+    Returns:
+      The entries (file, label or label name) and the label names used.
+
+    Raises:
+      BuildError: an unreadable line, or a Kinetics label outside `class_names` (naming file and line).
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -110,7 +128,16 @@ def _read_kinetics_csv(path: Path, rows, files: dict[str, str], class_names: lis
 
 def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names: list[str] | None
                    ) -> tuple[dict[str, list[Entry]], list[str]]:
-    """Entries with integer labels, and the class names: the given order, else sorted names, else "0".."K-1"."""
+    """Entries with integer labels, and the class names: the given order, else sorted names, else "0".."K-1".
+
+    Args:
+      lists: `read_list`'s result by split.
+      class_names: the class list; None derives it.
+
+    Returns:
+      The entries by split with integer labels, and the class names in index order (`read_list` has checked
+      the label names against a given class list).
+    """
     named = {name for _, names in lists.values() for name in names if name}
     if class_names is None:
         if named:

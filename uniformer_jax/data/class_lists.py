@@ -25,7 +25,14 @@ CLASS_LISTS = {
 
 
 def class_list_path(name_or_path: str | Path) -> Path:
-    """The file behind a short name from CLASS_LISTS, or the path itself."""
+    """The file behind a short name from CLASS_LISTS, or the path itself.
+
+    Args:
+      name_or_path: a short name (`k400-sensex`) or a file.
+
+    Returns:
+      The packaged file's path, or `name_or_path` as a path.
+    """
     if str(name_or_path) in CLASS_LISTS:
         return Path(str(resources.files(__package__) / "label_maps" / CLASS_LISTS[str(name_or_path)][0]))
     return Path(name_or_path)
@@ -34,8 +41,17 @@ def class_list_path(name_or_path: str | Path) -> Path:
 def read_class_names(name_or_path: str | Path) -> list[str]:
     """Class names in index order from a short name (`k400-sensex`, see CLASS_LISTS) or a label file.
 
-    Accepts one name per line (line i is class i), `name<TAB>index` (Sense-X K400) and `name index`
-    (Sense-X K600), where the indices must be exactly 0..N-1 in any order.
+    Accepts one name per line (line i is class i), `name<TAB>index` (Sense-X K400) and `name index` (Sense-X K600),
+    where the indices must be exactly 0..N-1 in any order.
+
+    Args:
+      name_or_path: a short name or a file.
+
+    Returns:
+      The names, class 0 first.
+
+    Raises:
+      ValueError: an unreadable or empty file, indices other than 0..N-1, or repeated names.
     """
     path = class_list_path(name_or_path)
     try:
@@ -65,12 +81,29 @@ def canonical(name: str) -> str:
 
     Sense-X writes `passing_American_football_(in_game)` and `massaging_persons_head` where MMAction2 writes
     `passing American football (in game)` and `massaging person's head`.
+
+    Args:
+      name: a class name.
+
+    Returns:
+      Its key.
     """
     return " ".join(re.sub(r"[^0-9a-z ]", "", name.replace("_", " ").lower()).split())
 
 
 def permutation(source: list[str], target: list[str]) -> np.ndarray:
-    """Indices `p` with `source[p[i]]` naming the same class as `target[i]`; rows reorder as `rows[p]`."""
+    """Indices `p` with `source[p[i]]` naming the same class as `target[i]`; rows reorder as `rows[p]`.
+
+    Args:
+      source: the class names of the rows as they are.
+      target: the class names in the order wanted.
+
+    Returns:
+      The permutation, an int array of `len(target)`.
+
+    Raises:
+      ValueError: names that only differ in case or punctuation, or classes that one list has and the other not.
+    """
     for names in (source, target):
         keys = [canonical(n) for n in names]
         clashes = sorted({n for n, k in zip(names, keys, strict=True) if keys.count(k) > 1})

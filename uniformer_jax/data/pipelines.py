@@ -66,7 +66,7 @@ class TestViews:
 
 # --- temporal sampling ---------------------------------------------------------------------------------------
 
-def dense_indices(length, num_frames: int, rate: int, start):
+def _dense_indices(length, num_frames: int, rate: int, start):
     """`num_frames` frames spread over [start, start + num_frames * rate - 1], clamped to the video, truncated.
 
     SlowFast/UniFormer's decord path: a video shorter than the span repeats its last frame.
@@ -76,12 +76,12 @@ def dense_indices(length, num_frames: int, rate: int, start):
     return tf.cast(tf.clip_by_value(positions, 0.0, tf.cast(length - 1, tf.float64)), tf.int32)
 
 
-def dense_train_start(length, num_frames: int, rate: int, seed):
+def _dense_train_start(length, num_frames: int, rate: int, seed):
     delta = tf.maximum(tf.cast(length - num_frames * rate, tf.float64), 0.0)
     return tf.random.stateless_uniform((), seed, dtype=tf.float64) * delta
 
 
-def dense_test_starts(length, num_frames: int, rate: int, clips: int):
+def _dense_test_starts(length, num_frames: int, rate: int, clips: int):
     """Offset sampling: clip k of n starts at k * floor(delta / (n - 1)); one clip is centred."""
     delta = tf.maximum(length - num_frames * rate, 0)
     if clips == 1:
@@ -89,26 +89,34 @@ def dense_test_starts(length, num_frames: int, rate: int, clips: int):
     return tf.range(clips) * (delta // (clips - 1))
 
 
-def segment_bounds(length, num_frames: int):
+def _segment_bounds(length, num_frames: int):
     size = tf.cast(length - 1, tf.float64) / num_frames
     steps = tf.range(num_frames + 1, dtype=tf.float64) * size
     bounds = tf.cast(tf.round(steps), tf.int32)  # round half to even, as numpy's round
     return bounds[:-1], bounds[1:], size
 
 
-def segment_train_indices(length, num_frames: int, seed):
+def _segment_train_indices(length, num_frames: int, seed):
     """TSN sampling: a random frame of each of `num_frames` equal segments (ends included)."""
-    starts, ends, _ = segment_bounds(length, num_frames)
+    starts, ends, _ = _segment_bounds(length, num_frames)
     offsets = tf.random.stateless_uniform((num_frames,), seed, dtype=tf.float64)
     return starts + tf.cast(offsets * tf.cast(ends - starts + 1, tf.float64), tf.int32)
 
 
-def segment_test_indices(length, num_frames: int, clip: int, clips: int):
-    starts, _, size = segment_bounds(length, num_frames)
+def _segment_test_indices(length, num_frames: int, clip: int, clips: int):
+    starts, _, size = _segment_bounds(length, num_frames)
     return starts + tf.cast(size / (clips + 1) * (clip + 1), tf.int32)
 
 
 def decode_frames(strings):
+    """JPEG strings to frames, decoded exactly (`INTEGER_ACCURATE`, as PIL and decord decode).
+
+    Args:
+      strings: a 1-D string tensor of JPEG frames.
+
+    Returns:
+      The frames (T, H, W, 3), uint8.
+    """
     return tf.map_fn(lambda s: tf.io.decode_jpeg(s, channels=3, dct_method="INTEGER_ACCURATE"), strings,
                      fn_output_signature=tf.uint8)
 
@@ -116,7 +124,15 @@ def decode_frames(strings):
 # --- spatial -------------------------------------------------------------------------------------------------
 
 def resize_short_side(frames, size: int):
-    """Bilinear resize so the shorter side is `size`, the other floor-scaled (SlowFast's short-side scale)."""
+    """Bilinear resize so the shorter side is `size`, the other floor-scaled (SlowFast's short-side scale).
+
+    Args:
+      frames: uint8 frames (..., H, W, 3).
+      size: the shorter side after resizing.
+
+    Returns:
+      The resized frames, uint8.
+    """
     shape = tf.shape(frames)
     height, width = tf.cast(shape[-3], tf.float64), tf.cast(shape[-2], tf.float64)
     new = tf.cond(width < height,
@@ -125,7 +141,7 @@ def resize_short_side(frames, size: int):
     return augment.resize(frames, tf.cast(new, tf.int32))
 
 
-def spatial_crops(frames, size: int, crops: int):
+def _spatial_crops(frames, size: int, crops: int):
     """SlowFast's uniform crops of (T, H, W, 3) frames: the centre, or 3 along the longer side."""
     shape = tf.shape(frames)
     height, width = shape[-3], shape[-2]
@@ -142,21 +158,50 @@ def spatial_crops(frames, size: int, crops: int):
 # --- pipelines -------------------------------------------------------------------------------------------------
 
 def test_indices(length, sampling: Sampling, views: TestViews):
-    """The frame indices of each temporal test clip, (clips, T)."""
+    """The frame indices of each temporal test clip.
+
+    Args:
+      length: the video's frame count (a scalar tensor).
+      sampling: dense offset sampling, or segment (TSN) sampling.
+      views: how many temporal clips.
+
+    Returns:
+      The indices, (clips, T) int32.
+    """
     if sampling.mode == "dense":
-        starts = dense_test_starts(length, sampling.num_frames, sampling.rate, views.clips)
-        return tf.map_fn(lambda s: dense_indices(length, sampling.num_frames, sampling.rate, s), starts)
-    return tf.stack([segment_test_indices(length, sampling.num_frames, k, views.clips) for k in range(views.clips)])
+        starts = _dense_test_starts(length, sampling.num_frames, sampling.rate, views.clips)
+        return tf.map_fn(lambda s: _dense_indices(length, sampling.num_frames, sampling.rate, s), starts)
+    return tf.stack([_segment_test_indices(length, sampling.num_frames, k, views.clips) for k in range(views.clips)])
 
 
 def views_from_frames(decoded, positions, sampling: Sampling, views: TestViews):
-    """(clips * crops, T, S, S, 3) views, clip-major, from decoded frames and each view frame's position in them."""
+    """The test views of decoded frames: resized to the short side, cropped, clip-major.
+
+    Args:
+      decoded: the distinct frames the views use, uint8 (N, H, W, 3).
+      positions: each view frame's position in `decoded`, clip after clip, (clips * T,).
+      sampling: the clips' frame count.
+      views: clips, crops, short side and crop size.
+
+    Returns:
+      The views (clips * crops, T, S, S, 3), uint8.
+    """
     return crop_views(resize_short_side(decoded, views.short_side), positions, sampling, views)
 
 
 def crop_views(resized, positions, sampling: Sampling, views: TestViews):
-    """views_from_frames for frames already resized to the short side."""
-    crops = tf.gather(spatial_crops(resized, views.crop_size, views.crops), positions, axis=1)
+    """`views_from_frames` for frames already resized to the short side.
+
+    Args:
+      resized: the distinct frames the views use, resized, uint8 (N, H, W, 3).
+      positions: each view frame's position in `resized`, clip after clip, (clips * T,).
+      sampling: the clips' frame count.
+      views: clips, crops and crop size.
+
+    Returns:
+      The views (clips * crops, T, S, S, 3), uint8.
+    """
+    crops = tf.gather(_spatial_crops(resized, views.crop_size, views.crops), positions, axis=1)
     size = views.crop_size
     crops = tf.reshape(crops, (views.crops, views.clips, sampling.num_frames, size, size, 3))
     return tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
@@ -164,22 +209,31 @@ def crop_views(resized, positions, sampling: Sampling, views: TestViews):
 
 
 def test_views(example, sampling: Sampling, views: TestViews):
-    """All views of one video; overlapping clips decode their shared frames once."""
+    """All test views of one video; overlapping clips decode their shared frames once.
+
+    Args:
+      example: a record with `frames`, the video's JPEG strings.
+      sampling: how frames are picked.
+      views: clips, crops, short side and crop size.
+
+    Returns:
+      The views (clips * crops, T, S, S, 3), uint8.
+    """
     frames = example["frames"]
     indices = test_indices(tf.shape(frames)[0], sampling, views)
     unique, positions = tf.unique(tf.reshape(indices, [-1]))
     return views_from_frames(decode_frames(tf.gather(frames, unique)), positions, sampling, views)
 
 
-def train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):
+def _train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):
     """One augmented training clip (T, S, S, 3) uint8 from a video's encoded frames."""
     seeds = tf.random.experimental.stateless_split(seed, 2)
     length = tf.shape(frames)[0]
     if sampling.mode == "dense":
-        start = dense_train_start(length, sampling.num_frames, sampling.rate, seeds[0])
-        indices = dense_indices(length, sampling.num_frames, sampling.rate, start)
+        start = _dense_train_start(length, sampling.num_frames, sampling.rate, seeds[0])
+        indices = _dense_indices(length, sampling.num_frames, sampling.rate, start)
     else:
-        indices = segment_train_indices(length, sampling.num_frames, seeds[0])
+        indices = _segment_train_indices(length, sampling.num_frames, seeds[0])
     return augment.train_augment(decode_frames(tf.gather(frames, indices)), aug, seeds[1])
 
 
@@ -193,6 +247,19 @@ def _options() -> tf.data.Options:
 
 
 def local_batch_size(global_batch: int, process_count: int, local_devices: int) -> int:
+    """This process's share of a global batch.
+
+    Args:
+      global_batch: examples per step over all processes.
+      process_count: the number of processes.
+      local_devices: this process's devices, which split its share.
+
+    Returns:
+      `global_batch // process_count`.
+
+    Raises:
+      DataError: a batch that does not split evenly over the processes and their devices.
+    """
     if global_batch % process_count or (global_batch // process_count) % local_devices:
         raise DataError(f"batch size {global_batch} cannot be split evenly over {process_count} process(es) with "
                         f"{local_devices} device(s) each; use a multiple of {process_count * local_devices}")
@@ -233,7 +300,7 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
         raise DataError(f"{shards} input shards cannot be shared by {process_count} process(es) with "
                         f"{batch_size} clips each: use a multiple of the process count that divides the batch")
     mine = shards // process_count
-    streams = [shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
+    streams = [_shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
                             start=start // mine, shuffle_buffer=shuffle_buffer).batch(batch_size // mine)
                for shard in range(process_index * mine, (process_index + 1) * mine)]
     ds = streams[0] if mine == 1 else tf.data.Dataset.zip(tuple(streams)).map(
@@ -241,7 +308,7 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-def shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
+def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
                  seed: int, start: int, shuffle_buffer: int) -> tf.data.Dataset:
     """Clips of one shard of the split, epoch after epoch, from the `start`-th on.
 
@@ -263,7 +330,7 @@ def shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: 
         def clips(position, example):
             seeds = tf.random.experimental.stateless_split(
                 tf.random.experimental.stateless_fold_in(epoch_seed, position), aug.repeats)
-            video = tf.stack([train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
+            video = tf.stack([_train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
             return {"video": video, "label": tf.fill([aug.repeats], example["label"])}
 
         skip = tf.where(e == first_epoch, tf.constant(done_videos, tf.int64), 0)

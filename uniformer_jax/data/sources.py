@@ -42,6 +42,19 @@ def open_split(source: str, split: str, *, process_index: int = 0, process_count
     """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
 
     A DMVR pattern names the files of one split, so `split` only selects among the splits of a TFDS directory.
+
+    Args:
+      source: a TFDS dataset directory or a DMVR file pattern.
+      split: a split of the TFDS directory.
+      process_index: this process's index.
+      process_count: the number of processes that share the split (an even, example-level part each).
+
+    Returns:
+      The `Split` part: its files and read instructions, example counts per process, and class names.
+
+    Raises:
+      DataError: neither a dataset nor a pattern, a missing split, or DMVR records that are unreadable, of the
+        pre-2022 layout or inconsistent in their class names.
     """
     if (Path(source) / "dataset_info.json").is_file():
         return _open_tfds(source, split, process_index, process_count)
@@ -87,7 +100,14 @@ def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
 
 
 def scalar_seed(seed):
-    """An int64 seed for the tf.data ops that take one, drawn from a stateless seed pair."""
+    """An int64 seed for the tf.data ops that take one, drawn from a stateless seed pair.
+
+    Args:
+      seed: a stateless seed, shape (2,).
+
+    Returns:
+      A scalar int64 tensor.
+    """
     return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
 
 
@@ -171,7 +191,19 @@ def _open_dmvr(pattern: str, files: list[str], index: int, count: int) -> Split:
 
 
 def class_names(part: Split, given: list[str] | None, source: str) -> list[str] | None:
-    """The split's class names: `given` (a class list) checked against the names the split carries, else those."""
+    """The split's class names: `given` (a class list) checked against the names the split carries, else those.
+
+    Args:
+      part: what `open_split` returned.
+      given: a class list (`data.class_names`), or None.
+      source: the dataset, for the error message.
+
+    Returns:
+      The class names, or None where neither the split nor the config names them.
+
+    Raises:
+      DataError: `given` names a class otherwise than the split does.
+    """
     if given is None:
         return part.class_names
     for index, text in sorted((part.label_text or dict(enumerate(part.class_names or ()))).items()):

@@ -19,7 +19,16 @@ class VideoError(Exception):
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(width, height) with the shorter side equal to short_side, the other rounded to an even number."""
+    """(width, height) with the shorter side equal to `short_side`, the other rounded to an even number.
+
+    Args:
+      width: the frame's width.
+      height: the frame's height.
+      short_side: the wanted shorter side; None or 0 keeps the size.
+
+    Returns:
+      The new (width, height).
+    """
     if not short_side:
         return width, height
     if width <= height:
@@ -33,6 +42,14 @@ def resample(times: list[float], fps: float, end: float) -> list[int]:
     A frame's time in output ticks is rounded to the nearest tick (halves up); tick k shows the last frame rounded
     to at most k, and a video of duration `end` has `end * fps` ticks, rounded the same way. At 30 fps -> 10 fps this
     keeps frames 1, 4, 7, ... (`round=up` would keep 0, 3, 6, ...).
+
+    Args:
+      times: each frame's time in seconds from the first.
+      fps: the output frame rate.
+      end: the video's duration in seconds.
+
+    Returns:
+      The index of the frame each output tick shows.
     """
     ticks = np.arange(int(np.floor(end * fps + 0.5 + 1e-6)))
     kept = np.searchsorted(np.asarray(times) * fps, ticks + 0.5 - 1e-6, side="left") - 1
@@ -55,8 +72,16 @@ class Video(NamedTuple):
 def read_video(path: str | Path, short_side: int | None = None, fps: float | None = None) -> Video:
     """The frames of the first video stream as upright uint8 RGB arrays, their frame rate and rotation.
 
-    `short_side` resizes (bicubic); `fps` resamples to that rate by frame time. Raises VideoError for a
-    missing, unreadable, truncated or empty file.
+    Args:
+      path: a video file PyAV (ffmpeg) reads.
+      short_side: resize (bicubic) so the shorter side has this many pixels; None keeps the size.
+      fps: resample to this frame rate by frame time; None keeps the native rate.
+
+    Returns:
+      The `Video`: frames, frame rate, and the rotation its display matrix applied.
+
+    Raises:
+      VideoError: a missing, unreadable, truncated or empty file, or a directory.
     """
     frames, times = [], []
     native, rotation = 30.0, 0
@@ -71,8 +96,18 @@ def read_video(path: str | Path, short_side: int | None = None, fps: float | Non
 
 
 def iter_frames(path: str | Path, short_side: int | None = None):
-    """Yields a `Frame` at a time, so a long high-resolution video is never held whole. Raises VideoError as
-    read_video, a truncated file's after its last frame."""
+    """A `Frame` at a time, so a long high-resolution video is never held whole.
+
+    Args:
+      path: a video file.
+      short_side: resize so the shorter side has this many pixels; None keeps the size.
+
+    Yields:
+      Each decoded frame, upright, with its time, the stream's rate and rotation.
+
+    Raises:
+      VideoError: as `read_video`; a truncated file's after its last frame.
+    """
     path = Path(path)
     if path.is_dir():
         raise VideoError(f"{path} is a directory, not a video file")
@@ -143,13 +178,32 @@ def _upright(frame) -> tuple[int, Callable[[np.ndarray], np.ndarray], bool]:
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """A frame as JPEG bytes (PIL).
+
+    Args:
+      frame: RGB uint8 (H, W, 3).
+      quality: JPEG quality, 1-95.
+
+    Returns:
+      The encoded image.
+    """
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
 def jpeg_frames(path: str, short_side: int | None, fps: float | None, quality: int) -> Video | str:
-    """The video with JPEG-encoded frames, or the reason the file cannot be used (for worker pools)."""
+    """The video with JPEG-encoded frames, or the reason the file cannot be used (for worker pools).
+
+    Args:
+      path: a video file.
+      short_side: as `read_video`.
+      fps: as `read_video`.
+      quality: JPEG quality of the frames.
+
+    Returns:
+      The `Video` with `bytes` frames, or the `VideoError`'s message.
+    """
     try:
         decoded = read_video(path, short_side, fps)
     except VideoError as e:

@@ -31,6 +31,14 @@ conv_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
 def conv_bias_init(fan_in: int):
+    """PyTorch's default Conv3d bias initialisation, U(+-1/sqrt(fan_in)).
+
+    Args:
+      fan_in: input channels per group times the kernel's size.
+
+    Returns:
+      A Flax initialiser.
+    """
     bound = 1 / math.sqrt(fan_in)
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
@@ -38,12 +46,34 @@ def conv_bias_init(fan_in: int):
 def gelu(x):
     # PyTorch's nn.GELU is the exact erf form; written out, XLA's CPU code is a third faster than
     # jax.nn.gelu(approximate=False) and gives the same values.
+    """PyTorch's nn.GELU, the exact erf form.
+
+    Args:
+      x: any array.
+
+    Returns:
+      GELU(x), shaped and typed as `x`.
+    """
     return 0.5 * x * (1 + lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
 def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, padding=0, groups=1, name=None,
          dtype=None) -> nn.Conv:
-    """A Conv3d with PyTorch's padding and initialisation."""
+    """A Conv3d with PyTorch's padding and initialisation.
+
+    Args:
+      features: output channels.
+      kernel: (kt, kh, kw).
+      in_features: input channels (for the initialisation's fan-in).
+      stride: one stride for all axes, or three.
+      padding: one symmetric padding for all axes, or three.
+      groups: feature groups.
+      name: the submodule's name (the PyTorch module's).
+      dtype: the computation dtype.
+
+    Returns:
+      The `nn.Conv` module.
+    """
     kernel = tuple(kernel)
     fan_in = in_features // groups * math.prod(kernel)
     stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
@@ -168,7 +198,15 @@ class CBlock(nn.Module):
 
 
 def layer_scales(module: nn.Module, shape: tuple[int, ...]) -> tuple:
-    """`gamma_1` and `gamma_2` of a block with `layer_scale` set (in PyTorch's shape), else (None, None)."""
+    """`gamma_1` and `gamma_2` of a block with `layer_scale` set, in PyTorch's shape.
+
+    Args:
+      module: a block whose `layer_scale` attribute is the initial value, or None.
+      shape: the parameters' shape, e.g. (1, C, 1, 1, 1).
+
+    Returns:
+      The two parameters, or (None, None) without layer scale.
+    """
     if module.layer_scale is None:
         return None, None
     init = nn.initializers.constant(module.layer_scale)
@@ -176,21 +214,55 @@ def layer_scales(module: nn.Module, shape: tuple[int, ...]) -> tuple:
 
 
 def scaled(y, gamma):
+    """A branch's output scaled by its layer-scale parameter, where there is one.
+
+    Args:
+      y: the branch's output, channels last.
+      gamma: a parameter of `layer_scales`, or None.
+
+    Returns:
+      `y * gamma` per channel, or `y`.
+    """
     return y if gamma is None else y * gamma.reshape(y.shape[-1]).astype(y.dtype)
 
 
 def check_remat(remat, depth) -> None:
+    """Refuses a remat setting outside the model's stages.
+
+    Args:
+      remat: leading blocks to recompute, per stage.
+      depth: blocks per stage.
+
+    Raises:
+      ValueError: a count below 0 or above its stage's depth.
+    """
     if any(not 0 <= r <= d for r, d in zip(remat, depth, strict=True)):
         raise ValueError(f"remat {remat} must be between 0 and the depth {depth} in each stage")
 
 
 def drop_path_rates(rate: float, depth) -> list[float]:
-    """Stochastic depth of every block in order, rising linearly from 0 to `rate` (the original's rule)."""
+    """Stochastic depth of every block in order, rising linearly from 0 to `rate` (the original's rule).
+
+    Args:
+      rate: the last block's rate.
+      depth: blocks per stage.
+
+    Returns:
+      One rate per block, stage after stage.
+    """
     total = sum(depth)
     return [rate * i / max(total - 1, 1) for i in range(total)]
 
 
 def normalise(video, dtype=None):
-    """uint8 video to the model's input scale, (x / 255 - 0.45) / 0.225; call it inside the jitted step."""
+    """uint8 video to the models' input scale, (x / 255 - 0.45) / 0.225; call it inside the jitted step.
+
+    Args:
+      video: uint8 (or float 0-255) clips, channels last.
+      dtype: the result's dtype; None: float32.
+
+    Returns:
+      The normalised video.
+    """
     x = (jnp.asarray(video, jnp.float32) - MEAN) / STD
     return x if dtype is None else x.astype(dtype)

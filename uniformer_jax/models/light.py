@@ -57,8 +57,16 @@ MLP_RATIO = 3
 
 
 def default_pruning(depth) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Sense-X's PRUNE_RATIO (and TRADE_OFF) for stages 3-4: the first stage-3 block keeps every token and
-    starts the score; every later block keeps half."""
+    """Sense-X's PRUNE_RATIO (and TRADE_OFF) for stages 3-4.
+
+    The first stage-3 block keeps every token and starts the score; every later block keeps half.
+
+    Args:
+      depth: blocks per stage.
+
+    Returns:
+      The ratios of stage 3's blocks and of stage 4's.
+    """
     return (1.0,) + (0.5,) * (depth[2] - 1), (0.5,) * depth[3]
 
 
@@ -270,8 +278,20 @@ class UniFormerLight(nn.Module):
 
 
 def flops(spec: Spec, frames: int, size: int, num_classes: int = 400) -> int:
-    """Forward FLOPs of one clip in eval mode as fvcore counts them (see `uniformer_jax.models.uniformer.flops`),
-    pruning included: a pruning block's attention and MLP see the kept tokens, the class token and the merged one."""
+    """Forward FLOPs of one clip in eval mode as fvcore counts them, pruning included.
+
+    A pruning block's attention and MLP see the kept tokens, the class token and the merged one (see
+    `uniformer_jax.models.uniformer.flops` for what is counted).
+
+    Args:
+      spec: the variant's shape (`SPECS`).
+      frames: the clip's frame count.
+      size: the clip's height and width.
+      num_classes: the heads' size.
+
+    Returns:
+      The FLOP count.
+    """
     c0, (t, h, w) = spec.embed_dim[0], (frames, size // 2, size // 2)
     total = t * h * w * c0 // 2 * (3 * 27 + 2)  # proj_0 and its BatchNorm
     t, h, w = (t + 1) // 2, h // 2, w // 2

@@ -130,9 +130,20 @@ class UniFormer(nn.Module):
 
 
 def flops(depth: Sequence[int], frames: int, size: int = 224, num_classes: int = 400) -> int:
-    """Forward FLOPs of one clip as fvcore counts them (the paper's figures): one per multiply-accumulate of the
-    convolutions, linear layers and attention products, 5 per LayerNorm and 2 per BatchNorm element (eval mode);
-    activations, softmax and additions are not counted."""
+    """Forward FLOPs of one clip as fvcore counts them (the paper's figures).
+
+    One per multiply-accumulate of the convolutions, linear layers and attention products, 5 per LayerNorm and 2 per
+    BatchNorm element (eval mode); activations, softmax and additions are not counted.
+
+    Args:
+      depth: blocks per stage (`DEPTHS`).
+      frames: the clip's frame count.
+      size: the clip's height and width.
+      num_classes: the head's size.
+
+    Returns:
+      The FLOP count.
+    """
     t, h = frames // 2, size // 4
     total = t * h * h * EMBED_DIM[0] * (3 * 4 * 4 * 3 + 5)  # patch_embed1 and its LayerNorm
     for s, (blocks, c) in enumerate(zip(depth, EMBED_DIM, strict=True)):

@@ -43,23 +43,54 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def is_light(name: str) -> bool:
+    """Whether a variant is one of the lightweight XXS/XS models (a class token, token pruning, two heads).
+
+    Args:
+      name: a variant of `VARIANT_NAMES`.
+
+    Returns:
+      True for the `uniformer_xxs*` and `uniformer_xs*` variants.
+    """
     return name in light.SPECS
 
 
 def heads(name: str) -> tuple[str, ...]:
-    """The classification heads of a variant: the light models train a second one on their class token."""
+    """The classification heads of a variant: the light models train a second one on their class token.
+
+    Args:
+      name: a variant of `VARIANT_NAMES`.
+
+    Returns:
+      The heads' parameter names, `("head",)` or `("head", "head_cls")`.
+    """
     return ("head", "head_cls") if is_light(name) else ("head",)
 
 
 def new_heads(key, name: str, num_classes: int) -> dict:
-    """Freshly initialised heads, as Sense-X makes them when fine-tuning for other classes."""
+    """Freshly initialised heads, as Sense-X makes them when fine-tuning for other classes.
+
+    Args:
+      key: a JAX PRNG key.
+      name: a variant of `VARIANT_NAMES`.
+      num_classes: the heads' output size.
+
+    Returns:
+      `{head: {"kernel", "bias"}}` numpy arrays for each of `heads(name)`: truncated normal (std 0.02), zero bias.
+    """
     kernels = jax.random.split(key, len(heads(name)))
     return {head: {"kernel": np.asarray(layers.linear_init(k, (FEATURES[name], num_classes))),
                    "bias": np.zeros(num_classes, np.float32)} for head, k in zip(heads(name), kernels, strict=True)}
 
 
 def stage_depths(keys) -> tuple[int, ...]:
-    """Blocks per stage, from `blocksS.I.` key prefixes."""
+    """Blocks per stage, from `blocksS.I.` key prefixes.
+
+    Args:
+      keys: Sense-X state-dict keys.
+
+    Returns:
+      The four stages' block counts (0 for a stage without keys).
+    """
     depth = [0, 0, 0, 0]
     for key in keys:
         m = re.match(r"blocks([1-4])\.(\d+)\.", key)
@@ -70,7 +101,14 @@ def stage_depths(keys) -> tuple[int, ...]:
 
 
 def variant_of(state_dict: Mapping) -> str | None:
-    """The variant whose blocks (and, for the light models, layer scale) a Sense-X-keyed state dict has, or None."""
+    """The variant whose blocks (and, for the light models, layer scale) a Sense-X-keyed state dict has.
+
+    Args:
+      state_dict: a Sense-X-keyed state dict (only its keys are read).
+
+    Returns:
+      The variant's name, or None when no variant has those blocks.
+    """
     depth = stage_depths(state_dict)
     if "cls_token" not in state_dict:
         return next((name for name, d in uniformer.DEPTHS.items() if depth == d), None)
@@ -83,12 +121,26 @@ DEPTHS = {**uniformer.DEPTHS, **{name: spec.depth for name, spec in light.SPECS.
 
 
 def describe() -> str:
-    """Each variant's blocks per stage, for error messages."""
+    """Each variant's blocks per stage, for error messages.
+
+    Returns:
+      One line, e.g. `uniformer_small (3, 4, 8, 3), uniformer_base (5, 8, 20, 7), ...`.
+    """
     return ", ".join(f"{name} {depth}" for name, depth in DEPTHS.items())
 
 
 def flops(name: str, frames: int, size: int = 224, num_classes: int = 400) -> int:
-    """Forward FLOPs of one clip as fvcore counts them (the papers' figures)."""
+    """Forward FLOPs of one clip as fvcore counts them (the papers' figures: one per multiply-accumulate).
+
+    Args:
+      name: a variant of `VARIANT_NAMES`.
+      frames: the clip's frame count.
+      size: the clip's height and width.
+      num_classes: the head's size.
+
+    Returns:
+      The FLOP count of one eval-mode forward pass.
+    """
     if is_light(name):
         return light.flops(light.SPECS[name], frames, size, num_classes)
     return uniformer.flops(uniformer.DEPTHS[name], frames, size, num_classes)

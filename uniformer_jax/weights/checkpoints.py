@@ -38,12 +38,27 @@ class CheckpointError(Exception):
 
 
 def abstract_variables(model: nn.Module) -> dict:
-    """Shapes and dtypes of the model's variables, without computing them."""
+    """Shapes and dtypes of a model's variables, without computing them.
+
+    Args:
+      model: any model of `uniformer_jax.models`.
+
+    Returns:
+      `params` (and `batch_stats`) as a tree of `jax.ShapeDtypeStruct`s.
+    """
     return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3), jnp.float32))
 
 
 def shape_mismatches(found: Mapping[str, tuple], expected: Mapping[str, tuple]) -> list[str]:
-    """Every missing key, unexpected key and shape mismatch between two {name: shape} maps."""
+    """Every missing key, unexpected key and shape mismatch between two {name: shape} maps.
+
+    Args:
+      found: what a file or checkpoint holds.
+      expected: what the model needs.
+
+    Returns:
+      One line a problem (`missing: ...`, `unexpected: ...`, `shape of ...`); empty when they agree.
+    """
     problems = [f"missing: {k} {tuple(expected[k])}" for k in expected if k not in found]
     problems += [f"unexpected: {k} {tuple(found[k])}" for k in found if k not in expected]
     problems += [f"shape of {k}: {tuple(found[k])}, expected {tuple(expected[k])}"
@@ -128,7 +143,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def remove_leftovers(directory: str | Path) -> None:
-    """Deletes what a killed `save_pretrained` into `directory` can leave beside it."""
+    """Deletes what a killed `save_pretrained` into `directory` can leave beside it.
+
+    Args:
+      directory: a destination of `save_pretrained`.
+    """
     directory = Path(directory).absolute()
     for path in directory.parent.glob(f".{directory.name}.*"):
         if path.name == f".{directory.name}.partial" or path.name.startswith(f".{directory.name}.old-"):
@@ -141,8 +160,18 @@ def _barrier(name: str) -> None:
 
 
 def train_manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
-    """Training checkpoints in `directory`: asynchronous, each step written to a temporary directory and
-    renamed when complete; the last `keep` are kept, and the one with the best validation top-1."""
+    """Training checkpoints in `directory`, written by Orbax.
+
+    Asynchronous; each step is written to a temporary directory and renamed when complete; the last `keep` are
+    kept, and the one with the best validation top-1.
+
+    Args:
+      directory: the work directory's `checkpoints/`.
+      keep: how many of the latest checkpoints to keep.
+
+    Returns:
+      The `orbax.checkpoint.CheckpointManager`.
+    """
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(keep),
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["top1"], n=1, keep_checkpoints_without_metrics=False)])
@@ -152,6 +181,17 @@ def train_manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
 
 
 def read_metadata(directory: str | Path) -> dict:
+    """The metadata (`uniformer.json`) of a converted checkpoint directory.
+
+    Args:
+      directory: a converted checkpoint.
+
+    Returns:
+      The metadata: `variant`, `num_classes`, `ln_eps`, `class_names`, source form and sha256, and what else was saved.
+
+    Raises:
+      CheckpointError: no metadata, unreadable JSON, or a format or variant this version cannot read.
+    """
     path = Path(directory) / METADATA_FILE
     try:
         metadata = json.loads(path.read_text())

@@ -39,6 +39,14 @@ __all__ = ["FORMS", "INFLATE_MODES", "ConversionError", "to_orbax", "to_torch"]
 
 
 def sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks.
+
+    Args:
+      path: any file.
+
+    Returns:
+      The hex digest.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

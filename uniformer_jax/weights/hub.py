@@ -33,6 +33,11 @@ class ZooError(CheckpointError):
 
 
 def cache_dir() -> Path:
+    """The cache: `$UNIFORMER_JAX_CACHE`, default `~/.cache/uniformer_jax`.
+
+    Returns:
+      Its path (it may not exist yet).
+    """
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/uniformer_jax").expanduser()
 
 
@@ -41,11 +46,33 @@ def _converted(name: str) -> Path:
 
 
 def is_cached(name: str) -> bool:
+    """Whether a release's converted checkpoint is in the cache.
+
+    Args:
+      name: a release name.
+
+    Returns:
+      True when `models/<name>` holds a complete conversion.
+    """
     return (_converted(name) / METADATA_FILE).is_file()
 
 
 def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
-    """The converted directory for a release name, a PyTorch checkpoint file or a converted directory."""
+    """The converted directory for a release name, a PyTorch checkpoint file or a converted directory.
+
+    Releases and files are fetched and converted into the cache on first use; under `jax.distributed` each process
+    does so in a process of its own.
+
+    Args:
+      checkpoint: a release name, a `.pth` file or a converted directory.
+      progress: show download progress bars.
+
+    Returns:
+      A converted checkpoint directory.
+
+    Raises:
+      CheckpointError: the checkpoint cannot be had or does not check out; the message says what to do.
+    """
     name, path = str(checkpoint), Path(checkpoint)
     release = name in releases.BY_NAME
     if not release and path.is_dir():
@@ -91,7 +118,19 @@ def load_pretrained(checkpoint: str | Path, **model_kwargs) -> tuple[nn.Module, 
 
 
 def fetch(name: str, progress: bool = True) -> Path:
-    """The converted checkpoint of a release: from the cache, else downloaded, verified and converted into it."""
+    """The converted checkpoint of a release: from the cache, else downloaded, verified and converted into it.
+
+    Args:
+      name: a release name (`releases.BY_NAME`).
+      progress: show download progress bars.
+
+    Returns:
+      The release's directory in the cache.
+
+    Raises:
+      CheckpointError: an unknown name, a download that fails or does not match its published sha256, no network
+        and no copy, or a file the converter refuses.
+    """
     if name not in releases.BY_NAME:
         raise ZooError(releases.unknown(name))
     release = releases.BY_NAME[name]
@@ -121,6 +160,15 @@ def convert_file(path: Path) -> Path:
     """A PyTorch checkpoint file converted through the cache, keyed by its sha256.
 
     A file that is a release (same sha256) gets that release's conversion (form, class names).
+
+    Args:
+      path: a `.pth` file.
+
+    Returns:
+      Its converted directory in the cache.
+
+    Raises:
+      CheckpointError: torch is missing or the converter refuses the file.
     """
     _require_torch()
     digest = sha256(path)

@@ -144,7 +144,14 @@ BY_NAME = {r.name: r for r in RELEASES}
 
 
 def unknown(name: str) -> str:
-    """What to say of a name that is no release: the closest names, and where the list is."""
+    """What to say of a name that is no release: the closest names, and where the list is.
+
+    Args:
+      name: what the user typed.
+
+    Returns:
+      The sentence for an error message.
+    """
     close = difflib.get_close_matches(name, BY_NAME, n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return f"no released model is called {name!r}; {hint}`python -m uniformer_jax.zoo list` lists them all"

@@ -26,7 +26,14 @@ class ConversionError(Exception):
 
 
 def require_torch():
-    """PyTorch, which reads and writes .pth files; an optional dependency (exactly pinned, see pyproject.toml)."""
+    """PyTorch, which reads and writes .pth files: an optional dependency (exactly pinned, see pyproject.toml).
+
+    Returns:
+      The `torch` module.
+
+    Raises:
+      ConversionError: torch is not installed; the message says which extra installs it.
+    """
     try:
         import torch
     except ImportError:
@@ -36,7 +43,17 @@ def require_torch():
 
 
 def load_torch_file(path: str):
-    """`torch.load` without ever running pickled code; every failure becomes one ConversionError."""
+    """`torch.load` without ever running pickled code (`weights_only=True`).
+
+    Args:
+      path: a PyTorch checkpoint file.
+
+    Returns:
+      What the file holds (a dict for every form).
+
+    Raises:
+      ConversionError: missing, truncated, foreign or code-carrying files, in one line.
+    """
     torch = require_torch()
 
     try:
@@ -61,6 +78,18 @@ def load_torch_file(path: str):
 
 
 def detect_form(checkpoint) -> str:
+    """The form of a loaded checkpoint, from its container key.
+
+    Args:
+      checkpoint: what `load_torch_file` returned.
+
+    Returns:
+      A form of `FORMS`: `sensex-train` (`model_state`), `mmaction2` (`state_dict`), `imagenet` (`model`), else
+      `sensex` (a flat state dict).
+
+    Raises:
+      ConversionError: the file does not hold a dict.
+    """
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f"a checkpoint must be a dict; this file holds a {type(checkpoint).__name__}")
     for form, container in CONTAINERS.items():
@@ -96,8 +125,19 @@ def _rename(key: str, form: str) -> str:
 def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.ndarray], str]:
     """The Sense-X-keyed state dict (float32 numpy) of a loaded checkpoint, and its form.
 
-    `form` overrides detection. A 2D state dict (4-D `patch_embed1.proj.weight`) is the `imagenet` form
-    whatever its container, since MMAction2 also ships the ImageNet weights flat.
+    A 2D state dict (4-D `patch_embed1.proj.weight`) is the `imagenet` form whatever its container, since MMAction2
+    also ships the ImageNet weights flat.
+
+    Args:
+      checkpoint: what `load_torch_file` returned.
+      form: a form of `FORMS`; None detects it.
+
+    Returns:
+      The state dict with Sense-X keys (MMAction2's `backbone.`/`cls_head.fc_cls.` renamed), and the form.
+
+    Raises:
+      ConversionError: an unknown form, a container entry that is no state dict, entries that are not tensors,
+        no weights at all, or 3D weights with `form="imagenet"`.
     """
     form = form or detect_form(checkpoint)
     if form not in FORMS:
@@ -119,12 +159,24 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
     return arrays, form
 
 
-def inflate(state_dict: dict[str, np.ndarray], shapes_3d: Mapping[str, tuple], mode: str = "average"):
+def inflate(state_dict: dict[str, np.ndarray], shapes_3d: Mapping[str, tuple], mode: str = "average"
+            ) -> dict[str, np.ndarray]:
     """2D ImageNet weights to 3D (Sense-X `slowfast/models/uniformer.py`, `get_pretrained_model`).
 
     Each 4-D conv weight whose 3D counterpart has a temporal kernel of size T becomes T copies divided by T
-    (`average`, Sense-X) or the 2D kernel in the middle slice and zeros elsewhere (`center`, MMAction2).
-    Everything else is copied as is.
+    (`average`, Sense-X) or the 2D kernel in the middle slice and zeros elsewhere (`center`, MMAction2). Everything
+    else is copied as is.
+
+    Args:
+      state_dict: a 2D state dict, Sense-X keys.
+      shapes_3d: the 3D model's state-dict shapes (`torch_keys.torch_shapes`).
+      mode: `average` or `center`.
+
+    Returns:
+      The 3D state dict.
+
+    Raises:
+      ConversionError: an unknown mode.
     """
     if mode not in INFLATE_MODES:
         raise ConversionError(f"unknown inflation {mode!r}; choose one of {INFLATE_MODES}")
@@ -145,6 +197,14 @@ def inflate(state_dict: dict[str, np.ndarray], shapes_3d: Mapping[str, tuple], m
 
 
 def check_finite(state_dict: Mapping[str, np.ndarray]) -> None:
+    """Refuses a state dict with NaN or Inf values.
+
+    Args:
+      state_dict: numpy arrays by key.
+
+    Raises:
+      ConversionError: naming every tensor that holds a non-finite value.
+    """
     bad = [k for k, v in state_dict.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
     if bad:
         raise ConversionError(f"non-finite values (NaN or Inf) in: {', '.join(bad)}")

@@ -29,8 +29,14 @@ def _module_to_torch(parts) -> str:
 def flax_leaf(key: str, ndim: int) -> tuple[tuple[str, ...], tuple[int, ...] | None] | None:
     """The Flax path of a state-dict key and the axis order that turns the tensor into the leaf.
 
-    None for `num_batches_tracked`, which Flax's BatchNorm does not keep; unknown names map to paths that no
-    model has, so that a strict comparison reports them.
+    Args:
+      key: a Sense-X state-dict key.
+      ndim: the tensor's rank.
+
+    Returns:
+      (path, axes): the variable path (collection first) and the transpose to apply, or None for no transpose;
+      None for `num_batches_tracked`, which Flax's BatchNorm does not keep. Unknown names map to paths that no
+      model has, so that a strict comparison reports them.
     """
     module, _, leaf = key.rpartition(".")
     parts = _module_to_flax(module)
@@ -45,7 +51,15 @@ def flax_leaf(key: str, ndim: int) -> tuple[tuple[str, ...], tuple[int, ...] | N
 
 
 def torch_key(path: tuple[str, ...], ndim: int) -> tuple[str, tuple[int, ...] | None]:
-    """The state-dict key of a Flax leaf and the axis order that turns the leaf into the tensor."""
+    """The state-dict key of a Flax leaf and the axis order that turns the leaf into the tensor.
+
+    Args:
+      path: the variable path, collection first.
+      ndim: the leaf's rank.
+
+    Returns:
+      (key, axes): the Sense-X key and the transpose to apply, or None for no transpose.
+    """
     collection, *parts, name = path
     prefix = _module_to_torch(parts) + "." if parts else ""
     if name == "kernel":
@@ -55,7 +69,14 @@ def torch_key(path: tuple[str, ...], ndim: int) -> tuple[str, tuple[int, ...] | 
 
 
 def torch_shapes(abstract_variables) -> dict[str, tuple[int, ...]]:
-    """The state-dict keys and shapes (less `num_batches_tracked`) that a model's variables correspond to."""
+    """The state-dict keys and shapes (less `num_batches_tracked`) that a model's variables correspond to.
+
+    Args:
+      abstract_variables: the model's variables or their shapes (`checkpoints.abstract_variables`).
+
+    Returns:
+      {Sense-X key: PyTorch shape}.
+    """
     shapes = {}
     for path, leaf in traverse_util.flatten_dict(abstract_variables).items():
         key, order = torch_key(path, len(leaf.shape))
@@ -64,7 +85,14 @@ def torch_shapes(abstract_variables) -> dict[str, tuple[int, ...]]:
 
 
 def to_flax(state_dict: dict[str, np.ndarray]) -> dict:
-    """Nested Flax variables from a Sense-X state dict of numpy arrays."""
+    """Nested Flax variables from a Sense-X state dict of numpy arrays.
+
+    Args:
+      state_dict: numpy arrays by Sense-X key.
+
+    Returns:
+      {collection: nested parameters}, tensors transposed to Flax's layouts.
+    """
     flat = {}
     for key, value in state_dict.items():
         mapped = flax_leaf(key, value.ndim)
@@ -75,7 +103,14 @@ def to_flax(state_dict: dict[str, np.ndarray]) -> dict:
 
 
 def to_torch(variables) -> dict[str, np.ndarray]:
-    """A Sense-X state dict of numpy arrays, with a zero `num_batches_tracked` for each BatchNorm."""
+    """A Sense-X state dict of numpy arrays from Flax variables.
+
+    Args:
+      variables: `params` and `batch_stats`.
+
+    Returns:
+      Numpy arrays by Sense-X key in PyTorch's layouts, with a zero `num_batches_tracked` for each BatchNorm.
+    """
     state_dict = {}
     for path, value in traverse_util.flatten_dict(variables).items():
         value = np.asarray(value)
