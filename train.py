@@ -37,7 +37,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import aot, evaluation, sharding, training
+from uniformer_jax import evaluation, sharding, step_analysis, training
 from uniformer_jax.data import class_lists, pipelines, sources
 from uniformer_jax.models.variants import new_heads
 from uniformer_jax.weights import hub
@@ -227,12 +227,13 @@ def dry_run(config, plan: Plan) -> None:
     (JAX_COMPILATION_CACHE_DIR) the run that follows finds the step compiled."""
     devices = jax.devices()
     try:
-        report = aot.compile_step(config, devices, "train", aot.local_chip(devices), plan.model, plan.recipe)
-    except aot.AotError as e:
+        chip = step_analysis.local_chip(devices)
+        report = step_analysis.compile_step(config, devices, "train", chip, plan.model, plan.recipe)
+    except step_analysis.AotError as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         name = Path(flags.FLAGS["config"].config_filename).stem
-        print(aot.format_report(report, f"{name} train step (dry run)"), flush=True)
+        print(step_analysis.format_report(report, f"{name} train step (dry run)"), flush=True)
     if report["fits"] is False:
         sys.exit("error: the step does not fit in device memory; find settings that do with "
                  "`python -m uniformer_jax.aot --search`, or raise train.accumulate or train.remat")

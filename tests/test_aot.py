@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import k400_s16
-from uniformer_jax import aot, sharding
+from uniformer_jax import aot, sharding, step_analysis
 from uniformer_jax.models import variants
 
 # UniFormer-S with a 400-class head (Sense-X `video_classification/README.md`, the paper's Table 1)
@@ -39,7 +39,7 @@ def cli(*args, env=None):
 @pytest.fixture(scope="module")
 def v5p():
     """v5p-16: 8 chips on 2 hosts of 4 (Google's v5p slice shapes)."""
-    return aot.topology("v5p:2x2x2")
+    return step_analysis.topology("v5p:2x2x2")
 
 
 def test_train_step_sharded_over_a_pod_slice(v5p):
@@ -47,9 +47,10 @@ def test_train_step_sharded_over_a_pod_slice(v5p):
     devices, chip = v5p
     assert (len(devices), len({d.process_index for d in devices})) == (8, 2)
     config = small_s16(fsdp=2, accumulate=2, batch_size=16, mix_group=8)
-    fn, args, batch = aot.train_program(config, devices)
+    fn, args, batch = step_analysis.train_program(config, devices)
     compiled = fn.lower(*args).compile()
-    r = aot.analyse(compiled, args, devices, chip, batch, aot.with_micro_batches(aot._cost(compiled), config, args[0]))
+    cost = step_analysis.with_micro_batches(step_analysis._cost(compiled), config, args[0])
+    r = step_analysis.analyse(compiled, args, devices, chip, batch, cost)
     b = r["per_chip_bytes"]
     assert b["total"] == b["arguments"] + b["outputs"] - b["aliased"] + b["temporaries"] + b["code"]
     assert b["arguments"] >= sum(r["argument_groups"].values())  # the compiler's count, with its padding
@@ -78,7 +79,7 @@ def test_collectives_counted_with_their_bytes(v5p):
     x = jax.ShapeDtypeStruct((8, 1024), jnp.float32, sharding=NamedSharding(mesh, P("data")))
     whole = NamedSharding(mesh, P())
     fn = jax.jit(lambda x: (x * 2, x.sum(0)), out_shardings=(whole, whole))
-    found = aot.collectives(fn.lower(x).compile().as_text())
+    found = step_analysis.collectives(fn.lower(x).compile().as_text())
     assert found["all-gather"] == {"count": 1, "bytes": 8 * 1024 * 4}
     assert found["all-reduce"] == {"count": 1, "bytes": 1024 * 4}
     assert found["reduce-scatter"]["count"] == found["all-to-all"]["count"] == 0
@@ -90,7 +91,7 @@ def test_eval_step_on_a_pod_slice(v5p):
     config = small_s16()
     config.data.crop_size = 32
     config.eval.batch_size = 8
-    r = aot.compile_step(config, devices, "eval", chip)
+    r = step_analysis.compile_step(config, devices, "eval", chip)
     assert (r["step"], r["chips"], r["hosts"], r["global_batch"], r["fits"]) == ("eval", 8, 2, 32, True)
     # The parameters and the running mean and variance of its BatchNorms: 2 x (3 x 2 x 64 + 4 x 2 x 128 + 512).
     assert r["argument_groups"]["parameters"] == 4 * (S_PARAMS + 3840)
@@ -118,26 +119,26 @@ def test_bad_topology_is_one_error_line():
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("error: ")
     assert "unknown TPU topology 'v9:2x2'" in result.stderr
     # A v5p host holds 2x2x1 chips: a 3x3x3 slice does not exist.
-    with pytest.raises(aot.AotError, match="libtpu cannot describe the topology 'v5p:3x3x3'"):
-        aot.topology("v5p:3x3x3")
+    with pytest.raises(step_analysis.AotError, match="libtpu cannot describe the topology 'v5p:3x3x3'"):
+        step_analysis.topology("v5p:3x3x3")
 
 
 def test_without_libtpu_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "libtpu", None)  # import libtpu now raises ImportError
-    with pytest.raises(aot.AotError, match=r"pip install -e '\.\[tpu\]'"):
-        aot.topology("v5p:2x2x2")
+    with pytest.raises(step_analysis.AotError, match=r"pip install -e '\.\[tpu\]'"):
+        step_analysis.topology("v5p:2x2x2")
 
 
 def test_batch_that_does_not_split_over_the_pod(v5p):
-    with pytest.raises(aot.AotError, match="train.batch_size 12 does not split over 8 devices"):
-        aot.train_program(small_s16(batch_size=12), v5p[0])
+    with pytest.raises(step_analysis.AotError, match="train.batch_size 12 does not split over 8 devices"):
+        step_analysis.train_program(small_s16(batch_size=12), v5p[0])
 
 
 def test_fsdp_off_the_torus_axes_is_refused():
     """A v5p-128 is a 4x4x4 torus: 8 chips a parameter is no product of its axes."""
-    devices, _ = aot.topology("v5p:4x4x4")
-    with pytest.raises(aot.AotError, match="train.fsdp=8 does not map onto the physical axes of these 64"):
-        aot.train_program(small_s16(fsdp=8, batch_size=64), devices)
+    devices, _ = step_analysis.topology("v5p:4x4x4")
+    with pytest.raises(step_analysis.AotError, match="train.fsdp=8 does not map onto the physical axes of these 64"):
+        step_analysis.train_program(small_s16(fsdp=8, batch_size=64), devices)
 
 
 def test_pod_batch_and_candidates():

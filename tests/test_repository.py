@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").glob("*.md"))]
 # The commands the docs show that take seconds and need no data, network or weights: run as written.
 CHEAP = {("-m", "uniformer_jax.zoo", "list"), ("-m", "uniformer_jax.labels")}
 SUBCOMMANDS = {"uniformer_jax.zoo": ("list", "fetch")}

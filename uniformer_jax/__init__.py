@@ -6,7 +6,8 @@ The package, by concern (imports point down this list, never up; `lint-imports` 
   `demo`, and the benchmarks `benchmark`, `light_benchmark`, `input_benchmark`;
 - `benchmarks/`: speed against the PyTorch originals and the reference models the tests compare with (needs the
   `test` extra; nothing else imports it);
-- run-level modules: `training` (the recipe and train step), `evaluation` (the test protocol and eval step),
+- run-level modules: `step_analysis` (a step compiled for a pod's devices and what it needs there), `training`
+  (the recipe and train step), `evaluation` (the test protocol and eval step),
   `sharding` (meshes, global batches, `jax.distributed`), `recipes` (what the files in `configs/` are made of),
   `console` (quiet command-line start-up);
 - `weights/`: converted checkpoints (Orbax), PyTorch files and keys, conversion both ways, every release, and the

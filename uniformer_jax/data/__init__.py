@@ -5,6 +5,7 @@
 - `sources`: reading TFDS directories and DMVR records, one part of a split per process;
 - `pipelines`: `tf.data` training and test pipelines (sampling, test views, batches of uint8 clips);
 - `augment`: training augmentation (RandAugment, resized crops, flips, random erasing);
+- `image_ops`: PIL's image operations that RandAugment applies, in TensorFlow;
 - `class_lists`: class-name lists (`label_maps/`) and permutations between class orders.
 
 Imports: `uniformer_jax.models.layers` (the input normalisation) and nothing else of this package.
