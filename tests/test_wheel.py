@@ -1,6 +1,6 @@
 """`pip install .` (not editable) gives a package that works from any directory, without the checkout.
 
-The wheel is built from the checkout's tracked files and installed into a fresh venv. Its dependencies are the
+The wheel is built from the checkout and installed into a fresh venv. Its dependencies are the
 test environment's, reached through a `.pth` path line (paths so added are not site directories, so the
 environment's editable install of the checkout stays inactive): the package itself can only come from the wheel.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,13 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel, built from a copy of what git tracks (no build/ or egg-info left in the checkout)."""
+    """The wheel, built from a copy of what the build reads (no build/ or egg-info left in the checkout)."""
     source = tmp_path_factory.mktemp("source")
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in filter(None, tracked.decode().split("\0")):
-        target = source / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((REPO / name).read_bytes())
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "uniformer_jax", source / "uniformer_jax", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
                     str(source)], check=True)
