@@ -1,13 +1,16 @@
-"""A TFDS builder that turns a folder of videos and list files into sharded TFRecords of JPEG frames.
+"""Videos to sharded TFRecords of JPEG frames, from list files or from folders of classes.
 
     python -m uniformer_jax.dataset_builder --name k400 --videos /data/k400 \\
         --train k400/train.csv --validation k400/val.csv --classes k400-sensex
+    python -m uniformer_jax.dataset_builder --name mine --videos my_clips [--val_fraction 0.2 --seed 0]
 
 writes `~/tensorflow_datasets/video_classification/k400/1.0.0` (`--out`, else $TFDS_DATA_DIR, else
-~/tensorflow_datasets), which `uniformer_jax.data.sources` reads and where eval.py and train.py find a config's dataset.
-List files may be Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics csv
-(`label,youtube_id,time_start,time_end,split`). Videos that cannot be decoded are skipped and listed, with
-the reason, in `skipped-<split>.tsv` next to the records.
+~/tensorflow_datasets), which `uniformer_jax.data.sources` reads and where eval.py and train.py find a config's
+dataset. List files may be Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics
+csv (`label,youtube_id,time_start,time_end,split`). Without lists, `--videos` is `DIR/<class>/<video>` (a
+stratified `--val_fraction` of each class becomes the validation split) or `DIR/train/<class>/...` beside
+`DIR/val|validation|test/<class>/...`. Videos that cannot be decoded are skipped and listed, with the reason, in
+`skipped-<split>.tsv` next to the records.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ def define_flags():
     flags.DEFINE_integer("workers", None, "decoding processes; default: all cores")
     flags.DEFINE_bool("beam", False, "build through Apache Beam (pip install 'uniformer-jax[beam]')")
     flags.DEFINE_multi_string("beam_option", [], "a Beam pipeline option, e.g. --beam_option=--runner=DataflowRunner")
+    flags.DEFINE_float("val_fraction", None, "without lists, for DIR/<class>/<video>: the part of each class held "
+                       "out as the validation split (default 0.2; 0 holds none)")
+    flags.DEFINE_integer("seed", None, "without lists, for DIR/<class>/<video>: the seed that picks the held-out "
+                         "videos (default 0)")
 
 
 def main(argv):
@@ -59,7 +66,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         tfds.disable_progress_bar()  # its nested bars; the build shows one bar a split
     lists = {split: getattr(FLAGS, split) for split in SPLITS if getattr(FLAGS, split)}
-    missing = [f"--{f}" for f in ("name", "videos") if not getattr(FLAGS, f)] + ([] if lists else ["a list"])
+    missing = [f"--{f}" for f in ("name", "videos") if not getattr(FLAGS, f)]
     if missing:
         sys.exit(f"error: missing {', '.join(missing)} (see --help)")
     if not Path(FLAGS.videos).is_dir():
@@ -68,11 +75,12 @@ def main(argv):
         builder = build(FLAGS.name, FLAGS.videos, lists, FLAGS.out or tfds.core.constants.get_default_data_dir(),
                         classes=FLAGS.classes,
                         short_side=FLAGS.short_side, fps=FLAGS.fps, jpeg_quality=FLAGS.jpeg_quality,
-                        workers=FLAGS.workers, beam=FLAGS.beam, beam_options=FLAGS.beam_option)
-    except ValueError as e:  # BuildError, or an unreadable class file
+                        workers=FLAGS.workers, beam=FLAGS.beam, beam_options=FLAGS.beam_option,
+                        val_fraction=FLAGS.val_fraction, seed=FLAGS.seed)
+    except ValueError as e:  # BuildError, FolderError, or an unreadable class file
         sys.exit(f"error: {e}")
     print(f"dataset: {builder.data_dir}")
-    for split in lists:
+    for split in builder.info.splits:
         skipped = (epath.Path(builder.data_dir) / f"skipped-{split}.tsv").read_text().splitlines()
         print(f"  {split}: {builder.info.splits[split].num_examples} videos written, {len(skipped)} skipped"
               + (f" (reasons in skipped-{split}.tsv)" if skipped else ""))

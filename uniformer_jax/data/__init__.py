@@ -1,7 +1,8 @@
 """Data: video files, TFRecord datasets and the input pipelines of the original training and test protocols.
 
 - `video`: decoding video files with PyAV (upright, as players show them), frames as JPEG;
-- `builder`: the TFDS builder, videos and list files to TFRecords;
+- `builder`: the TFDS builder, videos and list files (or class folders) to TFRecords;
+- `class_folders`: datasets laid out as folders of classes, and their stratified validation split;
 - `sources`: reading TFDS directories and DMVR records, one part of a split per process;
 - `pipelines`: `tf.data` training and test pipelines (sampling, test views, batches of uint8 clips);
 - `augment`: training augmentation (RandAugment, resized crops, flips, random erasing);

@@ -27,10 +27,10 @@ from etils import epath
 from tqdm import tqdm
 
 from uniformer_jax.data import class_lists
+from uniformer_jax.data.class_folders import VIDEO_SUFFIXES, read_class_folders
 from uniformer_jax.data.video import Video, jpeg_frames
 
 SPLITS = ("train", "validation", "test")
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv"}
 
 
 def dataset_dir(name: str, data_dir: str | None = None) -> Path:
@@ -53,9 +53,10 @@ class BuildError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    key: str  # unique within the split: the line number
+    key: str  # unique within the split: the line number, or the path
     path: str  # relative to the video folder
-    label: int | None  # None: the list gives no label for this video
+    label: int | None  # None: not used, for `problem`
+    problem: str = "the list gives no label"
 
 
 def _kinetics_files(video_dir: Path) -> dict[str, str]:
@@ -158,8 +159,10 @@ def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names:
 @dataclasses.dataclass
 class VideoConfig(tfds.core.BuilderConfig):
     """Where the lists are and how frames are stored; `name` names the dataset (e.g. k400)."""
-    videos: str = ""  # the folder the list files' paths are relative to
-    lists: tuple[tuple[str, str], ...] = ()  # (split, list file)
+    videos: str = ""  # the folder the list files' paths are relative to, or of class folders
+    lists: tuple[tuple[str, str], ...] = ()  # (split, list file); none: `videos` is a tree of class folders
+    val_fraction: float | None = None  # class folders without split folders: the part held out (None: 0.2)
+    seed: int | None = None  # ... and the seed that picks it (None: 0)
     classes: str | None = None  # class list file: one name per line, or `name<TAB>index` / `name index`
     short_side: int = 320
     fps: float | None = None  # None keeps the native frame rate
@@ -185,6 +188,11 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         if self._lists is None:
             config, video_dir = self.builder_config, Path(self.builder_config.videos)
             classes = class_lists.read_class_names(config.classes) if config.classes else None
+            if not config.lists:
+                splits, names = read_class_folders(video_dir, classes, config.val_fraction, config.seed)
+                self._lists = ({split: [Entry(f.path, f.path, f.label, f.problem or "") for f in found]
+                                for split, found in splits.items()}, names)
+                return self._lists
             find_files = functools.cache(_kinetics_files)  # one scan of the video tree for all the lists
             self._lists = resolve_labels({split: read_list(Path(path), video_dir, classes, find_files)
                                           for split, path in config.lists}, classes)
@@ -249,7 +257,7 @@ def _encode(args: tuple) -> Video | str:
 def _example(entry: Entry, result: Video | str) -> dict | str:
     """The example for one video, or the reason it is skipped."""
     if entry.label is None:
-        return "the list gives no label"
+        return entry.problem
     if isinstance(result, str):
         return result
     return {"video": result.frames, "label": entry.label, "name": entry.path, "fps": result.fps,
@@ -290,13 +298,16 @@ def _class_list(classes: str | None) -> str | None:
 
 def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: str | None = None,
           short_side: int = 320, fps: float | None = None, jpeg_quality: int = 90, workers: int | None = None,
-          beam: bool = False, beam_options: list[str] = ()) -> VideoClassification:
+          beam: bool = False, beam_options: list[str] = (), val_fraction: float | None = None,
+          seed: int | None = None) -> VideoClassification:
     """Builds the dataset (or finds it already built with the same settings) and returns its builder.
 
     Args:
       name: the dataset's name, the folder under `<out>/video_classification`.
-      videos: the folder holding the video files the lists name.
-      lists: list file by split (`train`, `validation`, `test`): Sense-X/SlowFast csv, MMAction2 or Kinetics csv.
+      videos: the folder holding the video files the lists name, or, without lists, a tree of class folders
+        (`class_folders.read_class_folders`).
+      lists: list file by split (`train`, `validation`, `test`): Sense-X/SlowFast csv, MMAction2 or Kinetics csv;
+        empty for class folders.
       out: the TFDS data directory to write into.
       classes: a class list file or packaged short name giving the class indices; None: the sorted label
         names, or the integer labels.
@@ -306,6 +317,8 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
       workers: decoding processes; None: all cores.
       beam: build through an Apache Beam pipeline (the `beam` extra).
       beam_options: Beam pipeline options, e.g. `--runner=DataflowRunner`.
+      val_fraction: class folders without split folders: the part of each class held out; None: 0.2.
+      seed: the seed of that split; None: 0.
 
     Returns:
       The TFDS builder; `builder.data_dir` is the dataset directory, `builder.info.splits` its example counts.
@@ -313,11 +326,17 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
     Raises:
       BuildError: the dataset exists with other settings, another build is writing it, or a list names a
         class outside `classes`.
+      FolderError: a tree of class folders that cannot be read as a dataset (the message says why).
     """
+    if lists and (val_fraction, seed) != (None, None):
+        raise BuildError("--val_fraction and --seed split a folder of class folders; with list files, give a "
+                         "list for each split")
     settings = dict(videos=str(Path(videos).resolve()),
                     lists=tuple(sorted((s, str(Path(p).resolve())) for s, p in lists.items())),
                     classes=_class_list(classes), short_side=short_side or 0, fps=fps,
                     jpeg_quality=jpeg_quality)
+    if not lists:  # only then, so that list-built datasets keep the settings they were built with
+        settings.update(val_fraction=val_fraction, seed=seed)
     # The settings go into the stored dataset info, so a rebuild with other settings cannot reuse the old data.
     config = VideoConfig(name=name, description=json.dumps(settings, sort_keys=True), **settings)
     builder = VideoClassification(config=config, data_dir=out, workers=workers, beam=beam)
