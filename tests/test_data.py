@@ -494,10 +494,10 @@ from jax.experimental import multihost_utils
 from uniformer_jax import sharding
 from uniformer_jax.data import pipelines
 mesh = sharding.data_mesh()
-local = data.local_batch_size(4, jax.process_count(), jax.local_device_count())
-ds, part, steps = data.eval_dataset(sys.argv[3], "validation", batch_size=local, sampling=data.Sampling(4, 2),
-                                    views=data.TestViews(2, 1, 32, 32), process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+local = pipelines.local_batch_size(4, jax.process_count(), jax.local_device_count())
+ds, part, steps = pipelines.eval_dataset(sys.argv[3], "validation", batch_size=local,
+                                         sampling=pipelines.Sampling(4, 2), views=pipelines.TestViews(2, 1, 32, 32),
+                                         process_index=jax.process_index(), process_count=jax.process_count())
 count = jax.jit(lambda b: b["mask"].sum())
 seen = []
 for batch in ds.as_numpy_iterator():
