@@ -7,6 +7,8 @@ evaluates the config's released model (fetched and converted once, then cached) 
 name, a converted directory or a .pth file; `--config.data.source=` a dataset directory or a DMVR file pattern.
 Runs on every device of every process (add --distributed on each host of a pod or cluster); writes
 eval_results.json, predictions.jsonl and config.json to the work directory (default runs/<config file name>).
+A config of no release (configs/finetune.py) evaluates the model train.py wrote for it, runs/<config>/model, and
+writes beside it, to runs/<config>/eval.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import evaluation, sharding
+from uniformer_jax import evaluation, recipes, sharding
 from uniformer_jax.data import class_lists, pipelines, sources
 from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
@@ -59,12 +61,16 @@ def main(argv):
     console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
+    workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem)
     try:
-        protocol = evaluation.Protocol.from_config(config)
         source = evaluation.source_of(config)
-        checkpoint = evaluation.checkpoint_of(config)
+        checkpoint = evaluation.checkpoint_of(config, workdir)
         directory = hub.resolve(checkpoint, progress=jax.process_index() == 0)
         metadata = read_metadata(directory)
+        recipes.complete(config, metadata["variant"])
+        if config.model.num_classes is None:  # a fine-tuning config: the trained model's
+            config.model.num_classes = metadata["num_classes"]
+        protocol = evaluation.Protocol.from_config(config)
         evaluation.check_model(config, metadata, checkpoint)
         model, variables = load_directory(directory, dtype=protocol.compute_dtype, attention=protocol.attention)
         mesh = sharding.data_mesh()
@@ -79,7 +85,8 @@ def main(argv):
                                  metadata["num_classes"])
     except (evaluation.ConfigError, CheckpointError, pipelines.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
-    workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem)
+    if directory == workdir / "model":  # train.py's run of this config: its files stay, the results go beside
+        workdir = workdir / "eval"
     lead = jax.process_index() == 0
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)

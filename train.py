@@ -37,7 +37,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import evaluation, sharding, step_analysis, training
+from uniformer_jax import evaluation, recipes, sharding, step_analysis, training
 from uniformer_jax.data import class_lists, pipelines, sources
 from uniformer_jax.models.variants import new_heads
 from uniformer_jax.weights import hub
@@ -66,6 +66,9 @@ class Plan:
     def __init__(self, config):
         t = config.train
         self.source = evaluation.source_of(config)
+        self.init_dir = hub.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
+        self.init = read_metadata(self.init_dir) if t.init else None
+        recipes.complete(config, self.init["variant"] if self.init else None)
         training.check_layout(config, jax.device_count())
         self.local_batch = pipelines.local_batch_size(t.batch_size, jax.process_count(), jax.local_device_count())
         shards = t.input_shards or jax.process_count()
@@ -73,8 +76,6 @@ class Plan:
             raise evaluation.ConfigError(
                 f"train.input_shards={shards} must be a multiple of the {jax.process_count()} process(es) and "
                 f"give each the same share of its {self.local_batch} clips")
-        self.init_dir = hub.resolve(t.init, progress=jax.process_index() == 0) if t.init else None
-        self.init = read_metadata(self.init_dir) if t.init else None
         # Layer scale is new in fine-tuning (Sense-X's `_ls` models start from ImageNet weights without it).
         if self.init and self.init["variant"] not in (config.model.variant, config.model.variant.removesuffix("_ls")):
             raise evaluation.ConfigError(f"train.init {t.init} holds {self.init['variant']}, the config trains "
@@ -88,6 +89,10 @@ class Plan:
         given = class_lists.read_class_names(config.data.class_names) if config.data.class_names else None
         self.class_names = sources.class_names(self.train_part, given, self.source)
         classes = len(self.class_names or ())  # DMVR records without `clip/label/text` name no classes
+        if config.model.num_classes is None:  # a fine-tuning config: the dataset's
+            if not classes:
+                raise evaluation.ConfigError(f"{self.source} names no classes: set --config.model.num_classes")
+            config.model.num_classes = classes
         if classes and classes != config.model.num_classes:
             raise evaluation.ConfigError(f"the {t.split} split has {classes} classes and model.num_classes is "
                                          f"{config.model.num_classes}; set --config.model.num_classes={classes}")

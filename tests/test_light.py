@@ -22,7 +22,7 @@ import torch
 from flax import traverse_util
 
 from tests.videos import write_video
-from uniformer_jax import evaluation, predict, training
+from uniformer_jax import evaluation, mixing, predict, training
 from uniformer_jax.models import light, variants
 from uniformer_jax.models.layers import normalise
 from uniformer_jax.weights import hub, releases
@@ -112,7 +112,7 @@ def test_a_train_step_averages_the_losses_of_both_heads_as_the_original():
     labels = np.array([1, 4], np.int32)
     tx = optax.sgd(1.0)  # the update is the gradient
     step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(1.0),
-                                            training.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.0, group=2)))
+                                            mixing.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.0, group=2)))
     state = training.init_state(variables, tx, seed=0)
     new, metrics = step(state, {"video": data["video"], "label": labels})
     expected = np.mean([np.mean(np.log(np.exp(x).sum(-1)) - x[np.arange(2), labels])

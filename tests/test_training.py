@@ -16,7 +16,7 @@ from conftest import reference_model, save_mmaction2, sensex_state_dict
 from flax import traverse_util
 
 import convert.__main__ as cli
-from uniformer_jax import load_pretrained, training
+from uniformer_jax import load_pretrained, mixing, training
 from uniformer_jax.weights import torch_keys as keys
 
 
@@ -42,7 +42,7 @@ def test_one_train_step_matches_mmaction2(tmp_path, accumulate):
     # Plain SGD with rate 1 turns the update into the gradient.
     tx = optax.sgd(1.0)
     step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(1.0),
-                                            training.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.1, group=4),
+                                            mixing.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.1, group=4),
                                             accumulate=accumulate))
     state = training.init_state(variables, tx, seed=0)
     new, metrics = step(state, {"video": video, "label": labels})
@@ -138,10 +138,10 @@ def test_mixup_and_cutmix_mix_pairs_and_their_labels():
     rng = np.random.RandomState(2)
     video = jnp.asarray(rng.rand(8, 2, 16, 16, 3), jnp.float32)
     labels = jnp.asarray([0, 1, 2, 3, 4, 0, 1, 2], jnp.int32)
-    mixing = training.Mixing(mixup=0.8, cutmix=1.0, switch=0.5, smoothing=0.1, group=group)
+    settings = mixing.Mixing(mixup=0.8, cutmix=1.0, switch=0.5, smoothing=0.1, group=group)
     modes = []
     for seed in range(40):
-        mixed, targets = jax.device_get(training.mix(video, labels, num_classes, mixing, jax.random.key(seed)))
+        mixed, targets = jax.device_get(mixing.mix(video, labels, num_classes, settings, jax.random.key(seed)))
         np.testing.assert_allclose(targets.sum(-1), 1.0, atol=1e-5)
         for g in range(0, 8, group):
             x, partner = np.asarray(video[g:g + group]), np.asarray(video[g:g + group][::-1])

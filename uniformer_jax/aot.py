@@ -23,6 +23,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from uniformer_jax import recipes
 from uniformer_jax.models.variants import DEPTHS
 from uniformer_jax.step_analysis import AotError, Chip, GiB, compile_step, format_report, topology
 
@@ -170,13 +171,16 @@ def main(argv):
     config, name = f.config, f["config"].config_filename
     title = f"{os.path.basename(name).removesuffix('.py')} {'train' if f.search else f.step} step on {f.topology}"
     try:
+        recipes.complete(config)
+        if config.model.num_classes is None:
+            raise AotError("the config takes its class count from the dataset: set --config.model.num_classes")
         devices, chip = topology(f.topology)
         if f.search:
             config, report = search(config, devices, chip, log=(lambda _: None) if f.json else print)
             report = {**report, "settings": override_flags(config)}
         else:
             report = compile_step(config, devices, f.step, chip)
-    except AotError as e:
+    except (AotError, ValueError) as e:
         sys.exit(f"error: {e}")
     report = {"config": name, "topology": f.topology, **report}
     if f.json:

@@ -1,6 +1,7 @@
 """Build a dataset, train, evaluate and predict, on videos this demo makes itself (no download).
 
     python -m uniformer_jax.demo [--workdir demo_work] [--per_class 40]
+    python -m uniformer_jax.demo --class_folders DIR [--per_class 40]   # the videos alone, in class folders
 
 1. writes mp4 files of a square moving left, right, up or down: no single frame tells the class;
 2. builds TFRecords from them with `python -m uniformer_jax.dataset_builder`;
@@ -96,6 +97,22 @@ def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
+def write_class_folders(root: Path, per_class: int, seed: int = 0) -> None:
+    """The demo's videos as a tree of class folders, root/<class>/<class>_<i>.mp4, the layout
+    `dataset_builder --videos DIR` reads without list files.
+
+    Args:
+      root: the folder to write.
+      per_class: videos of each class.
+      seed: the random seed.
+    """
+    rng = np.random.default_rng(seed)
+    for name in DIRECTIONS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            write_mp4(root / name / f"{name}_{i:03d}.mp4", moving_square(name, rng))
+
+
 def run(*args) -> None:
     """Runs a step of the demo with this Python, in the checkout, showing the command first.
 
@@ -115,14 +132,20 @@ def main(argv=None):
     """`python -m uniformer_jax.demo`: videos, dataset, training, evaluation and predictions, in a work directory.
 
     Args:
-      argv: the command line (`--workdir`, `--per_class`, `--epochs`); None: `sys.argv`.
+      argv: the command line (`--workdir`, `--per_class`, `--epochs`, `--class_folders`); None: `sys.argv`.
     """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="demo_work")
     parser.add_argument("--per_class", type=int, default=40, help="training videos per class (a quarter as many "
                         "are held out)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's")
+    parser.add_argument("--class_folders", metavar="DIR", help="only write --per_class videos of each class to "
+                        "DIR/<class>/ (a dataset to try docs/finetune.md on) and stop")
     args = parser.parse_args(argv)
+    if args.class_folders:
+        write_class_folders(Path(args.class_folders), args.per_class)
+        print(f"{4 * args.per_class} videos in {len(DIRECTIONS)} class folders under {args.class_folders}")
+        return
     work = Path(args.workdir).absolute()
     print(f"1. {4 * args.per_class} + {args.per_class} videos of a moving square -> {work / 'videos'}", flush=True)
     write_videos(work, {"train": args.per_class, "validation": max(args.per_class // 4, 1)})

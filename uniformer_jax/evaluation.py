@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from uniformer_jax.data import class_lists, pipelines
 from uniformer_jax.data.builder import dataset_dir
 from uniformer_jax.models.layers import normalise
 from uniformer_jax.weights import releases
+from uniformer_jax.weights.checkpoints import METADATA_FILE
 
 AGGREGATES = ("sum_logits", "mean_softmax")
 NAME_BYTES = 512  # video names travel between processes as fixed-width bytes
@@ -57,21 +59,27 @@ class Protocol:
         return jnp.bfloat16 if self.dtype == "bfloat16" else None
 
 
-def checkpoint_of(config) -> str:
-    """What the config evaluates: `checkpoint` if set, else its own release.
+def checkpoint_of(config, workdir: Path | None = None) -> str:
+    """What the config evaluates: `checkpoint` if set, else its own release, else the model train.py wrote in
+    the work directory (a config of no release, such as configs/finetune.py).
 
     Args:
       config: an eval.py config.
+      workdir: the run's work directory (train.py's, by default the same for the same config).
 
     Returns:
       A release name, converted directory or `.pth` file.
 
     Raises:
-      ConfigError: neither is set.
+      ConfigError: none of them.
     """
     checkpoint = config.checkpoint or config.get("release")
+    if checkpoint is None and workdir is not None and (workdir / "model" / METADATA_FILE).is_file():
+        return str(workdir / "model")
     if checkpoint is None:
-        raise ConfigError("set --config.checkpoint (a released model's name, a converted directory or a .pth file)")
+        trained = f", or train one into {workdir / 'model'} with train.py" if workdir is not None else ""
+        raise ConfigError("set --config.checkpoint (a released model's name, a converted directory or a .pth file)"
+                          + trained)
     return checkpoint
 
 
@@ -89,6 +97,9 @@ def source_of(config) -> str:
     """
     if config.data.source:
         return config.data.source
+    if not config.data.name:
+        raise ConfigError("set --config.data.name to the dataset_builder --name of your dataset, or "
+                          "--config.data.source to its directory")
     directory = dataset_dir(config.data.name)
     if not (directory / "dataset_info.json").is_file():
         release = releases.BY_NAME.get(config.get("release"))

@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from uniformer_jax import evaluation
+from uniformer_jax import evaluation, recipes
 from uniformer_jax.data import class_lists, pipelines, video
 from uniformer_jax.weights import hub
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
@@ -161,8 +161,12 @@ def main(argv):
         protocol = evaluation.Protocol()
         directory = hub.resolve(checkpoint)
         if config is not None:
+            metadata = read_metadata(directory)
+            recipes.complete(config, metadata["variant"])
+            if config.model.num_classes is None:  # a fine-tuning config: the checkpoint's
+                config.model.num_classes = metadata["num_classes"]
             protocol = evaluation.Protocol.from_config(config)
-            evaluation.check_model(config, read_metadata(directory), checkpoint)
+            evaluation.check_model(config, metadata, checkpoint)
         for result in predict(paths, str(directory), protocol, _LABELS.value):
             failed |= "error" in result
             if _JSON.value:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from uniformer_jax.models.variants import is_light
+from uniformer_jax.weights import releases
+
 SHORT_NAMES = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_xxs", "xxs_ls": "uniformer_xxs_ls",
             "xs": "uniformer_xs"}
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
@@ -66,6 +69,9 @@ def recipe(videos: int, lr: float, epochs: int, warmup: int, drop_path: float, i
         init=config_dict.placeholder(str),
         paper_init=init,  # the release the paper started from
         split="train", val_split="validation", seed=0,
+        # What learns: none (all), backbone (a linear probe: the heads alone, features as in evaluation) or
+        # stages:N (the first N of the 4 stages frozen, their BatchNorm statistics too).
+        freeze="none",
         batch_size=clips, reference_batch=clips, lr=lr * nodes, epochs=epochs, warmup_epochs=warmup,
         warmup_lr=1e-6, end_lr=1e-6, weight_decay=0.05, clip_norm=20.0, drop_path=drop_path,
         mixup=0.8, cutmix=1.0, mix_switch=0.5, label_smoothing=0.1,
@@ -171,4 +177,105 @@ def kinetics_light(size: str, frames: int, crop: int, top1: float, gflops: float
         # The `_ls` configs name timm's bare "rand" policy: 2 ops at magnitude 10 without noise.
         randaugment_policy="rand-m10-n2-mstd0" if layer_scale else
         ("rand-m5-n2-mstd0.25" if xxs else "rand-m7-n4-mstd0.5-inc1"))
+    return config
+
+
+# The fields a fine-tuning config leaves to its starting release (`finetune`, `complete`).
+PROTOCOL_FIELDS = ("model.variant", "data.num_frames", "data.rate", "data.mode", "data.clips", "data.crops",
+                   "data.short_side", "data.crop_size", "train.crop_size", "train.dtype")
+
+
+def release_protocol(name: str) -> dict[str, object]:
+    """The model and test protocol of a release, as its configs/ file sets them (`PROTOCOL_FIELDS`).
+
+    Kinetics: dense sampling at the release's rate, 4 clips x 1 crop at 224; Something-Something: 1 clip x 3
+    crops of segments; the light models: 1 clip x 1 crop of segments at their resolution, in float32. The
+    ImageNet weights have no video protocol: theirs is that of the Kinetics models the paper trained from them
+    (16 frames; dense at rate 4 for S/B, segments at the weights' resolution for XXS/XS).
+
+    Args:
+      name: a release name (`python -m uniformer_jax.zoo list`).
+
+    Returns:
+      Field path (`data.num_frames`) to value.
+
+    Raises:
+      KeyError: not a release.
+    """
+    release = releases.BY_NAME[name]
+    frames = release.frames or 16
+    light = is_light(release.variant)
+    fields = {"model.variant": release.variant, "data.num_frames": frames, "data.short_side": 224,
+              "data.crop_size": 224, "train.dtype": "float32" if light else "bfloat16"}
+    if light:
+        size = int((release.config or release.name).rsplit("_", 1)[1])
+        fields.update({"data.mode": "segment", "data.rate": 1, "data.clips": 1, "data.crops": 1,
+                       "data.short_side": size, "data.crop_size": size})
+    elif (release.config or "").startswith("sthv"):
+        fields.update({"data.mode": "segment", "data.rate": 1, "data.clips": 1, "data.crops": 3})
+    else:
+        fields.update({"data.mode": "dense", "data.rate": release.rate or 4, "data.clips": 4, "data.crops": 1})
+    fields["train.crop_size"] = fields["data.crop_size"]
+    return fields
+
+
+def complete(config, variant: str | None = None) -> None:
+    """Fills the protocol fields a config leaves unset (None) from its `train.init` release, in place.
+
+    Args:
+      config: a config (`finetune`'s leaves `PROTOCOL_FIELDS` to its start; the others set them all).
+      variant: the variant of a `train.init` that is not a release (a converted directory), if known.
+
+    Raises:
+      ValueError: fields are unset and `train.init` is not a release; the message names the flags to set.
+    """
+    unset = [f for f in PROTOCOL_FIELDS if _get(config, f) is None]
+    if not unset:
+        return
+    init = config.train.get("init") if "train" in config else None
+    if init in releases.BY_NAME:
+        known = release_protocol(init)
+    else:
+        known = {"model.variant": variant} if variant else {}
+        if variant:
+            known["train.dtype"] = "float32" if is_light(variant) else "bfloat16"
+    missing = [f for f in unset if known.get(f) is None]
+    if missing:
+        raise ValueError(f"train.init={init} is not a released model, so its test protocol is unknown: set "
+                         + " ".join(f"--config.{f}=..." for f in missing))
+    for field in unset:
+        section, key = field.split(".")
+        config[section][key] = known[field]
+
+
+def _get(config, field: str):
+    section, key = field.split(".")
+    return config[section].get(key) if section in config else None
+
+
+def finetune(init: str = "k400_s16") -> ml_collections.ConfigDict:
+    """A config for fine-tuning a release on any dataset, with the original's small-data recipe.
+
+    The dataset is `data.name` (as dataset_builder built it) or `data.source`; the class count is the dataset's
+    (None until train.py reads it; eval.py and predict take it from the checkpoint). The model and test protocol
+    (`PROTOCOL_FIELDS`, None here) are those of `train.init` (`complete`), so one flag moves the whole run to
+    another release. The recipe is Sense-X's fine-tuning of UniFormer-S 16x4 from K400 on UCF101 and HMDB51:
+    25 epochs of which 5 warm up, lr 5e-5 for 128 clips,
+    drop path 0.2, weaker RandAugment (`rand-m5-n2-mstd0.25`), mixup/cutmix with label smoothing.
+
+    Args:
+      init: the release to start from.
+
+    Returns:
+      The config.
+    """
+    config = _base("k400", "s", 16, None)
+    config.data.name = config_dict.placeholder(str)  # required: the dataset_builder --name of your dataset
+    config.model.num_classes = config_dict.placeholder(int)
+    config.train = recipe(videos=64, lr=5e-5, epochs=25, warmup=5, drop_path=0.2, init=init)
+    config.train.init = init
+    config.train.update(randaugment_policy="rand-m5-n2-mstd0.25", val_every=200, checkpoint_every=200)
+    for field in PROTOCOL_FIELDS:
+        section, key = field.split(".")
+        config[section][key] = config_dict.placeholder(type(config[section][key]))
     return config

@@ -20,121 +20,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from uniformer_jax import sharding
+from uniformer_jax import freezing, sharding
+from uniformer_jax.mixing import Mixing, mix
 from uniformer_jax.models.layers import normalise
 from uniformer_jax.models.variants import VARIANT_NAMES, create_model
 from uniformer_jax.weights.checkpoints import abstract_variables
-
-
-@dataclasses.dataclass(frozen=True)
-class Mixing:
-    """Mixup/cutmix as timm's `Mixup` in batch mode (SlowFast's copy of it), on groups of clips.
-
-    The original mixes each GPU's own batch (clip i with clip n-1-i); here each group of `group` consecutive
-    clips of the global batch draws its own mode, lambda and box, so the result does not depend on the number
-    of devices.
-    """
-    mixup: float = 0.8  # Beta(a, a) for mixup; 0 turns it off
-    cutmix: float = 1.0  # Beta(a, a) for cutmix; 0 turns it off
-    switch: float = 0.5  # chance of cutmix when both are on
-    smoothing: float = 0.1
-    group: int = 8
-
-
-def soft_targets(labels, num_classes: int, smoothing: float):
-    """One-hot targets with label smoothing, as timm's mixup makes them.
-
-    Args:
-      labels: integer labels (B,).
-      num_classes: the class count.
-      smoothing: the probability mass spread over all classes.
-
-    Returns:
-      (B, num_classes) float32 targets.
-    """
-    off = smoothing / num_classes
-    return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
-
-
-def cutmix_box(key, height: int, width: int, lam):
-    """timm's `rand_bbox` with `correct_lam`: a box of area ~(1 - lam) around a uniform centre, clipped.
-
-    Args:
-      key: a JAX PRNG key.
-      height: the frames' height.
-      width: the frames' width.
-      lam: the mixing weight drawn for the batch.
-
-    Returns:
-      The (H, W) boolean mask of the box and lambda corrected to the clipped area.
-    """
-    ky, kx = jax.random.split(key)
-    ratio = jnp.sqrt(1.0 - lam)
-    cut_h, cut_w = (height * ratio).astype(jnp.int32), (width * ratio).astype(jnp.int32)
-    cy, cx = jax.random.randint(ky, (), 0, height), jax.random.randint(kx, (), 0, width)
-    y0, y1 = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
-    x0, x1 = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
-    rows, cols = jnp.arange(height), jnp.arange(width)
-    mask = ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
-    return mask, 1.0 - ((y1 - y0) * (x1 - x0)) / (height * width)
-
-
-def mix_group(video, labels, num_classes: int, mixing: Mixing, key):
-    """One group of clips mixed with its own reverse (mixup or cutmix, as timm's Mixup in batch mode).
-
-    Args:
-      video: the group (G, T, H, W, C), normalised.
-      labels: its integer labels (G,).
-      num_classes: the class count.
-      mixing: the mixup/cutmix settings.
-      key: a JAX PRNG key.
-
-    Returns:
-      The mixed video and its soft targets (G, num_classes).
-    """
-    k_switch, k_mixup, k_cutmix, k_box = jax.random.split(key, 4)
-    targets = soft_targets(labels, num_classes, mixing.smoothing)
-    if mixing.mixup <= 0 and mixing.cutmix <= 0:
-        return video, targets
-    flipped = video[::-1]
-    use_cutmix = jnp.asarray(mixing.cutmix > 0)
-    if mixing.mixup > 0 and mixing.cutmix > 0:
-        use_cutmix = jax.random.uniform(k_switch) < mixing.switch
-    lam_mixup = jax.random.beta(k_mixup, mixing.mixup, mixing.mixup) if mixing.mixup > 0 else 1.0
-    lam_cutmix = jax.random.beta(k_cutmix, mixing.cutmix, mixing.cutmix) if mixing.cutmix > 0 else 1.0
-    box, lam_box = cutmix_box(k_box, video.shape[2], video.shape[3], lam_cutmix)
-    cut = jnp.where(box[None, None, :, :, None], flipped, video)
-    blended = video * lam_mixup + flipped * (1.0 - lam_mixup)
-    lam = jnp.where(use_cutmix, lam_box, lam_mixup)
-    mixed = jnp.where(use_cutmix, cut, blended.astype(video.dtype))
-    return mixed, lam * targets + (1.0 - lam) * targets[::-1]
-
-
-def mix(video, labels, num_classes: int, mixing: Mixing, key):
-    """Mixes a batch in groups of `mixing.group` consecutive clips (one GPU's batch in the original).
-
-    Args:
-      video: the batch (B, T, H, W, C), normalised.
-      labels: integer labels (B,).
-      num_classes: the class count.
-      mixing: the mixup/cutmix settings.
-      key: a JAX PRNG key.
-
-    Returns:
-      The mixed video and its soft targets (B, num_classes).
-
-    Raises:
-      ValueError: a batch that does not split into groups.
-    """
-    b = video.shape[0]
-    if b % mixing.group:
-        raise ValueError(f"a batch of {b} clips cannot be mixed in groups of {mixing.group}")
-    groups = b // mixing.group
-    keys = jax.random.split(key, groups)
-    grouped = video.reshape(groups, mixing.group, *video.shape[1:])
-    mixed, targets = jax.vmap(lambda v, y, k: mix_group(v, y, num_classes, mixing, k))(
-        grouped, labels.reshape(groups, mixing.group), keys)
-    return mixed.reshape(video.shape), targets.reshape(b, num_classes)
 
 
 def decay_mask(params):
@@ -184,19 +74,21 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array  # raw uint32 key data, so checkpoints hold a plain array
 
 
-def init_state(variables, tx: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(variables, tx: optax.GradientTransformation, seed: int, freeze: int = 0) -> TrainState:
     """The train state at step 0.
 
     Args:
       variables: the model's `params` and `batch_stats`.
       tx: the optimiser.
       seed: the seed of the run's random stream (drop path, mixing).
+      freeze: `freezing.freeze_level`: the optimiser's state covers only the parameters that learn.
 
     Returns:
       The `TrainState`.
     """
+    trainable, _ = freezing.split(variables["params"], freeze)
     return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
+                      batch_stats=variables["batch_stats"], opt_state=tx.init(trainable),
                       rng=jax.random.key_data(jax.random.key(seed)))
 
 
@@ -219,7 +111,7 @@ def micro_batches(x, accumulate: int, shards: int):
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mixing: Mixing,
-                    accumulate: int = 1, mesh: jax.sharding.Mesh | None = None, dtype=None):
+                    accumulate: int = 1, mesh: jax.sharding.Mesh | None = None, dtype=None, freeze: int = 0):
     """The train step: forward, mixup/cutmix with label smoothing, backward, clipping, AdamW; not jitted here.
 
     With `accumulate` > 1 the batch is split into that many micro-batches whose gradients are averaged before
@@ -236,6 +128,9 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       accumulate: micro-batches per update.
       mesh: the `sharding.train_mesh`, or None on one device.
       dtype: the compute dtype, None for float32.
+      freeze: `freezing.freeze_level`: frozen parameters are not differentiated or updated; the model must
+        have been made with `frozen_stages` = `freeze` (below `freezing.BACKBONE`), so that frozen stages run
+        as in evaluation; the backbone (`BACKBONE`) runs in evaluation mode and only the heads learn.
 
     Returns:
       `step(state, {video (B, T, H, W, 3) uint8, label (B,)}) -> (state, metrics)`.
@@ -243,25 +138,36 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     num_classes = model.num_classes
     shards = mesh.size if mesh is not None else 1
 
-    def loss_fn(params, batch_stats, video, targets, key):
+    if 0 < freeze < freezing.BACKBONE and getattr(model, "frozen_stages", None) != freeze:
+        raise ValueError(f"freezing {freeze} stages needs the model made with frozen_stages={freeze}")
+
+    def forward(variables, video, key):
+        if freeze == freezing.BACKBONE:  # a linear probe: features as in evaluation, only the heads train
+            maps = model.apply(variables, video, train=False, method="features")
+            return model.apply(variables, maps, train=True, method="classify"), variables["batch_stats"]
+        logits, mutated = model.apply(variables, video, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
+        return logits, mutated["batch_stats"]
+
+    def loss_fn(trainable, frozen, batch_stats, video, targets, key):
+        params = {**frozen, **trainable}
         if mesh is not None:
             video = jax.lax.with_sharding_constraint(video, sharding.batch_sharding(mesh))
             if mesh.shape.get("fsdp", 1) > 1:
                 params = jax.lax.with_sharding_constraint(params, sharding.replicated(mesh))
-        logits, mutated = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
-                                      rngs={"dropout": key}, mutable=["batch_stats"])
+        logits, batch_stats = forward({"params": params, "batch_stats": batch_stats}, video, key)
         if isinstance(logits, tuple):  # the light models' two heads: the original averages their losses
             loss = sum(optax.softmax_cross_entropy(x, targets).mean() for x in logits) / len(logits)
-            return loss, (mutated["batch_stats"], logits[0])
+            return loss, (batch_stats, logits[0])
         loss = optax.softmax_cross_entropy(logits, targets).mean()
-        return loss, (mutated["batch_stats"], logits)
+        return loss, (batch_stats, logits)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)  # by the trainable parameters alone
 
     def micro(state: TrainState, batch_stats, video, label, key):
         mix_key, drop_key = jax.random.split(key)
         x, targets = mix(normalise(video, dtype), label, num_classes, mixing, mix_key)
-        (loss, (batch_stats, logits)), grads = grad_fn(state.params, batch_stats, x, targets, drop_key)
+        trainable, frozen = freezing.split(state.params, freeze)
+        (loss, (batch_stats, logits)), grads = grad_fn(trainable, frozen, batch_stats, x, targets, drop_key)
         return grads, batch_stats, loss, jnp.mean(jnp.argmax(logits, -1) == label)
 
     def accumulated(state: TrainState, batch, key):
@@ -271,7 +177,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
             g, batch_stats, loss, correct = micro(state, batch_stats, video, label, jax.random.fold_in(key, i))
             return (jax.tree.map(jnp.add, grads, g), batch_stats), (loss, correct)
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        zeros = jax.tree.map(jnp.zeros_like, freezing.split(state.params, freeze)[0])
         xs = (micro_batches(batch["video"], accumulate, shards), micro_batches(batch["label"], accumulate, shards),
               jnp.arange(accumulate))
         (grads, batch_stats), (losses, correct) = jax.lax.scan(body, (zeros, state.batch_stats), xs)
@@ -284,11 +190,13 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                                                        jax.random.fold_in(key, 0))
         else:
             grads, batch_stats, loss, accuracy = accumulated(state, batch, key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        trainable, frozen = freezing.split(state.params, freeze)
+        updates, opt_state = tx.update(grads, state.opt_state, trainable)
         metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
-        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             batch_stats=batch_stats, opt_state=opt_state), metrics
+        params = {**frozen, **optax.apply_updates(trainable, updates)}
+        return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                             opt_state=opt_state), metrics
 
     return step
 
@@ -332,12 +240,14 @@ def check_layout(config, devices: int) -> None:
       devices: the number of devices of the run.
 
     Raises:
-      ValueError: an unknown variant, or a batch, micro-batch count or fsdp that does not divide.
+      ValueError: an unknown variant, dtype or freeze, or a batch, micro-batch count or fsdp that does not
+        divide.
     """
     t = config.train
     if config.model.variant not in VARIANT_NAMES:
         raise ValueError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANT_NAMES)}")
     compute_dtype(t.dtype)
+    freezing.freeze_level(t.freeze)
     if t.batch_size % devices:
         raise ValueError(f"train.batch_size {t.batch_size} does not split over {devices} devices; set "
                          "--config.train.batch_size to a multiple of it (the learning rate scales with it)")
@@ -366,7 +276,7 @@ def recipe_of(config, steps_per_epoch: int) -> Recipe:
 
 
 def model_of(config, ln_eps: float = 1e-6):
-    """The model train.py trains: the config's variant with its drop path, compute dtype and remat.
+    """The model train.py trains: the config's variant with its drop path, compute dtype, remat and frozen stages.
 
     Args:
       config: a train.py config.
@@ -376,9 +286,10 @@ def model_of(config, ln_eps: float = 1e-6):
       The Flax module.
     """
     t = config.train
+    freeze = freezing.freeze_level(t.freeze)
     return create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=ln_eps,
                         drop_path_rate=t.drop_path, dtype=compute_dtype(t.dtype), attention=config.model.attention,
-                        remat=tuple(t.remat))
+                        remat=tuple(t.remat), frozen_stages=freeze if freeze < freezing.BACKBONE else 0)
 
 
 class Jitted(NamedTuple):
@@ -402,11 +313,13 @@ def jit_step(config, model, recipe: Recipe, mesh) -> Jitted:
     """
     t = config.train
     tx = recipe.optimizer()
-    init = functools.partial(init_state, tx=tx, seed=t.seed)
+    freeze = freezing.freeze_level(t.freeze)
+    init = functools.partial(init_state, tx=tx, seed=t.seed, freeze=freeze)
     abstract = jax.eval_shape(init, abstract_variables(model))
     state_sharding = sharding.fsdp_shardings(abstract, mesh)
     mixing = Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
-    step = make_train_step(model, tx, recipe.schedule(), mixing, t.accumulate, mesh, compute_dtype(t.dtype))
+    step = make_train_step(model, tx, recipe.schedule(), mixing, t.accumulate, mesh, compute_dtype(t.dtype),
+                           freeze)
     jitted = jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
     return Jitted(jitted, jax.jit(init, out_shardings=state_sharding), abstract, state_sharding)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uniformer_jax import training
+from uniformer_jax import mixing, training
 from uniformer_jax.benchmarks import mmaction2
 from uniformer_jax.models.layers import MEAN, STD, normalise
 from uniformer_jax.models.uniformer import DEPTHS, flops
@@ -237,9 +237,9 @@ def jax_train_step(variant: str, dtype: str, variables, video, labels, attention
     model = create_model(variant, num_classes=NUM_CLASSES, ln_eps=1e-5, dtype=jnp.dtype(dtype), attention=attention,
                          drop_path_rate=DROP_PATH, remat=remat)
     recipe = training.Recipe(lr=1e-5, reference_batch=1, batch_size=1, total_steps=1000, warmup_steps=0)
-    mixing = training.Mixing(mixup=0.0, cutmix=0.0, smoothing=SMOOTHING, group=video.shape[0])
+    settings = mixing.Mixing(mixup=0.0, cutmix=0.0, smoothing=SMOOTHING, group=video.shape[0])
     tx = recipe.optimizer()
-    step = jax.jit(training.make_train_step(model, tx, recipe.schedule(), mixing, dtype=model.dtype),
+    step = jax.jit(training.make_train_step(model, tx, recipe.schedule(), settings, dtype=model.dtype),
                    donate_argnums=0)
     state = training.init_state(jax.tree.map(jnp.array, variables), tx, seed=0)
     batch = {"video": video, "label": labels}

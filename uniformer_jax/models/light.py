@@ -185,6 +185,7 @@ class UniFormerLight(nn.Module):
       depth, embed_dim, head_dim: the variant's shape (see SPECS).
       layer_scale: the `_ls` variants' initial `gamma`, None for none.
       prune_ratio, trade_off: per block of stages 3 and 4; None: Sense-X's defaults (`default_pruning`).
+      frozen_stages: leading stages that run as in evaluation even in training (`UniFormer.frozen_stages`).
     In training mode the model returns the logits of `head` (over the pooled final feature map) and of
     `head_cls` (over the class token), which the original's loss averages; in eval mode, `head`'s alone.
     """
@@ -201,6 +202,7 @@ class UniFormerLight(nn.Module):
     dtype: Any = None
     attention: str = "xla"
     remat: tuple[int, int, int, int] = (0, 0, 0, 0)
+    frozen_stages: int = 0
 
     def setup(self):
         if self.attention != "xla":
@@ -245,36 +247,48 @@ class UniFormerLight(nn.Module):
         """Per-stage feature maps (`stage4` after the final norm), `pooled`, and the class token `cls`."""
         x = jnp.asarray(x, self.dtype)
         maps = {}
-        x = self.patch_embed1(x, train)
+        stage_train = [train and s >= self.frozen_stages for s in range(4)]
+        x = self.patch_embed1(x, stage_train[0])
         for block in self.blocks1:
-            x = block(x, train)
+            x = block(x, stage_train[0])
         maps["stage1"] = x
         x = self.patch_embed2(x)
         for block in self.blocks2:
-            x = block(x, train)
+            x = block(x, stage_train[1])
         maps["stage2"] = x
         x = self.patch_embed3(x)
         cls, score = jnp.broadcast_to(self.cls_token, (x.shape[0], 1, x.shape[-1])), None
         for block in self.blocks3:
-            cls, x, score = block(cls, x, score, train)
+            cls, x, score = block(cls, x, score, stage_train[2])
         maps["stage3"] = x
         cls = self.cls_upsample(cls)
         x = self.patch_embed4(x)
         for block in self.blocks4:
-            cls, x, score = block(cls, x, score, train)
+            cls, x, score = block(cls, x, score, stage_train[3])
         x = self.norm(x, use_running_average=not train)
         maps["stage4"], maps["cls"] = x, cls[:, 0]
         maps["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
         return maps
 
-    def __call__(self, x, train: bool = False):
-        """Logits (float32) for normalised float video `(B, T, H, W, 3)`; in training, (head, head_cls)."""
-        maps = self.features(x, train)
+    def classify(self, maps: dict, train: bool = False):
+        """Logits (float32) from `features`' maps.
+
+        Args:
+          maps: `features`' result.
+          train: training mode: both heads' logits.
+
+        Returns:
+          `head`'s logits (B, num_classes); in training, those of (head, head_cls).
+        """
         logits = self.head(maps["pooled"])
         if not (train or self.is_initializing()):
             return logits
         cls_logits = self.head_cls(self.norm_cls(maps["cls"]).astype(jnp.float32))
         return (logits, cls_logits) if train else logits
+
+    def __call__(self, x, train: bool = False):
+        """Logits (float32) for normalised float video `(B, T, H, W, 3)`; in training, (head, head_cls)."""
+        return self.classify(self.features(x, train), train)
 
 
 def flops(spec: Spec, frames: int, size: int, num_classes: int = 400) -> int:

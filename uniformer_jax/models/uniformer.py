@@ -71,6 +71,8 @@ class UniFormer(nn.Module):
       dtype: computation dtype (e.g. bfloat16); parameters stay float32 and logits are returned as float32.
       attention: 'xla', or 'cudnn' for cuDNN flash attention (GPU, bfloat16/float16 only).
       remat: how many leading blocks of each stage to rematerialise, like the original `CHECKPOINT_NUM`.
+      frozen_stages: leading stages that run as in evaluation even in training (BatchNorm running statistics,
+        no drop path), for fine-tuning with those stages frozen (`train.freeze=stages:N`).
     """
 
     depth: tuple[int, int, int, int] = DEPTHS["uniformer_small"]
@@ -80,6 +82,7 @@ class UniFormer(nn.Module):
     dtype: Any = None
     attention: str = "xla"
     remat: tuple[int, int, int, int] = (0, 0, 0, 0)
+    frozen_stages: int = 0
 
     def setup(self):
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
@@ -117,16 +120,29 @@ class UniFormer(nn.Module):
         for s, (embed, blocks) in enumerate(zip(embeds, stages, strict=True)):
             x = embed(x)
             for block in blocks:
-                x = block(x, train)
+                x = block(x, train and s >= self.frozen_stages)
             maps[f"stage{s + 1}"] = x
         x = self.norm(x, use_running_average=not train)
         maps["stage4"] = x
         maps["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
         return maps
 
+    def classify(self, maps: dict, train: bool = False):
+        """Logits (float32) from `features`' maps.
+
+        Args:
+          maps: `features`' result.
+          train: training mode (the same head either way).
+
+        Returns:
+          The head's logits (B, num_classes).
+        """
+        del train
+        return self.head(maps["pooled"])
+
     def __call__(self, x, train: bool = False):
         """Logits (float32) for normalised float video `(B, T, H, W, 3)`."""
-        return self.head(self.features(x, train)["pooled"])
+        return self.classify(self.features(x, train), train)
 
 
 def flops(depth: Sequence[int], frames: int, size: int = 224, num_classes: int = 400) -> int:
