@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_light import README as LIGHT
 
-from uniformer_jax import evaluation
+from uniformer_jax import evaluation, recipes
+from uniformer_jax.weights import releases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ RECIPES = {
     "sthv1_b16": (40, 2.5e-4, 1, 60, 5, 0.6), "sthv1_b32": (32, 2e-4, 1, 60, 5, 0.6),
     "sthv2_b16": (40, 2.5e-4, 1, 50, 5, 0.4), "sthv2_b32": (32, 2e-4, 1, 50, 5, 0.5),
 }
-DEMO = {"motion"}  # the demo's task (python -m uniformer_jax.demo), not a released model
+DEMO = {"motion", "finetune"}  # the demo's task (python -m uniformer_jax.demo) and fine-tuning on any dataset
 
 
 def test_every_config_file_is_a_released_model():
@@ -77,3 +78,26 @@ def test_config_matches_the_spec(name):
     assert (t.epochs, t.warmup_epochs, t.drop_path) == (epochs, warmup, drop_path)
     assert (t.weight_decay, t.clip_norm, t.mixup, t.cutmix, t.label_smoothing) == (0.05, 20.0, 0.8, 1.0, 0.1)
     assert t.flip == bool(stride)  # no flips for Something-Something (§5.2)
+
+
+@pytest.mark.parametrize("release", [r.name for r in releases.RELEASES if r.config])
+def test_fine_tuning_from_a_release_takes_its_config_files_protocol(release):
+    config = importlib.import_module("configs.finetune").get_config()
+    config.train.init = release
+    recipes.complete(config)
+    own = importlib.import_module(f"configs.{releases.BY_NAME[release].config}").get_config()
+    for field in recipes.PROTOCOL_FIELDS:
+        section, key = field.split(".")
+        assert config[section][key] == own[section][key], field
+
+
+def test_fine_tuning_recipe_is_sensex_ucf101_hmdb51():
+    config = importlib.import_module("configs.finetune").get_config()
+    t = config.train
+    # spec §6: S16x4 UCF101/HMDB51 from K400 S16x4: batch 128, lr 5e-5, 25 epochs, 5 warmup, drop path 0.2
+    assert (t.init, t.batch_size, t.lr, t.epochs, t.warmup_epochs, t.drop_path) == ("k400_s16", 128, 5e-5, 25, 5, 0.2)
+    assert t.randaugment_policy == "rand-m5-n2-mstd0.25" and t.freeze == "none"
+    assert config.model.num_classes is None and config.data.name is None  # the dataset's
+    config.train.init = "runs/some/model"  # a directory: its variant is known, the protocol is not
+    with pytest.raises(ValueError, match="--config.data.num_frames=.* --config.data.rate="):
+        recipes.complete(config, "uniformer_small")
