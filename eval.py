@@ -67,9 +67,7 @@ def main(argv):
         checkpoint = evaluation.checkpoint_of(config, workdir)
         directory = hub.resolve(checkpoint, progress=jax.process_index() == 0)
         metadata = read_metadata(directory)
-        recipes.complete(config, metadata["variant"])
-        if config.model.num_classes is None:  # a fine-tuning config: the trained model's
-            config.model.num_classes = metadata["num_classes"]
+        recipes.complete(config, metadata["variant"], metadata["num_classes"])
         protocol = evaluation.Protocol.from_config(config)
         evaluation.check_model(config, metadata, checkpoint)
         model, variables = load_directory(directory, dtype=protocol.compute_dtype, attention=protocol.attention)

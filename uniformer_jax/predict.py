@@ -162,9 +162,7 @@ def main(argv):
         directory = hub.resolve(checkpoint)
         if config is not None:
             metadata = read_metadata(directory)
-            recipes.complete(config, metadata["variant"])
-            if config.model.num_classes is None:  # a fine-tuning config: the checkpoint's
-                config.model.num_classes = metadata["num_classes"]
+            recipes.complete(config, metadata["variant"], metadata["num_classes"])
             protocol = evaluation.Protocol.from_config(config)
             evaluation.check_model(config, metadata, checkpoint)
         for result in predict(paths, str(directory), protocol, _LABELS.value):

@@ -219,16 +219,20 @@ def release_protocol(name: str) -> dict[str, object]:
     return fields
 
 
-def complete(config, variant: str | None = None) -> None:
+def complete(config, variant: str | None = None, num_classes: int | None = None) -> None:
     """Fills the protocol fields a config leaves unset (None) from its `train.init` release, in place.
 
     Args:
       config: a config (`finetune`'s leaves `PROTOCOL_FIELDS` to its start; the others set them all).
       variant: the variant of a `train.init` that is not a release (a converted directory), if known.
+      num_classes: the class count of the checkpoint that eval.py or predict runs, for a config that takes it
+        from the data (`finetune`'s); None leaves `model.num_classes` as it is.
 
     Raises:
       ValueError: fields are unset and `train.init` is not a release; the message names the flags to set.
     """
+    if config.model.num_classes is None and num_classes is not None:
+        config.model.num_classes = num_classes
     unset = [f for f in PROTOCOL_FIELDS if _get(config, f) is None]
     if not unset:
         return
@@ -260,8 +264,8 @@ def finetune(init: str = "k400_s16") -> ml_collections.ConfigDict:
     (None until train.py reads it; eval.py and predict take it from the checkpoint). The model and test protocol
     (`PROTOCOL_FIELDS`, None here) are those of `train.init` (`complete`), so one flag moves the whole run to
     another release. The recipe is Sense-X's fine-tuning of UniFormer-S 16x4 from K400 on UCF101 and HMDB51:
-    25 epochs of which 5 warm up, lr 5e-5 for 128 clips,
-    drop path 0.2, weaker RandAugment (`rand-m5-n2-mstd0.25`), mixup/cutmix with label smoothing.
+    25 epochs of which 5 warm up, lr 5e-5 for 128 clips, drop path 0.2, weaker RandAugment
+    (`rand-m5-n2-mstd0.25`), mixup/cutmix with label smoothing.
 
     Args:
       init: the release to start from.

@@ -163,34 +163,34 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)  # by the trainable parameters alone
 
-    def micro(state: TrainState, batch_stats, video, label, key):
+    def micro(trainable, frozen, batch_stats, video, label, key):
         mix_key, drop_key = jax.random.split(key)
         x, targets = mix(normalise(video, dtype), label, num_classes, mixing, mix_key)
-        trainable, frozen = freezing.split(state.params, freeze)
         (loss, (batch_stats, logits)), grads = grad_fn(trainable, frozen, batch_stats, x, targets, drop_key)
         return grads, batch_stats, loss, jnp.mean(jnp.argmax(logits, -1) == label)
 
-    def accumulated(state: TrainState, batch, key):
+    def accumulated(trainable, frozen, batch_stats, batch, key):
         def body(carry, xs):
             grads, batch_stats = carry
             video, label, i = xs
-            g, batch_stats, loss, correct = micro(state, batch_stats, video, label, jax.random.fold_in(key, i))
+            g, batch_stats, loss, correct = micro(trainable, frozen, batch_stats, video, label,
+                                                  jax.random.fold_in(key, i))
             return (jax.tree.map(jnp.add, grads, g), batch_stats), (loss, correct)
 
-        zeros = jax.tree.map(jnp.zeros_like, freezing.split(state.params, freeze)[0])
+        zeros = jax.tree.map(jnp.zeros_like, trainable)
         xs = (micro_batches(batch["video"], accumulate, shards), micro_batches(batch["label"], accumulate, shards),
               jnp.arange(accumulate))
-        (grads, batch_stats), (losses, correct) = jax.lax.scan(body, (zeros, state.batch_stats), xs)
+        (grads, batch_stats), (losses, correct) = jax.lax.scan(body, (zeros, batch_stats), xs)
         return jax.tree.map(lambda g: g / accumulate, grads), batch_stats, losses.mean(), correct.mean()
 
     def step(state: TrainState, batch):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        if accumulate == 1:  # XLA:CPU runs the model ~5x slower inside a loop, so no scan of one
-            grads, batch_stats, loss, accuracy = micro(state, state.batch_stats, batch["video"], batch["label"],
-                                                       jax.random.fold_in(key, 0))
-        else:
-            grads, batch_stats, loss, accuracy = accumulated(state, batch, key)
         trainable, frozen = freezing.split(state.params, freeze)
+        if accumulate == 1:  # XLA:CPU runs the model ~5x slower inside a loop, so no scan of one
+            grads, batch_stats, loss, accuracy = micro(trainable, frozen, state.batch_stats, batch["video"],
+                                                       batch["label"], jax.random.fold_in(key, 0))
+        else:
+            grads, batch_stats, loss, accuracy = accumulated(trainable, frozen, state.batch_stats, batch, key)
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
         metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
