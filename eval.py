@@ -8,7 +8,9 @@ name, a converted directory or a .pth file; `--config.data.source=` a dataset di
 Runs on every device of every process (add --distributed on each host of a pod or cluster); writes
 eval_results.json, predictions.jsonl and config.json to the work directory (default runs/<config file name>).
 A config of no release (configs/finetune.py) evaluates the model train.py wrote for it, runs/<config>/model, and
-writes beside it, to runs/<config>/eval.
+writes beside it, to runs/<config>/eval. A model trained with data.multi_label is scored by mAP (sklearn's average
+precision a class, averaged over the classes some video has) and per-class AP, and predictions.jsonl gives every
+class's probability.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -44,6 +47,12 @@ def write(path: Path, text: str) -> None:
 
 
 def prediction_lines(predictions: evaluation.Predictions, names: list[str]) -> str:
+    if predictions.probabilities is not None:  # multi-label: the video's labels and every class's probability
+        return "".join(json.dumps({"index": int(i), "video": name, "labels": [names[c] for c in np.flatnonzero(hot)],
+                                   "top5": [names[c] for c in top5],
+                                   "probabilities": dict(zip(names, map(float, probs), strict=True))}) + "\n"
+                       for i, name, hot, top5, probs in zip(predictions.index, predictions.name, predictions.label,
+                                                            predictions.top5, predictions.probabilities, strict=True))
     return "".join(json.dumps({"index": int(i), "video": name, "label": names[label], "top5": [names[c] for c in top5],
                                "scores": [float(s) for s in scores]}) + "\n"
                    for i, name, label, top5, scores in zip(predictions.index, predictions.name, predictions.label,
@@ -67,7 +76,7 @@ def main(argv):
         checkpoint = evaluation.checkpoint_of(config, workdir)
         directory = hub.resolve(checkpoint, progress=jax.process_index() == 0)
         metadata = read_metadata(directory)
-        recipes.complete(config, metadata["variant"], metadata["num_classes"])
+        recipes.complete(config, metadata["variant"], metadata["num_classes"], metadata.get("multi_label", False))
         protocol = evaluation.Protocol.from_config(config)
         evaluation.check_model(config, metadata, checkpoint)
         model, variables = load_directory(directory, dtype=protocol.compute_dtype, attention=protocol.attention)
@@ -76,7 +85,8 @@ def main(argv):
         batches, part, steps = pipelines.eval_dataset(source, config.data.split, batch_size=local,
                                                  sampling=protocol.sampling, views=protocol.views,
                                                  process_index=jax.process_index(),
-                                                 process_count=jax.process_count())
+                                                 process_count=jax.process_count(),
+                                                 num_classes=metadata["num_classes"] if protocol.multi_label else None)
         given = class_lists.read_class_names(config.data.class_names) if config.data.class_names else None
         dataset_names = sources.class_names(part, given, source)
         evaluation.check_classes(metadata.get("class_names"), dataset_names, checkpoint, source,
@@ -93,7 +103,9 @@ def main(argv):
         predictions, rate = evaluation.run(model, variables, batches.as_numpy_iterator(), mesh, protocol,
                                            progress=bar.update)
     names = dataset_names or metadata.get("class_names") or [str(i) for i in range(metadata["num_classes"])]
-    results = {**evaluation.metrics(predictions, len(names)), "clips_per_second": rate,
+    scored = (evaluation.multi_label_metrics(predictions, names) if protocol.multi_label
+              else evaluation.metrics(predictions, len(names)))
+    results = {**scored, "clips_per_second": rate,
                "clips": protocol.views.clips, "crops": protocol.views.crops, "aggregate": protocol.aggregate,
                "dtype": protocol.dtype, "devices": jax.device_count(), "processes": jax.process_count(),
                "checkpoint": checkpoint, "source": source, "split": part.read,

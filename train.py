@@ -96,6 +96,9 @@ class Plan:
         if classes and classes != config.model.num_classes:
             raise evaluation.ConfigError(f"the {t.split} split has {classes} classes and model.num_classes is "
                                          f"{config.model.num_classes}; set --config.model.num_classes={classes}")
+        # Multi-label targets are multi-hot vectors of the model's classes; one label a video, the class index.
+        self.label_classes = config.model.num_classes if config.data.multi_label else None
+        pipelines.label_of(self.train_part, self.source, self.label_classes)  # refuses multi-label data unasked
         self.validate = bool(t.val_every)
         if self.validate:
             self.val_batch = pipelines.local_batch_size(t.val_batch_size, jax.process_count(), jax.local_device_count())
@@ -165,14 +168,19 @@ class Log:
 
 
 def validate(plan: Plan, config, mesh, state) -> dict:
+    """Top-1 and top-5 (mAP for multi-label data) of 1 clip x 1 centre crop a validation video."""
     views = pipelines.TestViews(1, 1, config.data.short_side, config.data.crop_size)
     batches, _, _ = pipelines.eval_dataset(plan.source, config.train.val_split, batch_size=plan.val_batch,
                                       sampling=plan.sampling, views=views, process_index=jax.process_index(),
-                                      process_count=jax.process_count())
-    protocol = evaluation.Protocol(plan.sampling, views, dtype=config.train.dtype, attention=config.model.attention)
+                                      process_count=jax.process_count(), num_classes=plan.label_classes)
+    protocol = evaluation.Protocol(plan.sampling, views, dtype=config.train.dtype, attention=config.model.attention,
+                                   multi_label=config.data.multi_label)
     model = plan.model.clone(drop_path_rate=0.0, remat=(0, 0, 0, 0))
     predictions, _ = evaluation.run(model, {"params": state.params, "batch_stats": state.batch_stats},
                                     batches.as_numpy_iterator(), mesh, protocol)
+    if config.data.multi_label:
+        names = plan.class_names or [str(i) for i in range(config.model.num_classes)]
+        return {"val_map": evaluation.multi_label_metrics(predictions, names)["map"]}
     results = evaluation.metrics(predictions, config.model.num_classes)
     return {"val_top1": results["top1"], "val_top5": results["top5"]}
 
@@ -283,8 +291,12 @@ def main(argv):
     batches = pipelines.train_dataset(plan.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
                                  aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), shards=t.input_shards,
-                                 start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer)
+                                 start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer,
+                                 num_classes=plan.label_classes)
     log, stop = Log(workdir, lead), Stop()
+    # The validation figure printed, and kept with each checkpoint to keep the best one by.
+    measure, measure_key, best_key = ("mAP", "val_map", "map") if config.data.multi_label else ("top-1", "val_top1",
+                                                                                              "top1")
     saved = first
     previous = None
     bar = tqdm(total=plan.total_steps, initial=first, desc="train", unit="step", disable=not lead)
@@ -308,14 +320,14 @@ def main(argv):
             validated = plan.validate and (step % t.val_every == 0 or step == plan.total_steps)
             if validated:
                 stats = {**(stats or {}), **validate(plan, config, mesh, state)}
-                bar.write(f"step {step}: validation top-1 {stats['val_top1']:.2f}%")
+                bar.write(f"step {step}: validation {measure} {stats[measure_key]:.2f}%")
             if stats:
                 log.write(step, stats)
             preempted = stop.now(step)
             if validated or preempted or step % t.checkpoint_every == 0 or step == plan.total_steps:
                 check_finite(step, metrics, manager)
                 manager.save(step, args=ocp.args.StandardSave(state),
-                             metrics={"top1": stats["val_top1"]} if validated else None, force=True)
+                             metrics={best_key: stats[measure_key]} if validated else None, force=True)
                 saved = step
             if preempted:
                 manager.wait_until_finished()
@@ -333,7 +345,8 @@ def main(argv):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         save_pretrained(workdir / "model", variables, {
             "variant": config.model.variant, "num_classes": config.model.num_classes, "ln_eps": plan.ln_eps,
-            "class_names": plan.class_names, "source_form": "train.py", "source_file": str(workdir),
+            "class_names": plan.class_names, "multi_label": config.data.multi_label, "source_form": "train.py",
+            "source_file": str(workdir),
             "steps": plan.total_steps}, overwrite=True)
         if lead:
             print(f"trained {plan.total_steps} steps; model written to {workdir / 'model'}", flush=True)

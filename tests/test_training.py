@@ -26,24 +26,36 @@ def torch_soft_cross_entropy(logits, labels, num_classes, smoothing):
     return torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_one_train_step_matches_mmaction2(tmp_path, accumulate):
+def torch_binary_cross_entropy(logits, hot, num_classes, smoothing):
+    """timm's BinaryCrossEntropy smoothing on multi-hot targets, PySlowFast's `bce_logit` (mean reduction)."""
+    targets = hot.float() * (1.0 - smoothing) + smoothing / num_classes
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+
+# Multi-label rides on the accumulation case: two behaviours, one model build.
+@pytest.mark.parametrize("accumulate, multi_label", [(1, False), (2, True)])
+def test_one_train_step_matches_mmaction2(tmp_path, accumulate, multi_label):
     """Same weights, same batch, BatchNorm in training mode: same loss, gradients and running statistics.
 
     With accumulation, PyTorch's usual loop is the reference: one forward and backward pass per micro-batch,
-    each loss divided by their number, gradients summed before the step."""
+    each loss divided by their number, gradients summed before the step. Multi-label: multi-hot labels, the
+    loss PyTorch's binary cross-entropy with logits."""
     reference = copy.deepcopy(reference_model("uniformer_small", num_classes=400, ln_eps=1e-5))
     assert cli.main([str(save_mmaction2(reference, tmp_path / "mm.pth")), str(tmp_path / "ckpt")]) == 0
     model, variables = load_pretrained(tmp_path / "ckpt")
     rng = np.random.RandomState(0)
     video = rng.randint(0, 256, (8, 8, 32, 32, 3)).astype(np.uint8)
     labels = rng.randint(0, 400, 8).astype(np.int32)
+    if multi_label:  # two or three classes a clip
+        labels = np.zeros((8, 400), np.float32)
+        for row in labels:
+            row[rng.choice(400, rng.randint(2, 4), replace=False)] = 1.0
 
     # Plain SGD with rate 1 turns the update into the gradient.
     tx = optax.sgd(1.0)
     step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(1.0),
                                             mixing.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.1, group=4),
-                                            accumulate=accumulate))
+                                            accumulate=accumulate, multi_label=multi_label))
     state = training.init_state(variables, tx, seed=0)
     new, metrics = step(state, {"video": video, "label": labels})
     grads = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), state.params, new.params)
@@ -53,8 +65,10 @@ def test_one_train_step_matches_mmaction2(tmp_path, accumulate):
     reference.cls_head.dropout.eval()  # MMAction2's head drops half its inputs in training; the original does not
     x = ((torch.from_numpy(video).float() - 114.75) / 57.375).permute(0, 4, 1, 2, 3).contiguous()
     losses = []
-    for part, y in zip(x.chunk(accumulate), torch.from_numpy(labels).long().chunk(accumulate), strict=True):
-        loss = torch_soft_cross_entropy(reference.cls_head(reference.backbone(part)), y, 400, 0.1)
+    criterion = torch_binary_cross_entropy if multi_label else torch_soft_cross_entropy
+    y_all = torch.from_numpy(labels) if multi_label else torch.from_numpy(labels).long()
+    for part, y in zip(x.chunk(accumulate), y_all.chunk(accumulate), strict=True):
+        loss = criterion(reference.cls_head(reference.backbone(part)), y, 400, 0.1)
         (loss / accumulate).backward()
         losses.append(loss.item())
     assert abs(float(metrics["loss"]) - np.mean(losses)) < 1e-4
@@ -139,9 +153,14 @@ def test_mixup_and_cutmix_mix_pairs_and_their_labels():
     video = jnp.asarray(rng.rand(8, 2, 16, 16, 3), jnp.float32)
     labels = jnp.asarray([0, 1, 2, 3, 4, 0, 1, 2], jnp.int32)
     settings = mixing.Mixing(mixup=0.8, cutmix=1.0, switch=0.5, smoothing=0.1, group=group)
+    # Multi-label: each clip also has the next class; its multi-hot vector is smoothed and mixed the same way.
+    hot = jax.nn.one_hot(labels, num_classes) + jax.nn.one_hot((labels + 1) % num_classes, num_classes)
+    smoothed = np.asarray(hot) * 0.9 + 0.1 / num_classes
     modes = []
     for seed in range(40):
         mixed, targets = jax.device_get(mixing.mix(video, labels, num_classes, settings, jax.random.key(seed)))
+        mixed_hot, targets_hot = jax.device_get(mixing.mix(video, hot, num_classes, settings, jax.random.key(seed)))
+        np.testing.assert_array_equal(mixed_hot, mixed)
         np.testing.assert_allclose(targets.sum(-1), 1.0, atol=1e-5)
         for g in range(0, 8, group):
             x, partner = np.asarray(video[g:g + group]), np.asarray(video[g:g + group][::-1])
@@ -149,6 +168,8 @@ def test_mixup_and_cutmix_mix_pairs_and_their_labels():
             own = t[np.arange(group), labels[g:g + group]] - 0.1 / num_classes
             partner_weight = t[np.arange(group), labels[g:g + group][::-1]] - 0.1 / num_classes
             lam = (own / (own + partner_weight))[0]  # the weight of a clip's own label, without smoothing
+            s = smoothed[g:g + group]
+            np.testing.assert_allclose(targets_hot[g:g + group], lam * s + (1 - lam) * s[::-1], atol=1e-5)
             from_self, from_partner = np.isclose(m, x), np.isclose(m, partner)
             if (from_self | from_partner).all():  # cutmix: pixels copied from the partner in one box, all frames
                 box = from_partner[0, 0, :, :, 0] & ~from_self[0, 0, :, :, 0]

@@ -1,4 +1,5 @@
-"""Multi-view evaluation: views aggregated per video inside the jitted step, exact counts over padded batches."""
+"""Multi-view evaluation: views aggregated per video inside the jitted step, exact counts over padded batches;
+top-1/top-5 for one label a video, mAP (sklearn's average precision a class) for several."""
 
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ class Protocol:
     aggregate: str = "sum_logits"
     dtype: str = "float32"
     attention: str = "xla"
+    multi_label: bool = False  # one sigmoid a class, of the views' mean logits
 
     @classmethod
     def from_config(cls, config) -> Protocol:
         d = config.data
         protocol = cls(pipelines.Sampling(d.num_frames, d.rate, d.mode),
                        pipelines.TestViews(d.clips, d.crops, d.short_side, d.crop_size), config.eval.aggregate,
-                       config.model.dtype, config.model.attention)
+                       config.model.dtype, config.model.attention, d.multi_label)
         protocol.check()
         return protocol
 
@@ -53,6 +55,9 @@ class Protocol:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name} is {value!r}; use one of {', '.join(allowed)}")
+        if self.multi_label and self.aggregate != "sum_logits":
+            raise ConfigError(f"aggregate {self.aggregate!r} is a softmax over classes; multi-label models are "
+                              "tested with sum_logits (one sigmoid a class of the views' mean logits)")
 
     @property
     def compute_dtype(self):
@@ -158,13 +163,14 @@ def check_classes(checkpoint_names, dataset_names, checkpoint: str, source: str,
             f"`python -m convert ... --reorder-to <the dataset's class list>`, or the accuracy would be ~0%")
 
 
-def make_step(model, aggregate: str, dtype=None):
+def make_step(model, aggregate: str, dtype=None, multi_label: bool = False):
     """The jitted eval step: every view of a batch of videos through the model, combined per video.
 
     Args:
       model: the model to evaluate.
       aggregate: `sum_logits` (the original's) or `mean_softmax` (MMAction2's).
       dtype: the compute dtype of the input, None for float32.
+      multi_label: scores are each class's sigmoid of the views' mean logit (`aggregate` sum_logits only).
 
     Returns:
       `step(variables, video (B, V, T, H, W, 3) uint8) -> scores (B, K) float32`.
@@ -179,6 +185,8 @@ def make_step(model, aggregate: str, dtype=None):
         b, v = video.shape[:2]
         logits = model.apply(variables, normalise(video.reshape(b * v, *video.shape[2:]), dtype))
         logits = logits.reshape(b, v, -1)
+        if multi_label:
+            return jax.nn.sigmoid(logits.mean(axis=1))
         if aggregate == "sum_logits":  # the original (SlowFast TestMeter, ENSEMBLE_METHOD sum)
             return logits.sum(axis=1)
         return jax.nn.softmax(logits, axis=-1).mean(axis=1)  # MMAction2's average_clips='prob'
@@ -216,12 +224,14 @@ def decode_names(rows: np.ndarray) -> list[str]:
 
 @dataclasses.dataclass
 class Predictions:
-    """Every video of the split once, in index order: top-5 classes and scores, and the label."""
+    """Every video of the split once, in index order: top-5 classes and scores, and the label (multi-label:
+    the multi-hot labels, and every class's probability)."""
     index: np.ndarray
     name: list[str]
     label: np.ndarray
     top5: np.ndarray
     scores: np.ndarray
+    probabilities: np.ndarray | None = None  # (N, K), multi-label only
 
 
 def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> tuple[Predictions, float]:
@@ -239,9 +249,11 @@ def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> t
       The `Predictions` of every video once, in index order, and clips per second (model and gathering, after
       compilation; input time is not counted).
     """
-    step = make_step(model, protocol.aggregate, protocol.compute_dtype)
+    step = make_step(model, protocol.aggregate, protocol.compute_dtype, protocol.multi_label)
     replicated = jax.device_put(variables, sharding.replicated(mesh))
     rows = {k: [] for k in ("index", "name", "label", "top5", "scores", "mask")}
+    if protocol.multi_label:
+        rows["probabilities"] = []
     clips, seconds, compiled = 0, 0.0, None
     for batch in batches:
         names = encode_names(batch.pop("name"))
@@ -252,8 +264,9 @@ def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> t
         scores = compiled(replicated, video)
         top_scores, top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))
         local = {"index": batch["index"], "label": batch["label"], "mask": batch["mask"], "name": names}
+        every = {"probabilities": scores} if protocol.multi_label else {}
         gathered = multihost_utils.process_allgather(
-            {**sharding.global_batch(local, mesh), "top5": top5, "scores": top_scores}, tiled=True)
+            {**sharding.global_batch(local, mesh), "top5": top5, "scores": top_scores, **every}, tiled=True)
         seconds += time.perf_counter() - start
         clips += int(np.asarray(gathered["mask"]).sum()) * batch["video"].shape[1]
         for key, value in gathered.items():
@@ -265,9 +278,8 @@ def run(model, variables, batches, mesh, protocol: Protocol, progress=None) -> t
     keep = merged["mask"].astype(bool)
     order = np.argsort(merged["index"][keep])
     names = decode_names(merged["name"][keep])
-    return Predictions(index=merged["index"][keep][order], name=[names[i] for i in order],
-                       label=merged["label"][keep][order], top5=merged["top5"][keep][order],
-                       scores=merged["scores"][keep][order]), rate
+    kept = {k: merged[k][keep][order] for k in rows if k not in ("name", "mask")}
+    return Predictions(name=[names[i] for i in order], **kept), rate
 
 
 def metrics(predictions: Predictions, num_classes: int) -> dict:
@@ -288,3 +300,45 @@ def metrics(predictions: Predictions, num_classes: int) -> dict:
     return {"top1": 100 * float(correct1.mean()), "top5": 100 * float(correct5.mean()),
             "mean_class_top1": 100 * float(np.mean(per_class)), "videos": int(len(label)),
             "classes_present": int(len(present)), "num_classes": num_classes}
+
+
+def average_precision(hot: np.ndarray, scores: np.ndarray) -> float | None:
+    """One class's average precision as sklearn's `average_precision_score` defines it: the sum over the
+    distinct score thresholds, highest first, of precision times the rise in recall (no interpolation).
+
+    Args:
+      hot: whether each video has the class (N,).
+      scores: the videos' scores for it (N,).
+
+    Returns:
+      The AP, or None where no video has the class.
+    """
+    order = np.argsort(-scores, kind="stable")
+    hot, scores = hot[order].astype(np.float64), scores[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # the last video of each tied run
+    true = np.cumsum(hot)[last]
+    if not len(true) or true[-1] == 0:
+        return None
+    precision, recall = true / (last + 1), true / true[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def multi_label_metrics(predictions: Predictions, class_names: list[str]) -> dict:
+    """mAP (the mean of the classes' average precision, over the classes some video has) and each class's AP,
+    in percent, and the video count.
+
+    Args:
+      predictions: what `run` returned for a multi-label protocol.
+      class_names: the names of the classes, in head order.
+
+    Returns:
+      `{"map", "per_class_ap" (name -> AP, None for a class no video has), "videos", "classes_present",
+      "num_classes"}`.
+    """
+    ap = [average_precision(predictions.label[:, c] > 0, predictions.probabilities[:, c])
+          for c in range(len(class_names))]
+    present = [a for a in ap if a is not None]
+    return {"map": 100 * float(np.mean(present)) if present else None,
+            "per_class_ap": {n: None if a is None else 100 * a for n, a in zip(class_names, ap, strict=True)},
+            "videos": int(len(predictions.label)), "classes_present": len(present),
+            "num_classes": len(class_names)}

@@ -1,5 +1,6 @@
 """Mixup and cutmix with label smoothing, as timm's `Mixup` in batch mode (SlowFast's copy of it), which the
-original's training recipe uses: the inputs are mixed, and so are their target vectors."""
+original's training recipe uses: the inputs are mixed, and so are their target vectors (one-hot, or multi-hot for
+multi-label data, as timm's mixup smooths and mixes both)."""
 
 from __future__ import annotations
 
@@ -25,18 +26,19 @@ class Mixing:
 
 
 def soft_targets(labels, num_classes: int, smoothing: float):
-    """One-hot targets with label smoothing, as timm's mixup makes them.
+    """One-hot (or multi-hot) targets with label smoothing, as timm's mixup makes them.
 
     Args:
-      labels: integer labels (B,).
+      labels: integer labels (B,), or multi-hot vectors (B, num_classes).
       num_classes: the class count.
-      smoothing: the probability mass spread over all classes.
+      smoothing: the target mass spread over all classes.
 
     Returns:
       (B, num_classes) float32 targets.
     """
     off = smoothing / num_classes
-    return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
+    hot = labels.astype(jnp.float32) if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
+    return hot * (1.0 - smoothing) + off
 
 
 def cutmix_box(key, height: int, width: int, lam):
@@ -67,7 +69,7 @@ def mix_group(video, labels, num_classes: int, mixing: Mixing, key):
 
     Args:
       video: the group (G, T, H, W, C), normalised.
-      labels: its integer labels (G,).
+      labels: its integer labels (G,) or multi-hot vectors (G, num_classes).
       num_classes: the class count.
       mixing: the mixup/cutmix settings.
       key: a JAX PRNG key.
@@ -98,7 +100,7 @@ def mix(video, labels, num_classes: int, mixing: Mixing, key):
 
     Args:
       video: the batch (B, T, H, W, C), normalised.
-      labels: integer labels (B,).
+      labels: integer labels (B,) or multi-hot vectors (B, num_classes).
       num_classes: the class count.
       mixing: the mixup/cutmix settings.
       key: a JAX PRNG key.
@@ -116,5 +118,5 @@ def mix(video, labels, num_classes: int, mixing: Mixing, key):
     keys = jax.random.split(key, groups)
     grouped = video.reshape(groups, mixing.group, *video.shape[1:])
     mixed, targets = jax.vmap(lambda v, y, k: mix_group(v, y, num_classes, mixing, k))(
-        grouped, labels.reshape(groups, mixing.group), keys)
+        grouped, labels.reshape(groups, mixing.group, *labels.shape[1:]), keys)
     return mixed.reshape(video.shape), targets.reshape(b, num_classes)

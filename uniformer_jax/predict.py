@@ -8,6 +8,7 @@
 
 Without --config the protocol is Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, short side 224);
 a config file from configs/ sets the protocol of its model (and `--config.data.num_frames=32` etc. override it).
+A model trained multi-label (`data.multi_label`) gives each class its own sigmoid probability.
 A missing, unreadable or too-short video is reported and the others still run; the exit status is 1 then.
 """
 
@@ -124,11 +125,12 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
       labels_file: as `class_names`'.
 
     Yields:
-      `{video, top5: [{label, probability}]}`, or `{video, error}`, for each path in order.
+      `{video, top5: [{label, probability}]}`, or `{video, error}`, for each path in order; multi-label, the
+      probabilities are each class's sigmoid and `multi_label` is true.
     """
     model, variables = load_directory(checkpoint, dtype=protocol.compute_dtype, attention=protocol.attention)
     names = class_names(checkpoint, labels_file, model.num_classes)
-    step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype)
+    step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype, protocol.multi_label)
     for path in paths:
         try:
             views = load_views(path, protocol.sampling, protocol.views)
@@ -136,9 +138,10 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
             yield {"video": path, "error": str(e)}
             continue
         scores = np.asarray(step(variables, views[None]))[0]
-        probs = probabilities(scores, protocol.aggregate, len(views))
+        probs = scores if protocol.multi_label else probabilities(scores, protocol.aggregate, len(views))
         top = np.argsort(-probs, kind="stable")[:5]
-        yield {"video": path, "top5": [{"label": names[c], "probability": float(probs[c])} for c in top]}
+        yield {"video": path, "top5": [{"label": names[c], "probability": float(probs[c])} for c in top],
+               **({"multi_label": True} if protocol.multi_label else {})}
 
 
 def main(argv):
@@ -158,11 +161,11 @@ def main(argv):
                  "directory or a .pth file")
     failed = False
     try:
-        protocol = evaluation.Protocol()
         directory = hub.resolve(checkpoint)
+        metadata = read_metadata(directory)
+        protocol = evaluation.Protocol(multi_label=metadata.get("multi_label", False))
         if config is not None:
-            metadata = read_metadata(directory)
-            recipes.complete(config, metadata["variant"], metadata["num_classes"])
+            recipes.complete(config, metadata["variant"], metadata["num_classes"], protocol.multi_label)
             protocol = evaluation.Protocol.from_config(config)
             evaluation.check_model(config, metadata, checkpoint)
         for result in predict(paths, str(directory), protocol, _LABELS.value):
@@ -173,7 +176,8 @@ def main(argv):
                 print(f"error: {result['error']}", file=sys.stderr, flush=True)
             else:
                 lines = [f"  {p['probability']:7.2%}  {p['label']}" for p in result["top5"]]
-                print("\n".join([result["video"], *lines]), flush=True)
+                each = " (multi-label: each class's own probability)" if protocol.multi_label else ""
+                print("\n".join([result["video"] + each, *lines]), flush=True)
     except (CheckpointError, ValueError) as e:  # ConfigError, DataError and label files are ValueErrors
         sys.exit(f"error: {e}")
     sys.exit(1 if failed else 0)

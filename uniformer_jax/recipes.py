@@ -34,7 +34,10 @@ def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_co
         # directory ($TFDS_DATA_DIR, else ~/tensorflow_datasets), where dataset_builder writes by default.
         source=config_dict.placeholder(str),
         split="validation", num_frames=frames, rate=4, mode="dense", clips=4, crops=1, short_side=224,
-        crop_size=224, class_names=config_dict.placeholder(str)))  # class list file for sources without names
+        crop_size=224, class_names=config_dict.placeholder(str),  # class list file for sources without names
+        # Videos with several labels (dataset_builder lists `path,1;4`): one sigmoid a class, binary cross-entropy,
+        # tested by mAP. eval.py and predict also take it from a checkpoint trained so.
+        multi_label=False))
     config.eval = ml_collections.ConfigDict(dict(
         batch_size=8,  # videos per step over all devices; each video is clips x crops views
         aggregate="sum_logits"))  # the original's protocol; "mean_softmax" is MMAction2's
@@ -219,7 +222,7 @@ def release_protocol(name: str) -> dict[str, object]:
     return fields
 
 
-def complete(config, variant: str | None = None, num_classes: int | None = None) -> None:
+def complete(config, variant: str | None = None, num_classes: int | None = None, multi_label: bool = False) -> None:
     """Fills the protocol fields a config leaves unset (None) from its `train.init` release, in place.
 
     Args:
@@ -227,12 +230,15 @@ def complete(config, variant: str | None = None, num_classes: int | None = None)
       variant: the variant of a `train.init` that is not a release (a converted directory), if known.
       num_classes: the class count of the checkpoint that eval.py or predict runs, for a config that takes it
         from the data (`finetune`'s); None leaves `model.num_classes` as it is.
+      multi_label: the checkpoint that eval.py or predict runs was trained multi-label, so it is tested so.
 
     Raises:
       ValueError: fields are unset and `train.init` is not a release; the message names the flags to set.
     """
     if config.model.num_classes is None and num_classes is not None:
         config.model.num_classes = num_classes
+    if multi_label:
+        config.data.multi_label = True
     unset = [f for f in PROTOCOL_FIELDS if _get(config, f) is None]
     if not unset:
         return

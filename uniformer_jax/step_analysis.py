@@ -132,7 +132,9 @@ def train_program(config, devices, model=None, recipe=None):
     clip = (t.batch_size, config.data.num_frames, t.crop_size, t.crop_size, 3)
     batch_sharding = sharding.batch_sharding(mesh)
     batch = {"video": jax.ShapeDtypeStruct(clip, jnp.uint8, sharding=batch_sharding),
-             "label": jax.ShapeDtypeStruct(clip[:1], jnp.int32, sharding=batch_sharding)}
+             "label": (jax.ShapeDtypeStruct((t.batch_size, config.model.num_classes), jnp.float32,
+                                            sharding=batch_sharding) if config.data.multi_label else
+                       jax.ShapeDtypeStruct(clip[:1], jnp.int32, sharding=batch_sharding))}
     return jitted.step, (_with_sharding(jitted.abstract, jitted.sharding), batch), t.batch_size
 
 
@@ -157,7 +159,7 @@ def eval_program(config, devices):
     mesh = sharding.data_mesh(devices)
     model = create_model(config.model.variant, num_classes=config.model.num_classes,
                          dtype=protocol.compute_dtype, attention=protocol.attention)
-    step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype)
+    step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype, protocol.multi_label)
     variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding.replicated(mesh)),
                              abstract_variables(model))
     views = protocol.views.clips * protocol.views.crops

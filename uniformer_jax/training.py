@@ -2,7 +2,8 @@
 device mesh.
 
 AdamW without decay on 1-D parameters, linear warmup then cosine per step, global-norm clipping, mixup/cutmix
-with label smoothing and soft-target cross-entropy, stochastic depth, gradient accumulation. BatchNorm
+with label smoothing and soft-target cross-entropy (binary cross-entropy, one sigmoid a class, for multi-label
+data), stochastic depth, gradient accumulation. BatchNorm
 statistics are computed over the whole global (micro-)batch: under jit a sharded batch is one array, so this is
 SyncBN, where the original normalised each GPU's 4-16 clips on their own.
 """
@@ -111,7 +112,8 @@ def micro_batches(x, accumulate: int, shards: int):
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mixing: Mixing,
-                    accumulate: int = 1, mesh: jax.sharding.Mesh | None = None, dtype=None, freeze: int = 0):
+                    accumulate: int = 1, mesh: jax.sharding.Mesh | None = None, dtype=None, freeze: int = 0,
+                    multi_label: bool = False):
     """The train step: forward, mixup/cutmix with label smoothing, backward, clipping, AdamW; not jitted here.
 
     With `accumulate` > 1 the batch is split into that many micro-batches whose gradients are averaged before
@@ -131,15 +133,26 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       freeze: `freezing.freeze_level`: frozen parameters are not differentiated or updated; the model must
         have been made with `frozen_stages` = `freeze` (below `freezing.BACKBONE`), so that frozen stages run
         as in evaluation; the backbone (`BACKBONE`) runs in evaluation mode and only the heads learn.
+      multi_label: labels are multi-hot vectors and each class its own sigmoid: binary cross-entropy averaged
+        over classes and clips (PySlowFast's `bce_logit` for Charades), and the metric `precision_at_1` (the
+        share of clips whose top class is one of theirs) in place of `accuracy`.
 
     Returns:
-      `step(state, {video (B, T, H, W, 3) uint8, label (B,)}) -> (state, metrics)`.
+      `step(state, {video (B, T, H, W, 3) uint8, label (B,) or (B, K) multi-hot}) -> (state, metrics)`.
     """
     num_classes = model.num_classes
     shards = mesh.size if mesh is not None else 1
 
     if 0 < freeze < freezing.BACKBONE and getattr(model, "frozen_stages", None) != freeze:
         raise ValueError(f"freezing {freeze} stages needs the model made with frozen_stages={freeze}")
+    criterion = optax.sigmoid_binary_cross_entropy if multi_label else optax.softmax_cross_entropy
+    hit_name = "precision_at_1" if multi_label else "accuracy"
+
+    def hits(logits, label):
+        top = jnp.argmax(logits, -1)
+        if multi_label:
+            return jnp.take_along_axis(label, top[:, None], axis=-1)[:, 0]
+        return (top == label).astype(jnp.float32)
 
     def forward(variables, video, key):
         if freeze == freezing.BACKBONE:  # a linear probe: features as in evaluation, only the heads train
@@ -156,9 +169,9 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                 params = jax.lax.with_sharding_constraint(params, sharding.replicated(mesh))
         logits, batch_stats = forward({"params": params, "batch_stats": batch_stats}, video, key)
         if isinstance(logits, tuple):  # the light models' two heads: the original averages their losses
-            loss = sum(optax.softmax_cross_entropy(x, targets).mean() for x in logits) / len(logits)
+            loss = sum(criterion(x, targets).mean() for x in logits) / len(logits)
             return loss, (batch_stats, logits[0])
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        loss = criterion(logits, targets).mean()
         return loss, (batch_stats, logits)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)  # by the trainable parameters alone
@@ -167,7 +180,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         mix_key, drop_key = jax.random.split(key)
         x, targets = mix(normalise(video, dtype), label, num_classes, mixing, mix_key)
         (loss, (batch_stats, logits)), grads = grad_fn(trainable, frozen, batch_stats, x, targets, drop_key)
-        return grads, batch_stats, loss, jnp.mean(jnp.argmax(logits, -1) == label)
+        return grads, batch_stats, loss, jnp.mean(hits(logits, label))
 
     def accumulated(trainable, frozen, batch_stats, batch, key):
         def body(carry, xs):
@@ -192,7 +205,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         else:
             grads, batch_stats, loss, accuracy = accumulated(trainable, frozen, state.batch_stats, batch, key)
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
-        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, hit_name: accuracy, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
         params = {**frozen, **optax.apply_updates(trainable, updates)}
         return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -319,7 +332,7 @@ def jit_step(config, model, recipe: Recipe, mesh) -> Jitted:
     state_sharding = sharding.fsdp_shardings(abstract, mesh)
     mixing = Mixing(t.mixup, t.cutmix, t.mix_switch, t.label_smoothing, t.mix_group)
     step = make_train_step(model, tx, recipe.schedule(), mixing, t.accumulate, mesh, compute_dtype(t.dtype),
-                           freeze)
+                           freeze, config.data.multi_label)
     jitted = jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
     return Jitted(jitted, jax.jit(init, out_shardings=state_sharding), abstract, state_sharding)

@@ -2,8 +2,10 @@
 
 `build` writes `<out>/video_classification/<name>/1.0.0`, which `uniformer_jax.data.sources` reads and where
 eval.py and train.py find a config's dataset by name. List files may be Sense-X/SlowFast csv (`path,label`),
-MMAction2 (`path label`) or the official Kinetics csv (`label,youtube_id,time_start,time_end,split`). Videos that
-cannot be decoded are skipped and listed, with the reason, in `skipped-<split>.tsv` next to the records.
+MMAction2 (`path label`) or the official Kinetics csv (`label,youtube_id,time_start,time_end,split`); csv and
+MMAction2 lines may give several labels (`path,1;4`, `path 1,4`), which makes the dataset multi-label (its `label`
+a sequence of classes). Videos that cannot be decoded are skipped and listed, with the reason, in
+`skipped-<split>.tsv` next to the records.
 `python -m uniformer_jax.dataset_builder` is its command line.
 """
 
@@ -17,6 +19,7 @@ import functools
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -55,7 +58,7 @@ class BuildError(ValueError):
 class Entry:
     key: str  # unique within the split: the line number, or the path
     path: str  # relative to the video folder
-    label: int | None  # None: not used, for `problem`
+    labels: tuple[int, ...] | None  # None: not used, for `problem`
     problem: str = "the list gives no label"
 
 
@@ -70,21 +73,27 @@ def _kinetics_files(video_dir: Path) -> dict[str, str]:
     return found
 
 
+# `path 1,4` (MMAction2 with several labels) is tried first: `path,1;4` (csv) would read its commas as the csv's.
+_SPACED = re.compile(r"(.+?)\s+(-?\d+(?:,-?\d+)*)")
+_CSV = re.compile(r"(.+),\s*(-?\d+(?:;-?\d+)*)")
+
+
 def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_files=_kinetics_files
               ) -> tuple[list[Entry], list[str]]:
     """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv).
 
     Args:
-      path: a Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or official Kinetics csv list.
+      path: a Sense-X/SlowFast csv (`path,label`, or `path,l1;l2` for several), MMAction2 (`path label`, or
+        `path l1,l2`) or official Kinetics csv list.
       video_dir: the folder the list's paths are relative to.
-      class_names: the class list, to check Kinetics csv labels against; None accepts any.
+      class_names: the class list, to check labels against; None accepts any.
       find_files: indexes the video files under `video_dir` that Kinetics csv rows name by YouTube id.
 
     Returns:
-      The entries (file, label or label name) and the label names used.
+      The entries (file, labels or label name) and the label names used.
 
     Raises:
-      BuildError: an unreadable line, or a Kinetics label outside `class_names` (naming file and line).
+      BuildError: an unreadable line, or a label outside `class_names` (naming file and line).
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -97,15 +106,16 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_f
         return _read_kinetics_csv(path, rows, find_files(video_dir), class_names)
     entries = []
     for n, line in rows:
-        parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
+        match = _SPACED.fullmatch(line) or _CSV.fullmatch(line)
+        if not match:
             raise BuildError(f"{path}:{n}: expected `path,label` (Sense-X csv) or `path label` (MMAction2) "
-                             f"with an integer label, got {line!r}")
-        label = int(parts[1])
-        if label < 0 or (class_names is not None and label >= len(class_names)):
-            known = f"0..{len(class_names) - 1}" if class_names else "0 or more"
-            raise BuildError(f"{path}:{n}: label {label} is outside the classes ({known})")
-        entries.append(Entry(str(n), parts[0].strip(), label))
+                             f"with integer labels (`path,1;4` or `path 1,4` for several), got {line!r}")
+        labels = tuple(dict.fromkeys(int(x) for x in re.split("[,;]", match.group(2))))
+        for label in labels:
+            if label < 0 or (class_names is not None and label >= len(class_names)):
+                known = f"0..{len(class_names) - 1}" if class_names else "0 or more"
+                raise BuildError(f"{path}:{n}: label {label} is outside the classes ({known})")
+        entries.append(Entry(str(n), match.group(1).strip(), labels))
     return entries, []
 
 
@@ -144,13 +154,14 @@ def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names:
         if named:
             class_names = sorted(named)
         else:
-            top = max((e.label for entries, _ in lists.values() for e in entries), default=-1)
+            top = max((label for entries, _ in lists.values() for e in entries for label in e.labels or ()),
+                      default=-1)
             class_names = [str(i) for i in range(top + 1)]
     index = {class_lists.canonical(n): i for i, n in enumerate(class_names)}
     out = {}
     for split, (entries, names) in lists.items():
         if names:
-            entries = [dataclasses.replace(e, label=index[class_lists.canonical(n)] if n else None)
+            entries = [dataclasses.replace(e, labels=(index[class_lists.canonical(n)],) if n else None)
                        for e, n in zip(entries, names, strict=True)]
         out[split] = entries
     return out, class_names
@@ -170,7 +181,7 @@ class VideoConfig(tfds.core.BuilderConfig):
 
 
 class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Videos with one class label each, stored as per-frame JPEGs (`tfds.features.Video`)."""
+    """Videos with their class label (or labels: `multi_label`), stored as per-frame JPEGs (`tfds.features.Video`)."""
 
     VERSION = tfds.core.Version("1.0.0")
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -190,7 +201,8 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             classes = class_lists.read_class_names(config.classes) if config.classes else None
             if not config.lists:
                 splits, names = read_class_folders(video_dir, classes, config.val_fraction, config.seed)
-                self._lists = ({split: [Entry(f.path, f.path, f.label, f.problem or "") for f in found]
+                self._lists = ({split: [Entry(f.path, f.path, None if f.label is None else (f.label,),
+                                              f.problem or "") for f in found]
                                 for split, found in splits.items()}, names)
                 return self._lists
             find_files = functools.cache(_kinetics_files)  # one scan of the video tree for all the lists
@@ -198,11 +210,16 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                                           for split, path in config.lists}, classes)
         return self._lists
 
+    def multi_label(self) -> bool:
+        """Whether a video has several labels: then `label` is a sequence of classes (`Sequence(ClassLabel)`)."""
+        return any(len(e.labels or ()) > 1 for entries in self._read_lists()[0].values() for e in entries)
+
     def _info(self) -> tfds.core.DatasetInfo:
+        label = tfds.features.ClassLabel(names=self._read_lists()[1])
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(names=self._read_lists()[1]),
+                "label": tfds.features.Sequence(label) if self.multi_label() else label,
                 "name": tfds.features.Text(),
                 "fps": tfds.features.Scalar(np.float32),
                 "num_frames": tfds.features.Scalar(np.int32),
@@ -230,11 +247,11 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _generate_examples(self, split: str, entries: list[Entry]):
         report = self.data_path / f"skipped-{split}.tsv"
         if self._beam:
-            return _beam_examples(entries, [self._encode_args(e) for e in entries], str(report))
+            return _beam_examples(entries, [self._encode_args(e) for e in entries], str(report), self.multi_label())
         return self._examples_in_pool(split, entries, report)
 
     def _examples_in_pool(self, split: str, entries: list[Entry], report: epath.Path):
-        skipped = []
+        skipped, multi = [], self.multi_label()
         # forkserver: TensorFlow's threads make plain fork unsafe.
         context = multiprocessing.get_context("forkserver")
         with (concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context) as pool,
@@ -242,7 +259,7 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             results = pool.map(_encode, [self._encode_args(e) for e in entries], chunksize=4)
             for entry, result in zip(entries, results, strict=True):
                 bar.update()
-                example = _example(entry, result)
+                example = _example(entry, result, multi)
                 if isinstance(example, str):
                     skipped.append(_report_line(entry.path, example))
                 else:
@@ -254,13 +271,14 @@ def _encode(args: tuple) -> Video | str:
     return jpeg_frames(*args)
 
 
-def _example(entry: Entry, result: Video | str) -> dict | str:
-    """The example for one video, or the reason it is skipped."""
-    if entry.label is None:
+def _example(entry: Entry, result: Video | str, multi_label: bool) -> dict | str:
+    """The example for one video (its labels a list in a multi-label dataset), or the reason it is skipped."""
+    if entry.labels is None:
         return entry.problem
     if isinstance(result, str):
         return result
-    return {"video": result.frames, "label": entry.label, "name": entry.path, "fps": result.fps,
+    label = list(entry.labels) if multi_label else entry.labels[0]
+    return {"video": result.frames, "label": label, "name": entry.path, "fps": result.fps,
             "num_frames": len(result.frames), "rotation": result.rotation}
 
 
@@ -272,14 +290,14 @@ def _write_report(path: str, lines: list[str]) -> None:
     epath.Path(path).write_text("".join(line + "\n" for line in lines))  # epath: also gs:// on Beam workers
 
 
-def _beam_examples(entries: list[Entry], encode_args: list[tuple], report: str):
+def _beam_examples(entries: list[Entry], encode_args: list[tuple], report: str, multi_label: bool):
     """The Beam form of the split: decoding runs on the Beam workers, skipped videos go to the report."""
     import apache_beam as beam
 
     class Examples(beam.PTransform):
         def expand(self, root):
             results = (root | "Entries" >> beam.Create(list(zip(entries, encode_args, strict=True)))
-                       | "Encode" >> beam.Map(lambda item: (item[0], _example(item[0], _encode(item[1]))))
+                       | "Encode" >> beam.Map(lambda item: (item[0], _example(item[0], _encode(item[1]), multi_label)))
                        | "Route" >> beam.Partition(lambda item, _: int(isinstance(item[1], str)), 2))
             (results[1] | "Lines" >> beam.Map(lambda item: _report_line(item[0].path, item[1]))
              | "Report" >> beam.combiners.ToList()

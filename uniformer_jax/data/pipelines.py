@@ -266,9 +266,31 @@ def local_batch_size(global_batch: int, process_count: int, local_devices: int) 
     return global_batch // process_count
 
 
+def label_of(part: Split, source: str, num_classes: int | None):
+    """How an example's label is given to the model: its class, or the multi-hot vector of all its classes.
+
+    Args:
+      part: the split the examples come from.
+      source: the dataset, for the message.
+      num_classes: the class count of multi-label targets; None: one class a video.
+
+    Returns:
+      `example -> label`: an int32 scalar, or a (num_classes,) float32 multi-hot vector.
+
+    Raises:
+      DataError: videos with several labels and `num_classes` None.
+    """
+    if num_classes is None:
+        if part.multi_label:
+            raise DataError(f"{source} gives videos several labels: set --config.data.multi_label=True to train "
+                            "and test with one sigmoid a class")
+        return lambda example: example["label"]
+    return lambda example: tf.reduce_max(tf.one_hot(example["labels"], num_classes), axis=0)
+
+
 def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
                   seed: int = 0, process_index: int = 0, process_count: int = 1, shards: int | None = None,
-                  start: int = 0, shuffle_buffer: int = 128) -> tf.data.Dataset:
+                  start: int = 0, shuffle_buffer: int = 128, num_classes: int | None = None) -> tf.data.Dataset:
     """An endless stream of this process's training batches, epoch after epoch, as the original samples them.
 
     The split is read as `shards` parts, each an endless stream of its own; a process reads its share of them
@@ -288,9 +310,10 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
         global batches (all processes' batches in process order) do not depend on the number of processes.
       start: clips this process has already used: the stream resumes exactly there, decoding none of them.
       shuffle_buffer: examples each stream shuffles among.
+      num_classes: multi-label data: the class count of the multi-hot labels; None: one label a video.
 
     Returns:
-      A `tf.data.Dataset` of {video (B, T, S, S, 3) uint8, label (B,)}.
+      A `tf.data.Dataset` of {video (B, T, S, S, 3) uint8, label (B,) int32, or (B, num_classes) multi-hot}.
 
     Raises:
       DataError: shards that do not divide over the processes or the batch, or a split that cannot be read.
@@ -301,7 +324,8 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
                         f"{batch_size} clips each: use a multiple of the process count that divides the batch")
     mine = shards // process_count
     streams = [_shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
-                            start=start // mine, shuffle_buffer=shuffle_buffer).batch(batch_size // mine)
+                            start=start // mine, shuffle_buffer=shuffle_buffer, num_classes=num_classes)
+               .batch(batch_size // mine)
                for shard in range(process_index * mine, (process_index + 1) * mine)]
     ds = streams[0] if mine == 1 else tf.data.Dataset.zip(tuple(streams)).map(
         lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
@@ -309,7 +333,7 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
 
 
 def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
-                 seed: int, start: int, shuffle_buffer: int) -> tf.data.Dataset:
+                 seed: int, start: int, shuffle_buffer: int, num_classes: int | None) -> tf.data.Dataset:
     """Clips of one shard of the split, epoch after epoch, from the `start`-th on.
 
     Epoch e of shard s has its own file order, shuffle and augmentation, drawn from (seed, s, e) alone, so only
@@ -317,6 +341,7 @@ def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling:
     holds whole encoded videos (about 10 MB each for 10 s at 320p).
     """
     part = open_split(source, split, process_index=shard, process_count=shards)
+    label = label_of(part, source, num_classes)
     per_epoch = part.counts[shard] * aug.repeats
     if per_epoch == 0:
         raise DataError(f"{source} split {split!r} has no examples for input shard {shard} of {shards}")
@@ -331,7 +356,7 @@ def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling:
             seeds = tf.random.experimental.stateless_split(
                 tf.random.experimental.stateless_fold_in(epoch_seed, position), aug.repeats)
             video = tf.stack([_train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
-            return {"video": video, "label": tf.fill([aug.repeats], example["label"])}
+            return {"video": video, "label": tf.stack([label(example)] * aug.repeats)}
 
         skip = tf.where(e == first_epoch, tf.constant(done_videos, tf.int64), 0)
         return (part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=scalar_seed(epoch_seed)).enumerate()
@@ -341,11 +366,12 @@ def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling:
 
 
 def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, views: TestViews,
-                 process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, Split, int]:
+                 process_index: int = 0, process_count: int = 1, num_classes: int | None = None
+                 ) -> tuple[tf.data.Dataset, Split, int]:
     """A finite stream of this process's batches of whole videos, the same number of steps on every process.
 
-    The last batches are padded with masked examples (`mask` False, label and index -1), so every video of the
-    split is counted once whatever the number of processes and devices.
+    The last batches are padded with masked examples (`mask` False, label and index -1, multi-hot labels 0), so
+    every video of the split is counted once whatever the number of processes and devices.
 
     Args:
       source: a TFDS dataset directory or a DMVR TFRecord file pattern.
@@ -355,6 +381,7 @@ def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling
       views: clips, crops, short side and crop size of the test views.
       process_index: this process's index (`jax.process_index()`).
       process_count: the number of processes reading the split.
+      num_classes: multi-label data: the class count of the multi-hot labels; None: one label a video.
 
     Returns:
       The `tf.data.Dataset` of {video (B, V, T, S, S, 3) uint8, label, index, mask, name}, this process's part
@@ -365,15 +392,17 @@ def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling
     """
     part = open_split(source, split, process_index=process_index, process_count=process_count)
     steps = math.ceil(max(part.counts) / batch_size)
+    label = label_of(part, source, num_classes)
 
     def views_of(example):
-        return {"video": test_views(example, sampling, views), "label": example["label"],
+        return {"video": test_views(example, sampling, views), "label": label(example),
                 "index": example["index"], "mask": tf.constant(True), "name": example["name"]}
 
     real = part.examples.map(views_of, num_parallel_calls=tf.data.AUTOTUNE)
     size = views.crop_size
     blank = {"video": tf.zeros((views.clips * views.crops, sampling.num_frames, size, size, 3), tf.uint8),
-             "label": tf.constant(-1), "index": tf.constant(-1), "mask": tf.constant(False), "name": tf.constant("")}
+             "label": tf.constant(-1) if num_classes is None else tf.zeros([num_classes]),
+             "index": tf.constant(-1), "mask": tf.constant(False), "name": tf.constant("")}
     ds = (real.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(steps * batch_size)
           .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     return ds.with_options(_options()), part, steps

@@ -24,9 +24,10 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Split:
-    """One process's part of a split: examples {frames (encoded), label, name, index} in a fixed order.
+    """One process's part of a split: examples {frames (encoded), label, labels, name, index} in a fixed order.
 
-    `index` is an example's position in the whole split. `shuffled(seed)` gives the same examples with the
+    `labels` holds every class of the video (one, or several in a multi-label dataset), `label` the first (-1 for
+    none). `index` is an example's position in the whole split. `shuffled(seed)` gives the same examples with the
     order of the files drawn from `seed` (a stateless seed tensor), for training; sources whose files cannot be
     reordered without changing which process reads what give them in the stored order.
     """
@@ -35,6 +36,7 @@ class Split:
     class_names: list[str] | None
     shuffled: Callable[[tf.Tensor], tf.data.Dataset]
     read: str  # what was read: the split of a TFDS directory, or a DMVR file pattern
+    multi_label: bool = False  # whether videos of the split may have several labels
     label_text: dict[int, str] = dataclasses.field(default_factory=dict)  # DMVR `clip/label/text` by index
 
 
@@ -78,14 +80,16 @@ def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
         ([f.filename for f in files], np.array([f.skip for f in files], np.int64),
          np.array([f.take for f in files], np.int64), starts.astype(np.int64)))
     features = builder.info.features
+    multi = isinstance(features["label"], tfds.features.Sequence)
+    names = (features["label"].feature if multi else features["label"]).names
 
     def read(name, skip, take, start):
         return tf.data.TFRecordDataset(name).skip(skip).take(take).enumerate(start)
 
     def parse(i, record):
         ex = features.deserialize_example(record, decoders={"video": tfds.decode.SkipDecoding()})
-        return {"frames": ex["video"], "label": tf.cast(ex["label"], tf.int32), "name": ex["name"],
-                "index": tf.cast(i, tf.int32)}
+        labels = tf.reshape(tf.cast(ex["label"], tf.int32), [-1])
+        return {"frames": ex["video"], **_first(labels), "name": ex["name"], "index": tf.cast(i, tf.int32)}
 
     def examples(order):
         return order.interleave(read, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
@@ -96,7 +100,12 @@ def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
 
     # One file at a time keeps the stored order, so an example's index is its position in the split.
     ordered = pieces.flat_map(read).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    return Split(ordered, counts, features["label"].names, shuffled, split)
+    return Split(ordered, counts, names, shuffled, split, multi_label=multi)
+
+
+def _first(labels) -> dict:
+    """`labels` and its first class as `label`, -1 where there is none."""
+    return {"label": tf.concat([labels, [-1]], 0)[0], "labels": labels}
 
 
 def scalar_seed(seed):
@@ -128,9 +137,8 @@ def _parse_dmvr(index, record):
                                          message="a record " + _DMVR_OLD_LAYOUT)
     with tf.control_dependencies([one_each]):
         frames = tf.identity(frames.flat_values)
-    label = tf.sparse.to_dense(context["clip/label/index"])
-    return {"frames": frames, "label": tf.cast(label[0], tf.int32), "name": context["video/filename"],
-            "index": tf.cast(index, tf.int32)}
+    labels = tf.cast(tf.sparse.to_dense(context["clip/label/index"]), tf.int32)
+    return {"frames": frames, **_first(labels), "name": context["video/filename"], "index": tf.cast(index, tf.int32)}
 
 
 def _check_dmvr_layout(pattern: str, record: bytes) -> None:
@@ -147,21 +155,24 @@ def _check_dmvr_layout(pattern: str, record: bytes) -> None:
         raise DataError(f"{pattern}: the first record {_DMVR_OLD_LAYOUT}")
 
 
-def _scan_dmvr(pattern: str, files: list[str]) -> tuple[int, dict[int, str]]:
-    """The record count and the class names the records carry (index -> `clip/label/text`), checked consistent."""
+def _scan_dmvr(pattern: str, files: list[str]) -> tuple[int, dict[int, str], bool]:
+    """The record count, the class names the records carry (index -> `clip/label/text`, checked consistent) and
+    whether a record has several labels."""
     def context(record):
         ctx, _ = tf.io.parse_single_sequence_example(
             record, context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
                                       "clip/label/text": tf.io.VarLenFeature(tf.string)})
-        return tf.sparse.to_dense(ctx["clip/label/index"], -1)[:1], tf.sparse.to_dense(ctx["clip/label/text"], b"")[:1]
+        return (tf.sparse.to_dense(ctx["clip/label/index"], -1)[:2],
+                tf.sparse.to_dense(ctx["clip/label/text"], b"")[:1])
 
-    texts, total = {}, 0
+    texts, total, multi = {}, 0, False
     records = tf.data.TFRecordDataset(files).map(context, num_parallel_calls=tf.data.AUTOTUNE)
     try:
         for index, text in records.as_numpy_iterator():
             if not index.size:
                 raise DataError(f"{pattern}: record {total} has no `clip/label/index`; DMVR records for "
                                 "classification carry it")
+            multi |= index.size > 1
             if text.size and text[0]:
                 name = text[0].decode("utf-8", "replace")
                 if texts.setdefault(int(index[0]), name) != name:
@@ -170,7 +181,7 @@ def _scan_dmvr(pattern: str, files: list[str]) -> tuple[int, dict[int, str]]:
             total += 1
     except tf.errors.OpError as e:
         raise DataError(f"{pattern}: record {total} cannot be read ({e.message.splitlines()[0]})") from e
-    return total, texts
+    return total, texts, multi
 
 
 def _open_dmvr(pattern: str, files: list[str], index: int, count: int) -> Split:
@@ -181,13 +192,13 @@ def _open_dmvr(pattern: str, files: list[str], index: int, count: int) -> Split:
     if first is None:
         raise DataError(f"{pattern}: the files hold no records")
     _check_dmvr_layout(pattern, first)
-    total, texts = _scan_dmvr(pattern, files)
+    total, texts, multi = _scan_dmvr(pattern, files)
     # Records are split by position, so every process reads the files but parses only its own examples; the
     # file order stays fixed so that the examples of a process stay its own.
     counts = [len(range(i, total, count)) for i in range(count)]
     ds = tf.data.TFRecordDataset(files).enumerate().shard(count, index).map(_parse_dmvr)
     names = [texts[i] for i in range(len(texts))] if sorted(texts) == list(range(len(texts))) and texts else None
-    return Split(ds, counts, names, lambda seed: ds, pattern, texts)
+    return Split(ds, counts, names, lambda seed: ds, pattern, multi, texts)
 
 
 def class_names(part: Split, given: list[str] | None, source: str) -> list[str] | None:

@@ -80,8 +80,8 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
     Args:
       directory: where the checkpoint goes (`uniformer.json` and Orbax `variables/` inside it).
       variables: `params` and `batch_stats` of the model (numpy or `jax.Array`s, sharded or not).
-      metadata: at least `variant`, `num_classes` and `ln_eps`; `class_names`, `source_form`, `source_sha256`
-        and anything else JSON can hold are kept.
+      metadata: at least `variant`, `num_classes` and `ln_eps`; `class_names`, `multi_label` (a head of one
+        sigmoid a class), `source_form`, `source_sha256` and anything else JSON can hold are kept.
       overwrite: replace an existing directory (swapped in one step where the system can) instead of refusing.
 
     Returns:
@@ -163,7 +163,7 @@ def train_manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
     """Training checkpoints in `directory`, written by Orbax.
 
     Asynchronous; each step is written to a temporary directory and renamed when complete; the last `keep` are
-    kept, and the one with the best validation top-1.
+    kept, and the one with the best validation top-1 (mAP for multi-label data).
 
     Args:
       directory: the work directory's `checkpoints/`.
@@ -174,7 +174,8 @@ def train_manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
     """
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(keep),
-        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["top1"], n=1, keep_checkpoints_without_metrics=False)])
+        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["map"] if "map" in m else m["top1"], n=1,
+                                      keep_checkpoints_without_metrics=False)])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
                                            cleanup_tmp_directories=True)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
