@@ -48,19 +48,28 @@ def write_split(root: Path, split: str, per_pair: int, rng: np.random.Generator,
 
 
 def test_several_labels_a_line_make_a_multi_label_dataset(tmp_path):
-    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "sub").mkdir(parents=True)
     rng = np.random.default_rng(1)
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "sub/46GP8", "sub/N11GT", "sub/0KZ7D"):
         demo.write_mp4(tmp_path / "videos" / f"{name}.mp4", demo.moving_square("left", rng))
     # csv with several labels, MMAction2 with several, one label a line, a repeated label: all in one list
     (tmp_path / "train.txt").write_text("a.mp4,0;3\nb.mp4 1,2,2\nc.mp4 2\n")
+    # Charades' own csv (rows as in Charades_v1_train.csv: quoted fields with commas; a video without actions)
+    header = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
+    (tmp_path / "val.csv").write_text(
+        header + '46GP8,HR43,Kitchen,6,7,Yes,"A person cooking, then looking out.",food;stove,'
+        '"A person cooks food.",c003 11.90 21.20;c001 0.00 12.60,24.83\n'
+        'N11GT,0KZ7,Stairs,6,7,Yes,"One person opens a door.",door,"Opens it.",c002 0.00 5.10,10.10\n'
+        '0KZ7D,HR43,Hallway,5,6,No,"Nothing happens.",,"Nothing.",,8.00\n')
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    builder = build("multi", tmp_path / "videos", {"train": tmp_path / "train.txt"}, tmp_path / "tfds",
-                    classes=tmp_path / "classes.txt", workers=1)
+    builder = build("multi", tmp_path / "videos", {"train": tmp_path / "train.txt", "validation": tmp_path / "val.csv"},
+                    tmp_path / "tfds", classes=tmp_path / "classes.txt", workers=1)
     assert builder.info.features["label"].feature.names == CLASSES
     labels = {ex["name"].decode(): sorted(ex["label"].tolist())
-              for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
-    assert labels == {"a.mp4": [0, 3], "b.mp4": [1, 2], "c.mp4": [2]}
+              for split in ("train", "validation") for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+    assert labels == {"a.mp4": [0, 3], "b.mp4": [1, 2], "c.mp4": [2], "sub/46GP8.mp4": [1, 3], "sub/N11GT.mp4": [2]}
+    skipped = (Path(builder.data_dir) / "skipped-validation.tsv").read_text()
+    assert skipped == "sub/0KZ7D.mp4\tno action is labelled in the list\n"
 
 
 def test_average_precision_is_sklearns_with_ties():

@@ -7,8 +7,9 @@
 writes `~/tensorflow_datasets/video_classification/k400/1.0.0` (`--out`, else $TFDS_DATA_DIR, else
 ~/tensorflow_datasets), which `uniformer_jax.data.sources` reads and where eval.py and train.py find a config's
 dataset. List files may be Sense-X/SlowFast csv (`path,label`), MMAction2 (`path label`) or the official Kinetics
-csv (`label,youtube_id,time_start,time_end,split`); `path,1;4` and `path 1,4` give a video several labels (a
-multi-label dataset, trained with --config.data.multi_label=True). Without lists, `--videos` is `DIR/<class>/<video>` (a
+csv (`label,youtube_id,time_start,time_end,split`) or Charades' csv (Charades_v1_train.csv, with --classes
+Charades_v1_classes.txt); `path,1;4` and `path 1,4` give a video several labels (a multi-label dataset, trained
+with --config.data.multi_label=True). Without lists, `--videos` is `DIR/<class>/<video>` (a
 stratified `--val_fraction` of each class becomes the validation split) or `DIR/train/<class>/...` beside
 `DIR/val|validation|test/<class>/...`. Videos that cannot be decoded are skipped and listed, with the reason, in
 `skipped-<split>.tsv` next to the records.

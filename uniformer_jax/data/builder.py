@@ -2,10 +2,10 @@
 
 `build` writes `<out>/video_classification/<name>/1.0.0`, which `uniformer_jax.data.sources` reads and where
 eval.py and train.py find a config's dataset by name. List files may be Sense-X/SlowFast csv (`path,label`),
-MMAction2 (`path label`) or the official Kinetics csv (`label,youtube_id,time_start,time_end,split`); csv and
-MMAction2 lines may give several labels (`path,1;4`, `path 1,4`), which makes the dataset multi-label (its `label`
-a sequence of classes). Videos that cannot be decoded are skipped and listed, with the reason, in
-`skipped-<split>.tsv` next to the records.
+MMAction2 (`path label`), the official Kinetics csv (`label,youtube_id,time_start,time_end,split`) or Charades'
+csv (`id,...,actions,...`); csv and MMAction2 lines may give several labels (`path,1;4`, `path 1,4`), as Charades'
+actions do, which makes the dataset multi-label (its `label` a sequence of classes). Videos that cannot be
+decoded are skipped and listed, with the reason, in `skipped-<split>.tsv` next to the records.
 `python -m uniformer_jax.dataset_builder` is its command line.
 """
 
@@ -62,8 +62,9 @@ class Entry:
     problem: str = "the list gives no label"
 
 
-def _kinetics_files(video_dir: Path) -> dict[str, str]:
-    """Stems of the video files under video_dir (recursively) and their YouTube ids, to relative paths."""
+def _files_by_stem(video_dir: Path) -> dict[str, str]:
+    """Stems of the video files under video_dir (recursively) and their YouTube ids, to relative paths: the
+    files Kinetics and Charades csv rows name by id."""
     found = {}
     for path in sorted(video_dir.rglob("*")):
         if path.suffix.lower() in VIDEO_SUFFIXES:
@@ -78,16 +79,16 @@ _SPACED = re.compile(r"(.+?)\s+(-?\d+(?:,-?\d+)*)")
 _CSV = re.compile(r"(.+),\s*(-?\d+(?:;-?\d+)*)")
 
 
-def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_files=_kinetics_files
+def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_files=_files_by_stem
               ) -> tuple[list[Entry], list[str]]:
     """The entries of one list file, and the label names it uses when its labels are names (Kinetics csv).
 
     Args:
       path: a Sense-X/SlowFast csv (`path,label`, or `path,l1;l2` for several), MMAction2 (`path label`, or
-        `path l1,l2`) or official Kinetics csv list.
+        `path l1,l2`), official Kinetics csv or Charades csv (`Charades_v1_train.csv`) list.
       video_dir: the folder the list's paths are relative to.
       class_names: the class list, to check labels against; None accepts any.
-      find_files: indexes the video files under `video_dir` that Kinetics csv rows name by YouTube id.
+      find_files: indexes the video files under `video_dir` that Kinetics and Charades rows name by id.
 
     Returns:
       The entries (file, labels or label name) and the label names used.
@@ -104,6 +105,8 @@ def read_list(path: Path, video_dir: Path, class_names: list[str] | None, find_f
         raise BuildError(f"list file {path} is empty")
     if rows[0][1].replace(" ", "").startswith("label,youtube_id,time_start,time_end"):
         return _read_kinetics_csv(path, rows, find_files(video_dir), class_names)
+    if rows[0][1].startswith("id,") and "actions" in next(csv.reader([rows[0][1]])):
+        return _read_charades_csv(path, "\n".join(lines), find_files(video_dir), class_names), []
     entries = []
     for n, line in rows:
         match = _SPACED.fullmatch(line) or _CSV.fullmatch(line)
@@ -135,6 +138,29 @@ def _read_kinetics_csv(path: Path, rows, files: dict[str, str], class_names: lis
         entries.append(Entry(str(n), relative, None))
         names.append(label)
     return entries, names
+
+
+def _read_charades_csv(path: Path, text: str, files: dict[str, str], class_names: list[str] | None
+                       ) -> list[Entry]:
+    """Charades' own lists: a video's actions are `c092 11.90 21.20;c147 0.00 12.60` (class code, start, end), the
+    classes `c000`..`c156` in the order of Charades_v1_classes.txt; a video with none is listed as skipped."""
+    entries = []
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    for row in reader:
+        n = reader.line_num
+        video = (row.get("id") or "").strip()
+        if not video or row.get("actions") is None:
+            raise BuildError(f"{path}:{n}: expected Charades' `id,...,actions,...` columns, got {row}")
+        codes = [a.split()[0] for a in row["actions"].split(";") if a.strip()]
+        if not all(re.fullmatch(r"c\d{3}", c) for c in codes):
+            raise BuildError(f"{path}:{n}: actions {row['actions']!r} are not Charades' `c092 11.90 21.20;...`")
+        labels = tuple(dict.fromkeys(int(c[1:]) for c in codes))
+        if class_names is not None and any(label >= len(class_names) for label in labels):
+            raise BuildError(f"{path}:{n}: action {max(labels):03d} is outside the {len(class_names)} classes "
+                             "of --classes; give Charades_v1_classes.txt")
+        entries.append(Entry(str(n), files.get(video) or video + ".mp4", labels or None,
+                             "no action is labelled in the list"))
+    return entries
 
 
 def resolve_labels(lists: dict[str, tuple[list[Entry], list[str]]], class_names: list[str] | None
@@ -205,7 +231,7 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                                               f.problem or "") for f in found]
                                 for split, found in splits.items()}, names)
                 return self._lists
-            find_files = functools.cache(_kinetics_files)  # one scan of the video tree for all the lists
+            find_files = functools.cache(_files_by_stem)  # one scan of the video tree for all the lists
             self._lists = resolve_labels({split: read_list(Path(path), video_dir, classes, find_files)
                                           for split, path in config.lists}, classes)
         return self._lists
