@@ -388,10 +388,11 @@ def test_batch_size_that_does_not_split_over_processes_and_devices_is_refused():
 
 
 def dmvr_record(frames, label, name, one_feature_per_frame=True, text=None, jpegs=None):
-    """A SequenceExample with the fields and layout of DMVR's examples/generate_from_file.py."""
+    """A SequenceExample with the fields and layout of DMVR's examples/generate_from_file.py (`label` a class, or
+    a list of them)."""
     jpegs = jpegs or [tf.io.encode_jpeg(f, quality=95).numpy() for f in frames]
     example = tf.train.SequenceExample()
-    example.context.feature["clip/label/index"].int64_list.value.append(label)
+    example.context.feature["clip/label/index"].int64_list.value.extend([label] if isinstance(label, int) else label)
     if text is not None:
         example.context.feature["clip/label/text"].bytes_list.value.append(text.encode())
     example.context.feature["video/filename"].bytes_list.value.append(name.encode())

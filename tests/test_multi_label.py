@@ -13,10 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from sklearn.metrics import average_precision_score
 
+from tests.test_data import dmvr_record
+from tests.videos import frame
 from uniformer_jax import demo, evaluation
+from uniformer_jax.data import pipelines
 from uniformer_jax.data.builder import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +74,21 @@ def test_several_labels_a_line_make_a_multi_label_dataset(tmp_path):
     assert labels == {"a.mp4": [0, 3], "b.mp4": [1, 2], "c.mp4": [2], "sub/46GP8.mp4": [1, 3], "sub/N11GT.mp4": [2]}
     skipped = (Path(builder.data_dir) / "skipped-validation.tsv").read_text()
     assert skipped == "sub/0KZ7D.mp4\tno action is labelled in the list\n"
+
+
+def test_dmvr_records_with_several_labels_give_multi_hot_labels(tmp_path):
+    with tf.io.TFRecordWriter(str(tmp_path / "val.tfrecord")) as writer:
+        writer.write(dmvr_record([frame(i, 64, 48) for i in range(12)], [0, 3], "a"))
+        writer.write(dmvr_record([frame(i, 64, 48) for i in range(12)], 2, "b"))
+    source = str(tmp_path / "val.tfrecord")
+    sampling, views = pipelines.Sampling(4, 2), pipelines.TestViews(1, 1, 32, 32)
+    with pytest.raises(pipelines.DataError, match="several labels: set --config.data.multi_label=True"):
+        pipelines.eval_dataset(source, "validation", batch_size=4, sampling=sampling, views=views)
+    batches, _, _ = pipelines.eval_dataset(source, "validation", batch_size=4, sampling=sampling, views=views,
+                                           num_classes=4)
+    batch = next(batches.as_numpy_iterator())
+    np.testing.assert_array_equal(batch["label"], [[1, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert batch["mask"].tolist() == [True, True, False, False]
 
 
 def test_average_precision_is_sklearns_with_ties():
