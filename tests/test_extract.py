@@ -1,0 +1,110 @@
+"""python -m uniformer_jax.extract: sliding-window features against MMAction2 applied window by window.
+
+The reference decodes with PyAV, takes each window's frames by the rule written out here, resizes float frames
+as the original's test view (bilinear short side, centre crop) and pools MMAction2's backbone output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import reference_model, save_mmaction2
+from tests.videos import write_video
+from uniformer_jax.weights import conversion
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES, RATE, STRIDE, SIZE = 4, 2, 5, 32  # a window spans (4 - 1) * 2 + 1 = 7 frames
+# Frame counts: windows at 0, 5, 10 ending exactly on the last frame; one frame short of that third window;
+# shorter than one window.
+LENGTHS = {"a/exact": 17, "a/b/short_of_one": 16, "tiny": 5}
+
+
+def reference_windows(n: int) -> list[list[int]]:
+    starts = [k * STRIDE for k in range(n) if k * STRIDE + (FRAMES - 1) * RATE <= n - 1] or [0]
+    return [[min(s + i * RATE, n - 1) for i in range(FRAMES)] for s in starts]
+
+
+def reference_features(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    model = reference_model("uniformer_small", 3)
+    clips = []
+    for idx in reference_windows(len(frames)):
+        x = ((torch.from_numpy(frames[idx]).float() / 255 - 0.45) / 0.225).permute(0, 3, 1, 2)
+        h, w = x.shape[-2:]
+        size = (math.floor(h / w * SIZE), SIZE) if w < h else (SIZE, math.floor(w / h * SIZE))
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        y0, x0 = math.ceil((size[0] - SIZE) / 2), math.ceil((size[1] - SIZE) / 2)
+        clips.append(x[:, :, y0:y0 + SIZE, x0:x0 + SIZE])  # (T, C, S, S)
+    with torch.no_grad():
+        maps = model.backbone(torch.stack(clips).permute(0, 2, 1, 3, 4).contiguous())  # (W, C, T', H', W')
+    return maps.mean(dim=(2, 3, 4)).numpy()
+
+
+def extract(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "uniformer_jax.extract", str(root / "videos"), "--checkpoint",
+                           str(root / "ckpt"), "--out", str(out), f"--frames={FRAMES}", f"--rate={RATE}",
+                           f"--stride={STRIDE}", f"--size={SIZE}", "--batch=2", *extra],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """A tree of videos (and a text file named as a video), a converted 3-class checkpoint, one extraction."""
+    root = tmp_path_factory.mktemp("extract")
+    for name, n in LENGTHS.items():
+        (root / "videos" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(root / "videos" / f"{name}.mp4", n, 25, 64, 48)
+    (root / "videos" / "notes.mp4").write_text("not a video\n")
+    conversion.to_orbax(save_mmaction2(reference_model("uniformer_small", 3), root / "mm.pth"), root / "ckpt")
+    result = extract(root, root / "out")
+    return root, result
+
+
+def test_features_match_mmaction2_window_by_window(extracted):
+    root, result = extracted
+    assert result.returncode == 1, result.stderr[-3000:]  # the text file is skipped, the rest extracted
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {root / 'videos' / 'notes.mp4'}: skipped")
+    assert result.stdout.strip().splitlines()[-1].startswith(f"3 videos' features in {root / 'out'}, 1 skipped")
+    skipped = (root / "out" / "skipped.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in skipped] == [str(root / "videos" / "notes.mp4")]
+    for name, n in LENGTHS.items():
+        features = np.load(root / "out" / f"{name}.npy")
+        described = json.loads((root / "out" / f"{name}.json").read_text())
+        expected = reference_windows(n)
+        assert described["num_frames"] == n and described["fps"] == 25
+        assert [(w["start_frame"], w["end_frame"]) for w in described["windows"]] == [(i[0], i[-1]) for i in expected]
+        assert described["windows"][0]["end_time"] == pytest.approx((expected[0][-1] + 1) / 25)
+        reference = reference_features(root / "videos" / f"{name}.mp4")
+        assert features.shape == reference.shape == (len(expected), 512) and features.dtype == np.float32
+        # uint8 frames after the resize here, float frames in the reference: a fraction of a grey level apart
+        np.testing.assert_allclose(features, reference, atol=2e-2 * np.abs(reference).max())
+
+
+def test_a_rerun_resumes_and_other_settings_are_refused(extracted):
+    root, _ = extracted
+    out = root / "out"
+    kept = {p: p.stat().st_mtime_ns for p in out.rglob("*")
+            if p.is_file() and "tiny" not in p.name and p.name != "skipped.tsv"}  # skipped.tsv: each run's
+    # What a kill -9 while writing "tiny" leaves: its features half-written, no description.
+    (out / "tiny.json").unlink()
+    (out / "tiny.npy").rename(out / "tiny.npy.partial")
+    result = extract(root, out)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert not list(out.rglob("*.partial"))
+    assert np.load(out / "tiny.npy").shape == (1, 512) and (out / "tiny.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the others were not redone
+    other = extract(root, out, "--stride=7")
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines()[-1] == (f"error: {out} holds features of other settings (stride 5); "
+                                                     "give another --out, or the same settings to resume")
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
