@@ -5,6 +5,7 @@
 - `class_folders`: datasets laid out as folders of classes, and their stratified validation split;
 - `sources`: reading TFDS directories and DMVR records, one part of a split per process;
 - `pipelines`: `tf.data` training and test pipelines (sampling, test views, batches of uint8 clips);
+- `windows`: sliding windows over long videos, decoded as a stream (feature extraction);
 - `augment`: training augmentation (RandAugment, resized crops, flips, random erasing);
 - `image_ops`: PIL's image operations that RandAugment applies, in TensorFlow;
 - `class_lists`: class-name lists (`label_maps/`) and permutations between class orders.
