@@ -19,6 +19,7 @@ import torch
 
 from tests.conftest import reference_model, save_mmaction2
 from tests.videos import write_video
+from uniformer_jax import demo
 from uniformer_jax.weights import conversion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +109,49 @@ def test_a_rerun_resumes_and_other_settings_are_refused(extracted):
     assert other.stderr.strip().splitlines()[-1] == (f"error: {out} holds features of other settings (stride 5); "
                                                      "give another --out, or the same settings to resume")
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+
+def two_halves(path: Path) -> None:
+    """40 frames: 20 of a dark scene, then 20 of a bright one."""
+    ramp = np.linspace(0, 60, 64, dtype=np.float32)[None, :, None]
+    dark = np.broadcast_to(20 + ramp, (48, 64, 3)).astype(np.uint8)
+    bright = np.broadcast_to(250 - 2 * ramp, (48, 64, 3)).astype(np.uint8)
+    demo.write_mp4(path, np.stack([dark] * 20 + [bright] * 20), fps=10)
+
+
+def test_timeline_and_render_follow_the_video_window_by_window(extracted, tmp_path):
+    root, _ = extracted
+    two_halves(tmp_path / "halves.mp4")
+    protocol = ["--config", str(ROOT / "configs/k400_s16.py"), f"--config.data.num_frames={FRAMES}",
+                f"--config.data.rate={RATE}", f"--config.data.short_side={SIZE}", f"--config.data.crop_size={SIZE}",
+                "--config.model.num_classes=3"]
+    result = subprocess.run([sys.executable, "-m", "uniformer_jax.predict", str(tmp_path / "halves.mp4"),
+                             "--checkpoint", str(root / "ckpt"), *protocol, "--timeline", "--stride=10", "--json",
+                             "--render", str(tmp_path / "captioned.mp4")],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 6), (10, 16), (20, 26), (30, 36)]
+    assert [r["start_time"] for r in rows] == [0.0, 1.0, 2.0, 3.0] and rows[0]["end_time"] == pytest.approx(0.7)
+    # The reference: MMAction2's softmax of each window's logits.
+    with av.open(str(tmp_path / "halves.mp4")) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    model = reference_model("uniformer_small", 3)
+    for row in rows:
+        idx = [row["start_frame"] + i * RATE for i in range(FRAMES)]
+        x = ((torch.from_numpy(frames[idx]).float() / 255 - 0.45) / 0.225).permute(0, 3, 1, 2)
+        x = torch.nn.functional.interpolate(x, size=(SIZE, math.floor(64 / 48 * SIZE)), mode="bilinear",
+                                            align_corners=False)
+        x0 = math.ceil((x.shape[-1] - SIZE) / 2)
+        clip = x[:, :, :, x0:x0 + SIZE].permute(1, 0, 2, 3)[None].contiguous()
+        with torch.no_grad():
+            probs = torch.softmax(model.cls_head(model.backbone(clip)), -1)[0].numpy()
+        assert [p["label"] for p in row["top5"]] == [str(c) for c in np.argsort(-probs)]
+        np.testing.assert_allclose([p["probability"] for p in row["top5"]], np.sort(probs)[::-1], atol=5e-3)
+    assert rows[0]["top5"] != rows[2]["top5"]  # the content changed, and so did the prediction
+    # The rendered copy: every frame, the caption of the window it is in (one caption a half here).
+    with av.open(str(tmp_path / "captioned.mp4")) as container:
+        shown = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float32)
+    assert shown.shape == (40, 48, 64, 3)
+    caption = shown[:, :12, :40].mean(axis=-1)  # the top-left corner, where the caption is drawn
+    assert np.abs(caption[5] - caption[15]).mean() < 3 < np.abs(caption[5] - caption[25]).mean()

@@ -194,6 +194,22 @@ def make_step(model, aggregate: str, dtype=None, multi_label: bool = False):
     return jax.jit(step)
 
 
+def probabilities(scores: np.ndarray, protocol: Protocol, num_views: int) -> np.ndarray:
+    """Class probabilities from the eval step's scores (the ranking stays that of the scores).
+
+    Args:
+      scores: the step's scores, (K,) or (B, K).
+      protocol: how they were aggregated (`sum_logits`, `mean_softmax`; multi-label: sigmoids already).
+      num_views: the views summed.
+
+    Returns:
+      The probabilities, shaped as `scores`: the softmax of the views' mean logits for `sum_logits`.
+    """
+    if protocol.multi_label or protocol.aggregate == "mean_softmax":
+        return np.asarray(scores)
+    return np.asarray(jax.nn.softmax(np.asarray(scores) / num_views, axis=-1))
+
+
 def encode_names(names) -> np.ndarray:
     """Video names as fixed-width byte rows, which travel between processes as arrays.
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 class VideoError(Exception):
@@ -209,3 +210,43 @@ def jpeg_frames(path: str, short_side: int | None, fps: float | None, quality: i
     except VideoError as e:
         return str(e)
     return decoded._replace(frames=[encode_jpeg(f, quality) for f in decoded.frames])
+
+
+def write_captioned(source: str | Path, out: str | Path, captions: list[tuple[int, str]]) -> None:
+    """A copy of a video with a caption drawn on each frame (H.264 through PyAV), written whole or not at all.
+
+    Args:
+      source: the video file.
+      out: the file to write (its suffix picks the container, e.g. `.mp4`).
+      captions: (first frame, text) in order of first frame: a frame shows the last caption that started at or
+        before it.
+
+    Raises:
+      VideoError: an unreadable source, or a container PyAV cannot write.
+    """
+    out = Path(out)
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # the suffix tells PyAV the container
+    starts = [start for start, _ in captions]
+    try:
+        with av.open(str(partial), "w") as container:
+            stream = None
+            for j, frame in enumerate(iter_frames(source)):
+                image = Image.fromarray(frame.image[: frame.image.shape[0] // 2 * 2, : frame.image.shape[1] // 2 * 2])
+                if stream is None:  # H.264 in yuv420p needs even sides, hence the crop above
+                    stream = container.add_stream("libx264", rate=Fraction(frame.rate).limit_denominator(1001))
+                    stream.width, stream.height, stream.pix_fmt = image.width, image.height, "yuv420p"
+                    font = ImageFont.load_default(size=max(10, image.height // 18))
+                text = captions[max(0, np.searchsorted(starts, j, side="right") - 1)][1] if captions else ""
+                draw = ImageDraw.Draw(image)
+                box = draw.textbbox((4, 4), text, font=font)
+                draw.rectangle((0, 0, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
+                draw.text((4, 4), text, fill=(255, 255, 255), font=font)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")))
+            container.mux(stream.encode())
+    except (av.FFmpegError, ValueError, OSError) as e:
+        partial.unlink(missing_ok=True)
+        raise VideoError(f"{out}: cannot write the video ({type(e).__name__}: {e})") from e
+    except VideoError:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
