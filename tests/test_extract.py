@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -91,24 +94,56 @@ def test_features_match_mmaction2_window_by_window(extracted):
         np.testing.assert_allclose(features, reference, atol=2e-2 * np.abs(reference).max())
 
 
-def test_a_rerun_resumes_and_other_settings_are_refused(extracted):
+def test_a_run_killed_with_sigkill_resumes_to_whole_files_and_other_settings_are_refused(extracted, tmp_path):
     root, _ = extracted
-    out = root / "out"
-    kept = {p: p.stat().st_mtime_ns for p in out.rglob("*")
-            if p.is_file() and "tiny" not in p.name and p.name != "skipped.tsv"}  # skipped.tsv: each run's
-    # What a kill -9 while writing "tiny" leaves: its features half-written, no description.
-    (out / "tiny.json").unlink()
-    (out / "tiny.npy").rename(out / "tiny.npy.partial")
-    result = extract(root, out)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert not list(out.rglob("*.partial"))
-    assert np.load(out / "tiny.npy").shape == (1, 512) and (out / "tiny.json").is_file()
-    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the others were not redone
-    other = extract(root, out, "--stride=7")
+    (tmp_path / "videos").mkdir()
+    for i in range(24):  # the same video 24 times: every file's features must come out the same
+        shutil.copy(root / "videos" / "a" / "exact.mp4", tmp_path / "videos" / f"copy{i:02d}.mp4")
+    command = [sys.executable, "-m", "uniformer_jax.extract", str(tmp_path / "videos"), "--checkpoint",
+               str(root / "ckpt"), "--out", str(tmp_path / "out"), f"--frames={FRAMES}", f"--rate={RATE}",
+               f"--stride={STRIDE}", f"--size={SIZE}", "--batch=2", "--workers=1"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while not list((tmp_path / "out").glob("*.json"))[1:] and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # settings.json and the first video's
+    proc.kill()
+    proc.communicate()
+    done = sorted(p.name for p in (tmp_path / "out").glob("copy*.json"))
+    assert 0 < len(done) < 24, done  # killed part-way
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list((tmp_path / "out").rglob("*.partial"))
+    features = [np.load(tmp_path / "out" / f"copy{i:02d}.npy") for i in range(24)]
+    for f in features:
+        np.testing.assert_array_equal(f, features[0])
+    np.testing.assert_allclose(features[0], np.load(root / "out" / "a" / "exact.npy"), rtol=1e-5, atol=1e-5)
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*")}
+    other = subprocess.run([*command, "--stride=7"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert other.returncode == 1
-    assert other.stderr.strip().splitlines()[-1] == (f"error: {out} holds features of other settings (stride 5); "
-                                                     "give another --out, or the same settings to resume")
-    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert other.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'out'} holds features of other settings "
+                                                     "(stride 5); give another --out, or the same settings to resume")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*")} == written
+
+
+def test_two_processes_split_the_videos(extracted, tmp_path):
+    root, _ = extracted
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "uniformer_jax.extract", str(root / "videos"), "--checkpoint", str(root / "ckpt"),
+         "--out", str(tmp_path / "out"), f"--frames={FRAMES}", f"--rate={RATE}", f"--stride={STRIDE}",
+         f"--size={SIZE}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], [err[-2000:] for _, err in outs]  # notes.mp4, on one of them
+    assert (tmp_path / "out" / "skipped.tsv").read_text() == (root / "out" / "skipped.tsv").read_text()
+    assert not list((tmp_path / "out").glob(".skipped-*"))
+    for name in LENGTHS:
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), np.load(root / "out" / f"{name}.npy"),
+                                   rtol=1e-5, atol=1e-5)
+        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["windows"] == json.loads(
+            (root / "out" / f"{name}.json").read_text())["windows"]
 
 
 def two_halves(path: Path) -> None:
