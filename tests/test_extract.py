@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import socket
 import subprocess
@@ -78,7 +79,10 @@ def test_features_match_mmaction2_window_by_window(extracted):
     root, result = extracted
     assert result.returncode == 1, result.stderr[-3000:]  # the text file is skipped, the rest extracted
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {root / 'videos' / 'notes.mp4'}: skipped")
-    assert result.stdout.strip().splitlines()[-1].startswith(f"3 videos' features in {root / 'out'}, 1 skipped")
+    summary, rate = result.stdout.strip().splitlines()[-2:]
+    assert summary.startswith(f"3 videos' features in {root / 'out'}, 1 skipped")
+    assert re.fullmatch(r"6 windows extracted on this process in [\d.]+ s \([\d.]+ windows/s, compilation included\)",
+                        rate), rate
     skipped = (root / "out" / "skipped.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in skipped] == [str(root / "videos" / "notes.mp4")]
     for name, n in LENGTHS.items():

@@ -187,7 +187,7 @@ def _write_outputs(out: Path, name: str, path: Path, settings: Settings, feature
 
 
 def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, variables, batch: int,
-            workers: int = 4, progress=None) -> dict[str, str]:
+            workers: int = 4, progress=None) -> tuple[dict[str, str], int]:
     """Extracts the features of every job's video into `out`.
 
     Args:
@@ -201,7 +201,7 @@ def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, 
       progress: called with `(videos done, windows per second)` after each video; None: nothing.
 
     Returns:
-      The videos that could not be read: file -> reason.
+      The videos that could not be read (file -> reason), and the number of windows extracted.
     """
     devices = jax.local_devices()
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices)
@@ -269,4 +269,4 @@ def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, 
     if clips:
         run_batch()
     write_finished()
-    return skipped
+    return skipped, windows_done
