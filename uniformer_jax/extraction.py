@@ -11,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import json
 import queue
+import threading
 import time
 from pathlib import Path
 
@@ -209,15 +210,28 @@ def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, 
     variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     step = make_step(model, settings.layer)
     messages: queue.Queue = queue.Queue(maxsize=2 * batch)  # bounds the decoded clips held on the host
+    stop = threading.Event()  # the main thread failed: decoding threads give up instead of waiting on the queue
+
+    def put(message) -> bool:
+        while not stop.is_set():
+            try:
+                messages.put(message, timeout=0.5)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def produce(index: int) -> None:
         windows = VideoWindows(jobs[index][0], settings.windows)
         try:
             for _, clip in windows:
-                messages.put(("window", index, clip))
-            messages.put(("done", index, (windows.num_frames, windows.fps)))
+                if not put(("window", index, clip)):
+                    return
+            put(("done", index, (windows.num_frames, windows.fps)))
         except video.VideoError as e:
-            messages.put(("error", index, str(e)))
+            put(("error", index, str(e)))
+        except Exception as e:  # not the video's fault: the main thread raises it
+            put(("failed", index, e))
 
     rows: dict[int, list[np.ndarray]] = {i: [] for i in range(len(jobs))}
     queued = {i: 0 for i in range(len(jobs))}  # windows of each video waiting in `clips`
@@ -247,25 +261,31 @@ def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, 
                     progress(len(written) + len(skipped), windows_done / (time.perf_counter() - started))
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for i in range(len(jobs)):
-            pool.submit(produce, i)
-        for _ in range(len(jobs)):
-            kind, index, payload = messages.get()
-            while kind == "window":
-                clips.append((index, payload))
-                queued[index] += 1
-                if len(clips) == batch:
-                    run_batch()
-                    write_finished()
+        try:
+            for i in range(len(jobs)):
+                pool.submit(produce, i)
+            for _ in range(len(jobs)):  # each video ends with one message that is not a window
                 kind, index, payload = messages.get()
-            if kind == "error":
-                skipped[str(jobs[index][0])] = payload
-                rows.pop(index)
-                if progress:
-                    progress(len(written) + len(skipped), windows_done / (time.perf_counter() - started))
-            else:
-                finished[index] = payload
-            write_finished()
+                while kind == "window":
+                    clips.append((index, payload))
+                    queued[index] += 1
+                    if len(clips) == batch:
+                        run_batch()
+                        write_finished()
+                    kind, index, payload = messages.get()
+                if kind == "failed":
+                    raise payload
+                if kind == "error":
+                    skipped[str(jobs[index][0])] = payload
+                    rows.pop(index)
+                    if progress:
+                        progress(len(written) + len(skipped), windows_done / (time.perf_counter() - started))
+                else:
+                    finished[index] = payload
+                write_finished()
+        finally:
+            stop.set()
+            pool.shutdown(cancel_futures=True)
     if clips:
         run_batch()
     write_finished()
