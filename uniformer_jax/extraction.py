@@ -21,7 +21,7 @@ import numpy as np
 
 from uniformer_jax.data import video
 from uniformer_jax.data.class_folders import VIDEO_SUFFIXES
-from uniformer_jax.data.windows import VideoWindows, Windows, window_indices, window_starts
+from uniformer_jax.data.windows import VideoWindows, Windows, window_spans
 from uniformer_jax.models.layers import normalise
 
 LAYERS = ("pooled", "stage3", "stage4")
@@ -177,13 +177,8 @@ def _write_outputs(out: Path, name: str, path: Path, settings: Settings, feature
     w = settings.windows
     rows = ("windows" if settings.layer == "pooled" else
             f"windows x frame groups ({w.frames // features.shape[1]} sampled frames each)")
-    spans = []
-    for start in window_starts(num_frames, w):
-        end = int(window_indices(start, num_frames, w)[-1])
-        spans.append({"start_frame": start, "end_frame": end, "start_time": start / fps,
-                      "end_time": (end + 1) / fps})
     description = {"video": str(path), "fps": fps, "num_frames": num_frames, "shape": list(features.shape),
-                   "rows": rows, "settings": settings.as_dict(), "windows": spans}
+                   "rows": rows, "settings": settings.as_dict(), "windows": window_spans(num_frames, fps, w)}
     write_text(out / f"{name}.json", json.dumps(description, indent=1) + "\n")
 
 

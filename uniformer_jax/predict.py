@@ -49,8 +49,6 @@ _STRIDE = flags.DEFINE_integer("stride", None, "with --timeline: frames from one
 _RENDER = flags.DEFINE_string("render", None, "write the video (one video given) with each window's top class "
                               "drawn on it to this file, e.g. out.mp4")
 
-RESIZE_CHUNK = 32  # frames resized together: one TF call each, a bounded buffer at the source resolution
-
 
 def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
     """The test views of a video file, decoded with PyAV.
@@ -72,7 +70,7 @@ def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestVie
     resized, chunk = [], []
     for frame in video.iter_frames(path):
         chunk.append(frame.image)
-        if len(chunk) == RESIZE_CHUNK:
+        if len(chunk) == pipelines.RESIZE_CHUNK:
             resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
             chunk = []
     if chunk:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from uniformer_jax import evaluation
-from uniformer_jax.data.windows import VideoWindows, Windows, window_indices, window_starts
+from uniformer_jax.data.windows import VideoWindows, Windows, window_spans
 
 BATCH = 8  # windows a step
 
@@ -60,13 +60,9 @@ def predict_windows(path: str | Path, step, variables, names: list[str], protoco
             run()
     if clips:
         run()
-    spans = []
-    for start, p in zip(window_starts(cut.num_frames, windows), probs, strict=True):
-        end = int(window_indices(start, cut.num_frames, windows)[-1])
-        top = np.argsort(-p, kind="stable")[:5]
-        spans.append({"start_frame": start, "end_frame": end, "start_time": start / cut.fps,
-                      "end_time": (end + 1) / cut.fps,
-                      "top5": [{"label": names[c], "probability": float(p[c])} for c in top]})
+    spans = window_spans(cut.num_frames, cut.fps, windows)
+    for span, p in zip(spans, probs, strict=True):
+        span["top5"] = [{"label": names[c], "probability": float(p[c])} for c in np.argsort(-p, kind="stable")[:5]]
     return {"video": str(path), "fps": cut.fps, "num_frames": cut.num_frames, "windows": spans}
 
 

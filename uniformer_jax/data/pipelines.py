@@ -123,6 +123,9 @@ def decode_frames(strings):
 
 # --- spatial -------------------------------------------------------------------------------------------------
 
+RESIZE_CHUNK = 32  # frames of a video file resized together: one TF call each, a bounded buffer at the source size
+
+
 def resize_short_side(frames, size: int):
     """Bilinear resize so the shorter side is `size`, the other floor-scaled (SlowFast's short-side scale).
 

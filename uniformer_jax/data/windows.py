@@ -16,8 +16,6 @@ import numpy as np
 
 from uniformer_jax.data import pipelines, video
 
-RESIZE_CHUNK = 32  # frames resized together: one TF call each
-
 
 @dataclasses.dataclass(frozen=True)
 class Windows:
@@ -64,6 +62,25 @@ def window_indices(start: int, num_frames: int, windows: Windows) -> np.ndarray:
       (frames,) int frame indices.
     """
     return np.minimum(start + windows.rate * np.arange(windows.frames), num_frames - 1)
+
+
+def window_spans(num_frames: int, fps: float, windows: Windows) -> list[dict]:
+    """Each window's first and last frame and their times, for the files and tables that describe windows.
+
+    Args:
+      num_frames: the video's decoded frame count.
+      fps: its frame rate.
+      windows: how the video is cut.
+
+    Returns:
+      `{start_frame, end_frame, start_time, end_time}` a window, in order; the end time is that of the last
+      frame's end.
+    """
+    spans = []
+    for start in window_starts(num_frames, windows):
+        end = int(window_indices(start, num_frames, windows)[-1])
+        spans.append({"start_frame": start, "end_frame": end, "start_time": start / fps, "end_time": (end + 1) / fps})
+    return spans
 
 
 def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
@@ -116,7 +133,7 @@ class VideoWindows:
             if self._needed(count):
                 pending.append(last)
             count += 1
-            if len(pending) == RESIZE_CHUNK:
+            if len(pending) == pipelines.RESIZE_CHUNK:
                 self._resize_into(held, pending)
             while count >= emitted * w.stride + w.span:  # window `emitted` is decoded
                 self._resize_into(held, pending)
