@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import app, flags
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from uniformer_jax import evaluation, recipes, sharding, step_analysis, training
 from uniformer_jax.data import class_lists, pipelines, sources
-from uniformer_jax.models.variants import new_heads
+from uniformer_jax.models.variants import init_input, new_heads
 from uniformer_jax.weights import hub
 from uniformer_jax.weights.checkpoints import (
     METADATA_FILE,
@@ -115,7 +114,7 @@ def initial_variables(plan: Plan, config) -> dict:
     """From train.init (its heads replaced when the class count differs; layer scale it lacks at its initial
     value), or random as the original initialises."""
     def fresh():
-        return jax.jit(plan.model.init)(jax.random.key(config.train.seed), np.zeros((1, 8, 64, 64, 3), np.float32))
+        return jax.jit(plan.model.init)(jax.random.key(config.train.seed), init_input(plan.model))
 
     if not plan.init:
         return fresh()

@@ -89,7 +89,7 @@ def init_state(variables, tx: optax.GradientTransformation, seed: int, freeze: i
     """
     trainable, _ = freezing.split(variables["params"], freeze)
     return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"], opt_state=tx.init(trainable),
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(trainable),
                       rng=jax.random.key_data(jax.random.key(seed)))
 
 
@@ -157,9 +157,9 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     def forward(variables, video, key):
         if freeze == freezing.BACKBONE:  # a linear probe: features as in evaluation, only the heads train
             maps = model.apply(variables, video, train=False, method="features")
-            return model.apply(variables, maps, train=True, method="classify"), variables["batch_stats"]
+            return model.apply(variables, maps, train=True, method="classify"), variables.get("batch_stats", {})
         logits, mutated = model.apply(variables, video, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
-        return logits, mutated["batch_stats"]
+        return logits, mutated.get("batch_stats", {})
 
     def loss_fn(trainable, frozen, batch_stats, video, targets, key):
         params = {**frozen, **trainable}

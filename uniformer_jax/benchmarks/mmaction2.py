@@ -99,3 +99,70 @@ def logits(model, video):
     with torch.no_grad():
         x = torch.from_numpy(video).permute(0, 4, 1, 2, 3).contiguous()
         return model.cls_head(model.backbone(x)).numpy()
+
+
+def build_v2(variant: str = "uniformerv2_b16", num_classes: int = 400, frames: int = 8, n_layers: int = 4,
+             lmhra: bool = False, double_lmhra: bool = False, temporal_downsample: bool = False):
+    """MMAction2's UniFormerV2 (Recognizer3D: `UniFormerV2` backbone + `UniFormerHead`), eval mode, its own
+    constructor initialisation (`clip_pretrained=False` and no `init_cfg`, as when it loads CLIP weights).
+
+    Args:
+      variant: `uniformerv2_b16`, `uniformerv2_l14` or `uniformerv2_l14_336`.
+      num_classes: the head's size.
+      frames: the clip length it is built for (MMAction2 fixes it; `t_size`).
+      n_layers: global UniBlocks on the last `n_layers` blocks.
+      lmhra: local MHRA in every block (the Something-Something models).
+      double_lmhra: a second local MHRA before each block's MLP.
+      temporal_downsample: the 3×p×p stem with temporal stride 2.
+
+    Returns:
+      The PyTorch model.
+    """
+    from uniformer_jax.models.uniformerv2 import SPECS
+
+    _stub_missing_drn()
+    from mmaction.registry import MODELS
+    from mmaction.utils import register_all_modules
+    from mmengine.logging import MMLogger
+
+    spec = SPECS[variant]
+    register_all_modules()
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # the backbone logs every block at INFO
+    model = MODELS.build(dict(
+        type="Recognizer3D",
+        backbone=dict(type="UniFormerV2", input_resolution=spec.size, patch_size=spec.patch, width=spec.width,
+                      layers=spec.layers, heads=spec.heads, t_size=frames, temporal_downsample=temporal_downsample,
+                      no_lmhra=not lmhra, double_lmhra=double_lmhra,
+                      return_list=list(range(spec.layers - n_layers, spec.layers)), n_layers=n_layers,
+                      n_dim=spec.width, n_head=spec.heads, mlp_dropout=[0.5] * n_layers, clip_pretrained=False,
+                      init_cfg=None),
+        cls_head=dict(type="UniFormerHead", num_classes=num_classes, in_channels=spec.width, dropout_ratio=0.5,
+                      average_clips="prob"),
+        data_preprocessor=dict(type="ActionDataPreprocessor", mean=[114.75] * 3, std=[57.375] * 3,
+                               format_shape="NCTHW")))
+    return model.eval()
+
+
+def randomise(model, seed: int = 0, scale: float = 0.02):
+    """Every parameter random (the zero-initialised projections, `balance` and the video token too), so that a
+    conversion that misplaces any of them shows; BatchNorm statistics as `randomise_batch_stats` makes them.
+
+    Args:
+      model: an MMAction2 model.
+      seed: the random seed.
+      scale: the standard deviation of the weights (norms' scales are 1 + that).
+
+    Returns:
+      The model, changed in place.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1 + scale * noise if name.endswith(("ln_1.weight", "ln_2.weight", "ln_3.weight", "ln_pre.weight",
+                                                        "norm.weight")) else
+                    noise if name.endswith(("class_embedding", "positional_embedding", "temporal_cls_token",
+                                            "balance")) else scale * noise)
+    return randomise_batch_stats(model, seed)

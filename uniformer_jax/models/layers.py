@@ -84,17 +84,21 @@ def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, pa
 
 
 class DepthwiseConv(nn.Module):
-    """Depthwise Conv3d, stride 1, 'same' padding; parameters shaped as `nn.Conv(feature_group_count=C)`'s."""
+    """Depthwise Conv3d, stride 1, 'same' padding; parameters shaped as `nn.Conv(feature_group_count=C)`'s.
 
-    kernel_size: int
+    `kernel_size`: one odd size for all axes, or (kt, kh, kw); `bias_init`: None for PyTorch's default.
+    """
+
+    kernel_size: int | tuple[int, int, int]
+    bias_init: Any = None
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        k = (self.kernel_size,) * 3
+        k = (self.kernel_size,) * 3 if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
         kernel = self.param("kernel", conv_kernel_init, (*k, 1, c))
-        bias = self.param("bias", conv_bias_init(math.prod(k)), (c,))
+        bias = self.param("bias", self.bias_init or conv_bias_init(math.prod(k)), (c,))
         x, kernel, bias = dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = depthwise_conv(x, kernel)
         return y + bias

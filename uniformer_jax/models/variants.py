@@ -1,5 +1,6 @@
-"""Every UniFormer variant by name: UniFormer-S/B (`uniformer_jax.models.uniformer`) and the lightweight XXS/XS
-(`uniformer_jax.models.light`, `_ls` with layer scale), built, recognised from a state dict, and counted."""
+"""Every UniFormer variant by name: UniFormer-S/B (`uniformer_jax.models.uniformer`), the lightweight XXS/XS
+(`uniformer_jax.models.light`, `_ls` with layer scale) and UniFormerV2 B/16, L/14, L/14@336
+(`uniformer_jax.models.uniformerv2`), built, recognised from a state dict, and counted."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from uniformer_jax.models import layers, light, uniformer
+from uniformer_jax.models import layers, light, uniformer, uniformerv2
 
-VARIANT_NAMES = (*uniformer.DEPTHS, *light.SPECS)
+VARIANT_NAMES = (*uniformer.DEPTHS, *light.SPECS, *uniformerv2.SPECS)
 FEATURES = {**{name: uniformer.EMBED_DIM[-1] for name in uniformer.DEPTHS},
-            **{name: spec.embed_dim[-1] for name, spec in light.SPECS.items()}}
+            **{name: spec.embed_dim[-1] for name, spec in light.SPECS.items()},
+            **{name: spec.width for name, spec in uniformerv2.SPECS.items()}}
+# A UniFormerV2 checkpoint's structure beyond its variant, as `architecture_of` reads it from the keys.
+ARCHITECTURE_FIELDS = ("n_layers", "lmhra", "double_lmhra", "temporal_downsample", "frozen")
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -23,16 +27,26 @@ def create_model(name: str, **kwargs) -> nn.Module:
     `create_model("uniformer_base", num_classes=174, drop_path_rate=0.3)`.
 
     Args:
-      name: a variant, one of `VARIANT_NAMES` (`uniformer_small`, `uniformer_base`, `uniformer_xxs`, ...).
+      name: a variant, one of `VARIANT_NAMES` (`uniformer_small`, `uniformer_base`, `uniformer_xxs`, ...,
+        `uniformerv2_b16`, ...).
       **kwargs: the model's attributes: `num_classes`, `drop_path_rate`, `ln_eps`, `dtype`, `attention`, `remat`
-        (and `prune_ratio`, `trade_off` for the light models).
+        (and `prune_ratio`, `trade_off` for the light models; `ARCHITECTURE_FIELDS`, `backbone_drop_path_rate`,
+        `mlp_dropout`, `head_dropout` for UniFormerV2, whose `remat` is a count of blocks and whose LayerNorms
+        are CLIP's, eps 1e-5).
 
     Returns:
-      The Flax module: `uniformer.UniFormer` for S/B, `light.UniFormerLight` for XXS/XS.
+      The Flax module: `uniformer.UniFormer` for S/B, `light.UniFormerLight` for XXS/XS,
+      `uniformerv2.UniFormerV2`.
 
     Raises:
-      ValueError: `name` is not a variant.
+      ValueError: `name` is not a variant, or an `ln_eps` other than 1e-5 for UniFormerV2.
     """
+    if name in uniformerv2.SPECS:
+        if kwargs.pop("ln_eps", uniformerv2.LN_EPS) != uniformerv2.LN_EPS:
+            raise ValueError(f"UniFormerV2's LayerNorms have eps {uniformerv2.LN_EPS} (CLIP's)")
+        spec = uniformerv2.SPECS[name]
+        return uniformerv2.UniFormerV2(patch=spec.patch, width=spec.width, layers=spec.layers, size=spec.size,
+                                       **kwargs)
     if name in uniformer.DEPTHS:
         return uniformer.UniFormer(depth=uniformer.DEPTHS[name], **kwargs)
     if name in light.SPECS:
@@ -40,6 +54,32 @@ def create_model(name: str, **kwargs) -> nn.Module:
         return light.UniFormerLight(depth=spec.depth, embed_dim=spec.embed_dim, head_dim=spec.head_dim,
                                     layer_scale=spec.layer_scale, **kwargs)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(VARIANT_NAMES)}")
+
+
+def init_input(model: nn.Module) -> np.ndarray:
+    """A clip that `model.init` builds every variable from: 8 frames of 64x64, or the input size that a
+    UniFormerV2's positional embedding fixes.
+
+    Args:
+      model: a module of `create_model`.
+
+    Returns:
+      Zeros, float32 `(1, 8, H, W, 3)`.
+    """
+    size = getattr(model, "size", 64)
+    return np.zeros((1, 8, size, size, 3), np.float32)
+
+
+def is_v2(name: str) -> bool:
+    """Whether a variant is a UniFormerV2 model.
+
+    Args:
+      name: a variant of `VARIANT_NAMES`.
+
+    Returns:
+      True for the `uniformerv2_*` variants.
+    """
+    return name in uniformerv2.SPECS
 
 
 def is_light(name: str) -> bool:
@@ -109,6 +149,8 @@ def variant_of(state_dict: Mapping) -> str | None:
     Returns:
       The variant's name, or None when no variant has those blocks.
     """
+    if V2_KEY in state_dict:
+        return _v2_variant_of(state_dict)
     depth = stage_depths(state_dict)
     if "cls_token" not in state_dict:
         return next((name for name, d in uniformer.DEPTHS.items() if depth == d), None)
@@ -117,16 +159,56 @@ def variant_of(state_dict: Mapping) -> str | None:
                  if spec.depth == depth and (spec.layer_scale is not None) == scaled), None)
 
 
+V2_KEY = "transformer.resblocks.0.attn.in_proj_weight"  # a UniFormerV2 (CLIP-block) state dict has it
+
+
+def _v2_variant_of(state_dict: Mapping) -> str | None:
+    width = state_dict["class_embedding"].shape[0] if "class_embedding" in state_dict else None
+    patch = state_dict["conv1.weight"].shape[-1] if "conv1.weight" in state_dict else None
+    rows = state_dict["positional_embedding"].shape[0] if "positional_embedding" in state_dict else None
+    layers_found = _count(state_dict, r"transformer\.resblocks\.(\d+)\.")
+    return next((name for name, spec in uniformerv2.SPECS.items()
+                 if (spec.patch, spec.width, spec.layers) == (patch, width, layers_found)
+                 and rows == (spec.size // spec.patch) ** 2 + 1), None)
+
+
+def _count(keys, pattern: str) -> int:
+    return max((int(m.group(1)) + 1 for m in map(lambda k: re.match(pattern, k), keys) if m), default=0)
+
+
+def architecture_of(state_dict: Mapping) -> dict:
+    """A UniFormerV2 state dict's structure, read from its keys (the spec's rule): global UniBlocks from the
+    `dec.J` count, local MHRA from `lmhra1`/`lmhra2` keys, temporal downsampling from the stem's kernel depth,
+    frozen from a missing `balance`.
+
+    Args:
+      state_dict: a state dict with this package's UniFormerV2 keys (`torch_files.read_state_dict`'s).
+
+    Returns:
+      `ARCHITECTURE_FIELDS` and their values, or {} for the v1 models (whose variant says everything).
+    """
+    if V2_KEY not in state_dict:
+        return {}
+    stem = state_dict.get("conv1.weight")
+    return {"n_layers": _count(state_dict, r"transformer\.dec\.(\d+)\."),
+            "lmhra": any(".lmhra1." in k for k in state_dict),
+            "double_lmhra": any(".lmhra2." in k for k in state_dict),
+            "temporal_downsample": stem is not None and stem.ndim == 5 and stem.shape[2] == 3,
+            "frozen": "transformer.balance" not in state_dict}
+
+
 DEPTHS = {**uniformer.DEPTHS, **{name: spec.depth for name, spec in light.SPECS.items()}}
 
 
 def describe() -> str:
-    """Each variant's blocks per stage, for error messages.
+    """Each variant's blocks, for error messages.
 
     Returns:
-      One line, e.g. `uniformer_small (3, 4, 8, 3), uniformer_base (5, 8, 20, 7), ...`.
+      One line, e.g. `uniformer_small (3, 4, 8, 3), ..., uniformerv2_b16 (patch 16, width 768, 12 blocks)`.
     """
-    return ", ".join(f"{name} {depth}" for name, depth in DEPTHS.items())
+    return ", ".join([*(f"{name} {depth}" for name, depth in DEPTHS.items()),
+                      *(f"{name} (patch {s.patch}, width {s.width}, {s.layers} blocks, {s.size}px)"
+                        for name, s in uniformerv2.SPECS.items())])
 
 
 def flops(name: str, frames: int, size: int = 224, num_classes: int = 400) -> int:

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from uniformer_jax.models.variants import VARIANT_NAMES, create_model
+from uniformer_jax.models.variants import VARIANT_NAMES, create_model, init_input
 
 METADATA_FILE = "uniformer.json"
 VARIABLES_DIR = "variables"
@@ -46,7 +45,7 @@ def abstract_variables(model: nn.Module) -> dict:
     Returns:
       `params` (and `batch_stats`) as a tree of `jax.ShapeDtypeStruct`s.
     """
-    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3), jnp.float32))
+    return jax.eval_shape(model.init, jax.random.key(0), init_input(model))
 
 
 def shape_mismatches(found: Mapping[str, tuple], expected: Mapping[str, tuple]) -> list[str]:
@@ -102,7 +101,7 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
     _barrier("uniformer_save_start")
     try:
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats")})
+        checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats") if k in variables})
         checkpointer.wait_until_finished()
         if lead:
             (tmp / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
@@ -224,7 +223,7 @@ def load_directory(directory: str | Path, **model_kwargs) -> tuple[nn.Module, di
     """
     metadata = read_metadata(directory)
     model = create_model(metadata["variant"], num_classes=metadata["num_classes"], ln_eps=metadata["ln_eps"],
-                         **model_kwargs)
+                         **metadata.get("architecture", {}), **model_kwargs)
     expected = abstract_variables(model)
     path = (Path(directory) / VARIABLES_DIR).absolute()
     checkpointer = ocp.StandardCheckpointer()

@@ -12,15 +12,23 @@ import jax
 from uniformer_jax.data import class_lists
 from uniformer_jax.models.variants import (
     VARIANT_NAMES,
+    architecture_of,
     create_model,
     describe,
     heads,
+    is_v2,
     new_heads,
     stage_depths,
     variant_of,
 )
 from uniformer_jax.weights import torch_keys as keys
-from uniformer_jax.weights.checkpoints import abstract_variables, load_directory, save_pretrained, shape_mismatches
+from uniformer_jax.weights.checkpoints import (
+    abstract_variables,
+    load_directory,
+    read_metadata,
+    save_pretrained,
+    shape_mismatches,
+)
 from uniformer_jax.weights.torch_files import (
     FORMS,
     INFLATE_MODES,
@@ -30,10 +38,12 @@ from uniformer_jax.weights.torch_files import (
     load_torch_file,
     read_state_dict,
     require_torch,
+    to_opengvlab,
 )
 
 # The LayerNorm eps of the attention blocks that trained each form's weights.
-LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5}
+LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5, "opengvlab": 1e-5,
+          "opengvlab-train": 1e-5}
 
 __all__ = ["FORMS", "INFLATE_MODES", "ConversionError", "to_orbax", "to_torch"]
 
@@ -114,7 +124,11 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
     if num_classes is None:
         raise ConversionError("the checkpoint has no classification head; pass --num-classes to initialise one")
     ln_eps = LN_EPS[form] if ln_eps is None else ln_eps
-    model = create_model(variant, num_classes=source_classes or num_classes, ln_eps=ln_eps)
+    architecture = architecture_of(state_dict)
+    try:
+        model = create_model(variant, num_classes=source_classes or num_classes, ln_eps=ln_eps, **architecture)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
     expected = keys.torch_shapes(abstract_variables(model))
     if source_classes is None:
         expected = {k: v for k, v in expected.items() if k.split(".")[0] not in heads(variant)}
@@ -143,6 +157,7 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
         "source_sha256": source_sha256 or sha256(src),
         "inflate": inflate_mode if form == "imagenet" else None,
         "head": "initialised" if num_classes != source_classes else "converted",
+        **({"architecture": architecture} if architecture else {}),
         **(extra or {}),
     }
     save_pretrained(dst, variables, metadata, overwrite=overwrite)
@@ -150,7 +165,8 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
 
 
 def to_torch(src_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> dict:
-    """Writes a converted checkpoint as a Sense-X state dict (`python -m convert --to-torch DIR OUT.pth`).
+    """Writes a converted checkpoint as a Sense-X state dict, or for UniFormerV2 as an OpenGVLab `.pyth` (flat,
+    `backbone.` keys) (`python -m convert --to-torch DIR OUT.pth`).
 
     `.pth -> directory -> .pth` is bit-exact; BatchNorm's `num_batches_tracked`, which JAX does not keep, comes
     back as 0.
@@ -172,8 +188,11 @@ def to_torch(src_dir: str | Path, out: str | Path, *, overwrite: bool = False) -
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another destination or pass --force")
     _, variables = load_directory(src_dir)
+    arrays = keys.to_torch(variables)
+    if is_v2(read_metadata(src_dir)["variant"]):
+        arrays = to_opengvlab(arrays)
     # A copy: restored arrays are read-only.
-    state_dict = {k: torch.tensor(v) for k, v in keys.to_torch(variables).items()}
+    state_dict = {k: torch.tensor(v) for k, v in arrays.items()}
     fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:

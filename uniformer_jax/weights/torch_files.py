@@ -5,7 +5,11 @@ Forms (Sense-X's released files and `slowfast/utils/checkpoint.py`, MMAction2's 
   sensex-train  Sense-X training checkpoints: {"model_state": ..., "optimizer_state": ..., "cfg": ...}
   mmaction2     mmengine checkpoints: {"state_dict": {"backbone.*", "cls_head.fc_cls.*"}, "meta": ...}
   imagenet      ImageNet-1K 2D weights ({"model": ...} or flat), inflated to 3D on conversion
-Any of them may carry a DistributedDataParallel `module.` prefix.
+  opengvlab     released UniFormerV2 weights (`.pyth`): a flat state dict, `backbone.` keys
+  opengvlab-train  UniFormerV2 training checkpoints: {"model_state": ..., ...}
+MMAction2's UniFormerV2 files are the `mmaction2` form. Any of them may carry a DistributedDataParallel `module.`
+prefix. UniFormerV2 keys become MMAction2's backbone keys, its head `head.*` (OpenGVLab's `transformer.proj.0`
+is MMAction2's `transformer.norm`, `transformer.proj.2` the head).
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FORMS = ("sensex", "sensex-train", "mmaction2", "imagenet")
-CONTAINERS = {"sensex": None, "sensex-train": "model_state", "mmaction2": "state_dict", "imagenet": "model"}
+FORMS = ("sensex", "sensex-train", "mmaction2", "imagenet", "opengvlab", "opengvlab-train")
+CONTAINERS = {"sensex": None, "sensex-train": "model_state", "mmaction2": "state_dict", "imagenet": "model",
+              "opengvlab": None, "opengvlab-train": "model_state"}
+# The container-only forms of Sense-X and OpenGVLab look alike; the keys tell them apart.
+V2_FORMS = {"sensex": "opengvlab", "sensex-train": "opengvlab-train"}
+OPENGVLAB_RENAMES = (("transformer.proj.0.", "transformer.norm."), ("transformer.proj.2.", "head."))
 INFLATE_MODES = ("average", "center")
 
 
@@ -119,7 +127,43 @@ def _rename(key: str, form: str) -> str:
         if key.startswith("cls_head.fc_cls."):
             return "head." + key.removeprefix("cls_head.fc_cls.")
         return key.removeprefix("backbone.")
+    if form.startswith("opengvlab"):
+        key = key.removeprefix("backbone.")
+        for old, new in OPENGVLAB_RENAMES:
+            if key.startswith(old):
+                return new + key.removeprefix(old)
     return key
+
+
+def is_v2(keys) -> bool:
+    """Whether state-dict keys are UniFormerV2's (CLIP blocks), in any form.
+
+    Args:
+      keys: state-dict keys.
+
+    Returns:
+      True when a `transformer.resblocks.0.attn.in_proj_weight` key is there under any prefix.
+    """
+    return any(isinstance(k, str) and k.endswith("transformer.resblocks.0.attn.in_proj_weight") for k in keys)
+
+
+def to_opengvlab(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This package's UniFormerV2 keys as a released OpenGVLab `.pyth` has them (`backbone.` prefix).
+
+    Args:
+      state_dict: arrays by this package's keys (`torch_keys.to_torch`'s).
+
+    Returns:
+      The same arrays by OpenGVLab key.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in OPENGVLAB_RENAMES:
+            if key.startswith(new):
+                key = old + key.removeprefix(new)
+                break
+        out["backbone." + key] = value
+    return out
 
 
 def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.ndarray], str]:
@@ -149,6 +193,8 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
                               "not a state dict")
     if not any(isinstance(k, str) and k.endswith(".weight") for k in state_dict):
         raise ConversionError(f"the checkpoint holds no model weights (entries: {sorted(map(str, state_dict))[:8]})")
+    if is_v2(state_dict):
+        form = V2_FORMS.get(form, form)
     arrays = {_rename(k, form): v for k, v in _to_numpy(state_dict).items()}
     stem = arrays.get("patch_embed1.proj.weight", arrays.get("patch_embed1.proj.0.weight"))  # S/B, or XXS/XS
     if stem is not None and stem.ndim == 4:

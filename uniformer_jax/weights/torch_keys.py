@@ -23,7 +23,8 @@ def _module_to_flax(module: str) -> list[str]:
 
 
 def _module_to_torch(parts) -> str:
-    return re.sub(r"_(\d+)(?=\.|$)", r".\1", ".".join(parts))
+    # CLIP's `ln_1`..`ln_3` keep their underscore; every other `_N` is a list or Sequential index.
+    return re.sub(r"(?<!ln)_(\d+)(?=\.|$)", r".\1", ".".join(parts))
 
 
 def flax_leaf(key: str, ndim: int) -> tuple[tuple[str, ...], tuple[int, ...] | None] | None:
