@@ -3,7 +3,9 @@ same network as OpenGVLab's, spec §1.7), through checkpoint files of both relea
 
 from __future__ import annotations
 
+import collections
 import functools
+import re
 
 import jax
 import numpy as np
@@ -14,6 +16,7 @@ from conftest import save_mmaction2, video
 import convert.__main__ as cli
 from uniformer_jax import create_model, load_pretrained
 from uniformer_jax.benchmarks import mmaction2
+from uniformer_jax.models import variants
 
 TOLERANCE = 1e-4  # max absolute logit difference in float32
 KINETICS = {}
@@ -115,3 +118,96 @@ def test_parameter_counts_match_the_spec(variant, classes, architecture, count):
     size = model.size
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 2, size, size, 3), np.float32))
     assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"])) == count
+
+
+# Spec §1.8: GFLOPs per view (torch's FlopCounter halved).
+GFLOPS = [
+    ("uniformerv2_b16", 8, 400, KINETICS, 148.1), ("uniformerv2_b16", 16, 174, STH, 187.2),
+    ("uniformerv2_b16", 32, 174, STH, 374.4), ("uniformerv2_l14", 8, 400, KINETICS, 665.6),
+    ("uniformerv2_l14", 16, 400, KINETICS, 1331.2), ("uniformerv2_l14", 32, 400, KINETICS, 2662.4),
+    ("uniformerv2_l14_336", 8, 400, KINETICS, 1567.0), ("uniformerv2_l14_336", 32, 400, KINETICS, 6267.8),
+    ("uniformerv2_l14_336", 64, 400, KINETICS, 12535.6), ("uniformerv2_l14", 16, 174, {**STH, "n_layers": 16}, 858.2),
+    ("uniformerv2_l14", 32, 174, {**STH, "n_layers": 16}, 1716.2),
+]
+
+
+def test_flops_match_the_spec():
+    got = [round(variants.flops(v, t, num_classes=k, **a) / 1e9, 1) for v, t, k, a, _ in GFLOPS]
+    assert got == [g for *_, g in GFLOPS]
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(width, width // 64)
+        self.ln_1, self.ln_2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+        self.mlp = torch.nn.Sequential(collections.OrderedDict(
+            c_fc=torch.nn.Linear(width, 4 * width), gelu=torch.nn.GELU(), c_proj=torch.nn.Linear(4 * width, width)))
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self, width, layers):
+        super().__init__()
+        self.resblocks = torch.nn.ModuleList([_Block(width) for _ in range(layers)])
+
+
+class _Visual(torch.nn.Module):
+    def __init__(self, width=768, layers=12, patch=16, size=224):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, width, patch, patch, bias=False)
+        self.class_embedding = torch.nn.Parameter(torch.randn(width))
+        self.positional_embedding = torch.nn.Parameter(torch.randn((size // patch) ** 2 + 1, width))
+        self.ln_pre, self.ln_post = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+        self.transformer = _Encoder(width, layers)
+        self.proj = torch.nn.Parameter(torch.randn(width, 512))
+
+
+class _Clip(torch.nn.Module):
+    """OpenAI CLIP's parameter names (openai/CLIP `clip/model.py`): the image encoder under `visual.`, and a text
+    encoder whose names (`positional_embedding`, `transformer.resblocks.*`) are the image encoder's too."""
+
+    def __init__(self):
+        super().__init__()
+        self.visual = _Visual()
+        self.transformer = _Encoder(512, 1)
+        self.positional_embedding = torch.nn.Parameter(torch.randn(77, 512))
+        self.token_embedding = torch.nn.Embedding(100, 512)
+        self.ln_final = torch.nn.LayerNorm(512)
+        self.text_projection = torch.nn.Parameter(torch.randn(512, 512))
+        self.logit_scale = torch.nn.Parameter(torch.ones([]))
+
+    def forward(self, x):
+        return x * self.logit_scale
+
+
+def test_clip_initialisation_is_what_mmaction2_loads(tmp_path, monkeypatch):
+    """An OpenAI TorchScript archive and an open_clip state dict become the UniFormerV2 that MMAction2's
+    `_load_pretrained` makes of the same weights (visual keys, patch embedding inflated to the centre), and the
+    parts CLIP lacks start as the original's constructor starts them (zero projections: identity blocks)."""
+    torch.manual_seed(0)
+    clip = _Clip().half()  # OpenAI ships float16 weights
+    torch.jit.save(torch.jit.script(clip), tmp_path / "ViT-B-16.pt")
+    torch.save({"state_dict": {"module." + k: v for k, v in clip.state_dict().items()}}, tmp_path / "open_clip.pt")
+    visual = {k.removeprefix("visual."): v.float() for k, v in clip.state_dict().items() if k.startswith("visual.")}
+
+    mm = mmaction2.build_v2(num_classes=174, frames=4, **STH)
+    extracted = {k: v for k, v in visual.items() if k not in ("proj", "ln_post.weight", "ln_post.bias")}
+    from mmaction.models.backbones import uniformerv2 as mm_v2
+
+    monkeypatch.setattr(mm_v2, "_load_checkpoint", lambda *_, **__: dict(extracted))
+    mm.backbone._load_pretrained("ViT-B/16")
+    expected = mm.backbone.state_dict()
+
+    for name in ("ViT-B-16.pt", "open_clip.pt"):
+        assert cli.main([str(tmp_path / name), str(tmp_path / name) + ".dir", "--num-classes", "174",
+                         "--structure", "sth"]) == 0
+        assert cli.main(["--to-torch", str(tmp_path / name) + ".dir", str(tmp_path / name) + ".pyth"]) == 0
+        got = {k.removeprefix("backbone."): v for k, v in torch.load(str(tmp_path / name) + ".pyth").items()}
+        for key in extracted:
+            assert torch.equal(got[key], expected[key]), key
+        assert got["conv1.weight"].shape == (768, 3, 3, 16, 16)
+        zero = [k for k in expected if k.startswith(("transformer.temporal_cls_token", "transformer.balance"))
+                or re.search(r"dec\.\d+\.(attn\.out_proj|mlp\.c_proj)\.|pos_embed\.3\.|dpe\.\d+\.bias", k)]
+        assert len(zero) == 2 + 4 * 8 + 2 * 24 + 8
+        for key in zero:
+            assert not expected[key].any() and not got[key].any(), key

@@ -347,3 +347,62 @@ class UniFormerV2(nn.Module):
     def __call__(self, x, train: bool = False):
         """Logits (float32) for normalised float video `(B, T, H, W, 3)`."""
         return self.classify(self.features(x, train), train)
+
+
+def flops(spec: Spec, frames: int, num_classes: int = 400, n_layers: int = 4, lmhra: bool = False,
+          double_lmhra: bool = False, temporal_downsample: bool = False, frozen: bool = False) -> int:
+    """Forward FLOPs of one clip as the spec counts them (`torch.utils.flop_counter` halved: one per
+    multiply-accumulate of the convolutions, linear layers and attention products; norms and activations free).
+
+    Args:
+      spec: the CLIP encoder's shape (`SPECS`).
+      frames: the clip's frame count.
+      num_classes: the head's size.
+      n_layers: global UniBlocks.
+      lmhra: local MHRA in every block.
+      double_lmhra: two of them a block.
+      temporal_downsample: the 3×p×p stem of temporal stride 2.
+      frozen: no effect on the count (the `balance` fusion is elementwise).
+
+    Returns:
+      The FLOP count of one eval-mode forward pass.
+    """
+    del frozen
+    c, n_patch = spec.width, (spec.size // spec.patch) ** 2
+    t = (frames - 1) // 2 + 1 if temporal_downsample else frames
+    n = n_patch + 1
+    total = t * n_patch * c * 3 * spec.patch ** 2 * (3 if temporal_downsample else 1)  # the stem
+    block = n * c * 12 * c + 2 * n * n * c  # qkv, out_proj and the 4x MLP; q.k and attn.v
+    reduced = int(c // DW_REDUCTION)
+    local = n_patch * (2 * c * reduced + 3 * reduced)  # reduce, temporal depthwise, expand
+    total += spec.layers * t * (block + local * (lmhra + (lmhra and double_lmhra)))
+    extractor = t * n * 2 * c * c + 2 * t * n * c + 10 * c * c  # k, v; q.k, attn.v; q, out_proj, 4x MLP
+    total += n_layers * (extractor + t * n_patch * c * 27)  # and the 3x3x3 depthwise position encoding
+    return total + c * num_classes
+
+
+STRUCTURES = ("kinetics", "sth", "frozen")
+
+
+def structure(name: str, spec: Spec) -> dict:
+    """The released configs' structures (spec §1.1): what a CLIP encoder becomes.
+
+    Args:
+      name: `kinetics` (also MiT, ActivityNet, HACS: 4 global UniBlocks), `sth` (Something-Something: local MHRA
+        twice a block, temporal downsampling, global UniBlocks on the last 8 of 12 or 16 of 24 blocks) or `frozen`
+        (the frozen-backbone models: no `balance`).
+      spec: the CLIP encoder's shape.
+
+    Returns:
+      `UniFormerV2` attributes.
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    if name == "kinetics":
+        return {"n_layers": 4}
+    if name == "sth":
+        return {"n_layers": spec.layers * 2 // 3, "lmhra": True, "double_lmhra": True, "temporal_downsample": True}
+    if name == "frozen":
+        return {"n_layers": 4, "frozen": True}
+    raise ValueError(f"unknown UniFormerV2 structure {name!r}; choose one of {', '.join(STRUCTURES)}")

@@ -211,18 +211,27 @@ def describe() -> str:
                         for name, s in uniformerv2.SPECS.items())])
 
 
-def flops(name: str, frames: int, size: int = 224, num_classes: int = 400) -> int:
+def flops(name: str, frames: int, size: int | None = None, num_classes: int = 400, **architecture) -> int:
     """Forward FLOPs of one clip as fvcore counts them (the papers' figures: one per multiply-accumulate).
 
     Args:
       name: a variant of `VARIANT_NAMES`.
       frames: the clip's frame count.
-      size: the clip's height and width.
+      size: the clip's height and width; None: 224, or a UniFormerV2's own size.
       num_classes: the head's size.
+      **architecture: a UniFormerV2's `ARCHITECTURE_FIELDS`.
 
     Returns:
       The FLOP count of one eval-mode forward pass.
+
+    Raises:
+      ValueError: a size other than a UniFormerV2's own.
     """
+    if is_v2(name):
+        spec = uniformerv2.SPECS[name]
+        if size not in (None, spec.size):
+            raise ValueError(f"{name} takes {spec.size}x{spec.size} frames, not {size}")
+        return uniformerv2.flops(spec, frames, num_classes, **architecture)
     if is_light(name):
-        return light.flops(light.SPECS[name], frames, size, num_classes)
-    return uniformer.flops(uniformer.DEPTHS[name], frames, size, num_classes)
+        return light.flops(light.SPECS[name], frames, size or 224, num_classes)
+    return uniformer.flops(uniformer.DEPTHS[name], frames, size or 224, num_classes)

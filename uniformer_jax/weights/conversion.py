@@ -10,12 +10,14 @@ from pathlib import Path
 import jax
 
 from uniformer_jax.data import class_lists
+from uniformer_jax.models import uniformerv2
 from uniformer_jax.models.variants import (
     VARIANT_NAMES,
     architecture_of,
     create_model,
     describe,
     heads,
+    init_input,
     is_v2,
     new_heads,
     stage_depths,
@@ -64,6 +66,12 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _new_in_v2(key: str) -> bool:
+    """Whether a UniFormerV2 key names a part that CLIP's image encoder does not have."""
+    return key.startswith(("transformer.temporal_cls_token", "transformer.dpe.", "transformer.dec.",
+                           "transformer.balance", "transformer.norm.", "head.")) or ".lmhra" in key
+
+
 def _class_names(labels, reorder_to, num_classes):
     """Class names of the converted head, and the permutation of its rows into `reorder_to`'s order (or None)."""
     try:
@@ -83,7 +91,8 @@ def _class_names(labels, reorder_to, num_classes):
 
 def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, variant: str | None = None,
              num_classes: int | None = None, labels: str | None = None, reorder_to: str | None = None,
-             inflate_mode: str = "average", ln_eps: float | None = None, seed: int = 0, overwrite: bool = False,
+             inflate_mode: str = "average", ln_eps: float | None = None, structure: str | None = None,
+             seed: int = 0, overwrite: bool = False,
              extra: dict | None = None, source_sha256: str | None = None) -> dict:
     """Converts a PyTorch checkpoint file into a converted checkpoint directory (`python -m convert SRC DST`).
 
@@ -97,9 +106,12 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
         (truncated normal, std .02, as Sense-X does when fine-tuning from ImageNet).
       labels: class names of the source head rows, a file or a packaged list's short name.
       reorder_to: a class list whose order the head rows are permuted into (matched by name).
-      inflate_mode: how 2D ImageNet kernels become 3D: `average` (Sense-X) or `center` (MMAction2).
+      inflate_mode: how 2D ImageNet kernels become 3D: `average` (Sense-X) or `center` (MMAction2); CLIP's
+        patch embedding is always inflated to the centre, as both UniFormerV2 codebases do.
       ln_eps: LayerNorm epsilon of the attention blocks; None takes the form's (`LN_EPS`).
-      seed: the seed of a new head.
+      structure: for a CLIP encoder, the UniFormerV2 it becomes (`uniformerv2.STRUCTURES`; None: `kinetics`);
+        the parts CLIP lacks are initialised as the original's constructor does.
+      seed: the seed of a new head (and of a CLIP encoder's new parts).
       overwrite: replace an existing `dst`.
       extra: further metadata entries.
       source_sha256: the file's sha256 where the caller has already hashed it (saves reading it again).
@@ -123,9 +135,13 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
     num_classes = num_classes or source_classes
     if num_classes is None:
         raise ConversionError("the checkpoint has no classification head; pass --num-classes to initialise one")
-    ln_eps = LN_EPS[form] if ln_eps is None else ln_eps
-    architecture = architecture_of(state_dict)
+    ln_eps = LN_EPS.get(form, 1e-5) if ln_eps is None else ln_eps
+    if structure is not None and form != "clip":
+        raise ConversionError(f"--structure applies to CLIP encoders, not to a {form} checkpoint (whose keys "
+                              "give its structure)")
     try:
+        architecture = (uniformerv2.structure(structure or "kinetics", uniformerv2.SPECS[variant])
+                        if form == "clip" else architecture_of(state_dict))
         model = create_model(variant, num_classes=source_classes or num_classes, ln_eps=ln_eps, **architecture)
     except ValueError as e:
         raise ConversionError(str(e)) from None
@@ -134,11 +150,18 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
         expected = {k: v for k, v in expected.items() if k.split(".")[0] not in heads(variant)}
     if form == "imagenet":
         state_dict = inflate(state_dict, expected, inflate_mode)
+    if form == "clip":
+        inflate_mode = "center"  # OpenGVLab's and MMAction2's `inflate_weight(center=True)`
+        state_dict = inflate(state_dict, expected, inflate_mode)
+        expected = {k: v for k, v in expected.items() if not _new_in_v2(k)}
     check_finite(state_dict)
     found = {k: v.shape for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     problems = shape_mismatches(found, expected)
     if problems:
         raise ConversionError(f"the {form} checkpoint does not fit {variant}:\n  " + "\n  ".join(problems))
+    if form == "clip":  # the parts CLIP lacks, initialised as the original's constructor does
+        fresh = keys.to_torch(jax.jit(model.init)(jax.random.key(seed), init_input(model)))
+        state_dict = {**{k: v for k, v in fresh.items() if _new_in_v2(k)}, **state_dict}
     variables = keys.to_flax(state_dict)
     if num_classes != source_classes:
         variables["params"].update(new_heads(jax.random.key(seed), variant, num_classes))
@@ -155,7 +178,7 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
         "source_form": form,
         "source_file": Path(src).name,
         "source_sha256": source_sha256 or sha256(src),
-        "inflate": inflate_mode if form == "imagenet" else None,
+        "inflate": inflate_mode if form in ("imagenet", "clip") else None,
         "head": "initialised" if num_classes != source_classes else "converted",
         **({"architecture": architecture} if architecture else {}),
         **(extra or {}),
@@ -177,7 +200,7 @@ def to_torch(src_dir: str | Path, out: str | Path, *, overwrite: bool = False) -
       overwrite: replace an existing `out`.
 
     Returns:
-      `{"keys": N}`, the number of tensors written.
+      `{"keys": N, "form": F}`: the number of tensors written and their form (`sensex` or `opengvlab`).
 
     Raises:
       ConversionError: `out` exists and `overwrite` is False.
@@ -189,7 +212,8 @@ def to_torch(src_dir: str | Path, out: str | Path, *, overwrite: bool = False) -
         raise ConversionError(f"{out} already exists; choose another destination or pass --force")
     _, variables = load_directory(src_dir)
     arrays = keys.to_torch(variables)
-    if is_v2(read_metadata(src_dir)["variant"]):
+    form = "opengvlab" if is_v2(read_metadata(src_dir)["variant"]) else "sensex"
+    if form == "opengvlab":
         arrays = to_opengvlab(arrays)
     # A copy: restored arrays are read-only.
     state_dict = {k: torch.tensor(v) for k, v in arrays.items()}
@@ -201,4 +225,4 @@ def to_torch(src_dir: str | Path, out: str | Path, *, overwrite: bool = False) -
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {"keys": len(state_dict)}
+    return {"keys": len(state_dict), "form": form}

@@ -7,6 +7,9 @@ Forms (Sense-X's released files and `slowfast/utils/checkpoint.py`, MMAction2's 
   imagenet      ImageNet-1K 2D weights ({"model": ...} or flat), inflated to 3D on conversion
   opengvlab     released UniFormerV2 weights (`.pyth`): a flat state dict, `backbone.` keys
   opengvlab-train  UniFormerV2 training checkpoints: {"model_state": ..., ...}
+  clip          CLIP image encoders (ViT-B/16, ViT-L/14, ViT-L/14@336px) as a UniFormerV2 initialisation: OpenAI's
+                TorchScript archives (`ViT-B-16.pt`), open_clip's and other `visual.*` state dicts, or the visual
+                keys alone as OpenGVLab's and MMAction2's extracted `vit_b16.pth` files hold them
 MMAction2's UniFormerV2 files are the `mmaction2` form. Any of them may carry a DistributedDataParallel `module.`
 prefix. UniFormerV2 keys become MMAction2's backbone keys, its head `head.*` (OpenGVLab's `transformer.proj.0`
 is MMAction2's `transformer.norm`, `transformer.proj.2` the head).
@@ -20,9 +23,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FORMS = ("sensex", "sensex-train", "mmaction2", "imagenet", "opengvlab", "opengvlab-train")
+FORMS = ("sensex", "sensex-train", "mmaction2", "imagenet", "opengvlab", "opengvlab-train", "clip")
 CONTAINERS = {"sensex": None, "sensex-train": "model_state", "mmaction2": "state_dict", "imagenet": "model",
-              "opengvlab": None, "opengvlab-train": "model_state"}
+              "opengvlab": None, "opengvlab-train": "model_state", "clip": None}
+# What CLIP's image encoder has and UniFormerV2 does not (OpenGVLab's extraction drops them, extract.ipynb).
+CLIP_DROPPED = ("proj", "ln_post.weight", "ln_post.bias")
 # The container-only forms of Sense-X and OpenGVLab look alike; the keys tell them apart.
 V2_FORMS = {"sensex": "opengvlab", "sensex-train": "opengvlab-train"}
 OPENGVLAB_RENAMES = (("transformer.proj.0.", "transformer.norm."), ("transformer.proj.2.", "head."))
@@ -66,6 +71,11 @@ def load_torch_file(path: str):
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError as e:
+        if "TorchScript" not in str(e):
+            raise ConversionError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+        # OpenAI's CLIP files are TorchScript archives; loading one deserialises its code but runs none of it.
+        return torch.jit.load(path, map_location="cpu").state_dict()
     except FileNotFoundError:
         raise ConversionError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -147,6 +157,23 @@ def is_v2(keys) -> bool:
     return any(isinstance(k, str) and k.endswith("transformer.resblocks.0.attn.in_proj_weight") for k in keys)
 
 
+def _clip_visual(state_dict: Mapping) -> dict | None:
+    """A CLIP model's image encoder keys (`visual.` removed; the text encoder's, which share names with them, left
+    out; `CLIP_DROPPED` too), or None for a state dict that is not CLIP's (no 2D `conv1`)."""
+    keys = [k.removeprefix("module.") for k in state_dict]
+    visual = any(k.startswith("visual.") for k in keys)
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if visual and not key.startswith("visual."):
+            continue
+        key = key.removeprefix("visual.")
+        if key not in CLIP_DROPPED:
+            out[key] = value
+    stem = out.get("conv1.weight")
+    return out if stem is not None and stem.dim() == 4 else None
+
+
 def to_opengvlab(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This package's UniFormerV2 keys as a released OpenGVLab `.pyth` has them (`backbone.` prefix).
 
@@ -195,6 +222,9 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
         raise ConversionError(f"the checkpoint holds no model weights (entries: {sorted(map(str, state_dict))[:8]})")
     if is_v2(state_dict):
         form = V2_FORMS.get(form, form)
+        state_dict = _clip_visual(state_dict)
+        if state_dict is not None:
+            form = "clip"
     arrays = {_rename(k, form): v for k, v in _to_numpy(state_dict).items()}
     stem = arrays.get("patch_embed1.proj.weight", arrays.get("patch_embed1.proj.0.weight"))  # S/B, or XXS/XS
     if stem is not None and stem.ndim == 4:
