@@ -222,9 +222,9 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
         raise ConversionError(f"the checkpoint holds no model weights (entries: {sorted(map(str, state_dict))[:8]})")
     if is_v2(state_dict):
         form = V2_FORMS.get(form, form)
-        state_dict = _clip_visual(state_dict)
-        if state_dict is not None:
-            form = "clip"
+        visual = _clip_visual(state_dict)
+        if visual is not None:
+            state_dict, form = visual, "clip"
     arrays = {_rename(k, form): v for k, v in _to_numpy(state_dict).items()}
     stem = arrays.get("patch_embed1.proj.weight", arrays.get("patch_embed1.proj.0.weight"))  # S/B, or XXS/XS
     if stem is not None and stem.ndim == 4:
