@@ -4,20 +4,32 @@ same network as OpenGVLab's, spec §1.7), through checkpoint files of both relea
 from __future__ import annotations
 
 import collections
+import copy
 import functools
+import json
+import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import av
 import jax
 import numpy as np
+import optax
 import pytest
 import torch
 from conftest import save_mmaction2, video
+from flax import traverse_util
 
 import convert.__main__ as cli
-from uniformer_jax import create_model, load_pretrained
+from tests.videos import write_video
+from uniformer_jax import create_model, load_pretrained, mixing, training
 from uniformer_jax.benchmarks import mmaction2
 from uniformer_jax.models import variants
+from uniformer_jax.weights import torch_keys as keys
 
+ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # max absolute logit difference in float32
 KINETICS = {}
 STH = dict(n_layers=8, lmhra=True, double_lmhra=True, temporal_downsample=True)
@@ -47,9 +59,13 @@ def save_opengvlab(model, path, frozen=False):
     return path
 
 
-def converted(tmp_path, checkpoint):
+def converted_dir(tmp_path, checkpoint):
     assert cli.main([str(checkpoint), str(tmp_path / "converted")]) == 0
-    return load_pretrained(tmp_path / "converted")
+    return tmp_path / "converted"
+
+
+def converted(tmp_path, checkpoint):
+    return load_pretrained(converted_dir(tmp_path, checkpoint))
 
 
 def assert_parity(model, variables, torch_model, shape):
@@ -211,3 +227,74 @@ def test_clip_initialisation_is_what_mmaction2_loads(tmp_path, monkeypatch):
         assert len(zero) == 2 + 4 * 8 + 2 * 24 + 8
         for key in zero:
             assert not expected[key].any() and not got[key].any(), key
+
+
+def test_a_train_step_has_mmaction2s_loss_and_gradients(tmp_path):
+    """One `training.make_train_step` step (SGD at rate 1: the update is the gradient) against PyTorch's backward
+    pass on the same weights and clips: the Something-Something structure, whose local MHRA normalises with batch
+    statistics in training. Dropout is off in both (it is random in both)."""
+    torch_model = reference(frames=4, **STH)
+    model, variables = load_pretrained(converted_dir(tmp_path, save_mmaction2(torch_model, tmp_path / "mm.pth")),
+                                       mlp_dropout=0.0, head_dropout=0.0)
+    rng = np.random.RandomState(0)
+    clips = rng.randint(0, 256, (2, 4, 224, 224, 3)).astype(np.uint8)
+    labels = rng.randint(0, 400, 2).astype(np.int32)
+    tx = optax.sgd(1.0)
+    step = jax.jit(training.make_train_step(model, tx, optax.constant_schedule(1.0),
+                                            mixing.Mixing(mixup=0.0, cutmix=0.0, smoothing=0.1, group=2)))
+    state = training.init_state(variables, tx, seed=0)
+    new, metrics = step(state, {"video": clips, "label": labels})
+    grads = traverse_util.flatten_dict(jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), state.params,
+                                                    new.params))
+
+    trained = copy.deepcopy(torch_model).train()
+    for module in trained.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    x = ((torch.from_numpy(clips).float() - 114.75) / 57.375).permute(0, 4, 1, 2, 3).contiguous()
+    logits = trained.cls_head(trained.backbone(x))
+    targets = torch.full((2, 400), 0.1 / 400)
+    targets[torch.arange(2), torch.from_numpy(labels).long()] += 0.9
+    loss = torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).mean()
+    loss.backward()
+    assert abs(float(metrics["loss"]) - loss.item()) < 1e-4
+
+    named = {k: p.grad.numpy() for k, p in trained.named_parameters()}
+    expected = traverse_util.flatten_dict(keys.to_flax(
+        {("head." + k.removeprefix("cls_head.fc_cls.")) if k.startswith("cls_head.") else k.removeprefix("backbone."):
+         v for k, v in named.items()})["params"])
+    assert expected.keys() == grads.keys()
+    scale = max(np.abs(g).max() for g in expected.values())
+    worst = max(np.abs(grads[k] - expected[k]).max() for k in expected)
+    assert worst < 1e-3 * scale, f"largest gradient difference {worst:.2e} (largest gradient {scale:.2e})"
+
+
+def test_extract_takes_uniformerv2s_windows_and_features(tmp_path):
+    """`python -m uniformer_jax.extract` with a converted UniFormerV2: 8 frames every 8 at 224² by default, and
+    each window's feature MMAction2's backbone output (the head's input) for the same frames, decoded with PyAV,
+    resized as the test view (bilinear short side to 224, centre crop)."""
+    torch_model = reference(frames=8)
+    write_video(tmp_path / "videos" / "long.mp4", 70, 25, 128, 96)
+    directory = converted_dir(tmp_path, save_mmaction2(torch_model, tmp_path / "mm.pth"))
+    result = subprocess.run([sys.executable, "-m", "uniformer_jax.extract", str(tmp_path / "videos"), "--checkpoint",
+                             str(directory), "--out", str(tmp_path / "out"), "--stride=8", "--batch=2"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((tmp_path / "out" / "long.json").read_text())
+    assert [info["settings"][k] for k in ("frames", "rate", "size")] == [8, 8, 224]
+    assert [w["start_frame"] for w in info["windows"]] == [0, 8]  # 16 + 7 * 8 > 69: no third window
+
+    with av.open(str(tmp_path / "videos" / "long.mp4")) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    clips = []
+    for start in (0, 8):
+        x = ((torch.from_numpy(frames[start:start + 57:8]).float() / 255 - 0.45) / 0.225).permute(0, 3, 1, 2)
+        x = torch.nn.functional.interpolate(x, size=(224, math.floor(128 / 96 * 224)), mode="bilinear",
+                                            align_corners=False)
+        offset = math.ceil((x.shape[-1] - 224) / 2)
+        clips.append(x[:, :, :, offset:offset + 224])
+    with torch.no_grad():
+        expected = torch_model.backbone(torch.stack(clips).permute(0, 2, 1, 3, 4).contiguous()).numpy()
+    got = np.load(tmp_path / "out" / "long.npy")
+    assert got.shape == (2, 768)
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -16,6 +16,8 @@ from uniformer_jax import sharding
 from uniformer_jax.data import class_lists, pipelines
 from uniformer_jax.data.builder import dataset_dir
 from uniformer_jax.models.layers import normalise
+from uniformer_jax.models.uniformerv2 import SPECS
+from uniformer_jax.models.variants import is_v2
 from uniformer_jax.weights import releases
 from uniformer_jax.weights.checkpoints import METADATA_FILE
 
@@ -48,6 +50,25 @@ class Protocol:
                        config.model.dtype, config.model.attention, d.multi_label)
         protocol.check()
         return protocol
+
+    @classmethod
+    def default(cls, variant: str, multi_label: bool = False) -> Protocol:
+        """The protocol of a checkpoint tested without a config: Kinetics' for the UniFormer family (the class
+        defaults); for UniFormerV2 its own (spec §4): 8 frames sampled over the whole video, 4 clips x 3 crops of
+        the model's input size, the mean of the views' softmax.
+
+        Args:
+          variant: the checkpoint's variant.
+          multi_label: a multi-label head (views aggregated by their mean logits).
+
+        Returns:
+          The protocol.
+        """
+        if not is_v2(variant):
+            return cls(multi_label=multi_label)
+        size = SPECS[variant].size
+        return cls(pipelines.Sampling(8, 1, "segment"), pipelines.TestViews(4, 3, size, size),
+                   "sum_logits" if multi_label else "mean_softmax", multi_label=multi_label)
 
     def check(self) -> None:
         choices = {"aggregate": (self.aggregate, AGGREGATES), "dtype": (self.dtype, ("float32", "bfloat16")),

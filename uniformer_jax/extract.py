@@ -35,8 +35,10 @@ from tqdm import tqdm
 
 from uniformer_jax import extraction, recipes, sharding
 from uniformer_jax.data.windows import Windows
+from uniformer_jax.models import uniformerv2
+from uniformer_jax.models.variants import is_v2
 from uniformer_jax.weights import hub, releases
-from uniformer_jax.weights.checkpoints import CheckpointError, load_directory
+from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a release name, converted directory or .pth file")
 _OUT = flags.DEFINE_string("out", None, "the folder the features go to")
@@ -51,7 +53,8 @@ _WORKERS = flags.DEFINE_integer("workers", 4, "videos decoded at the same time o
 
 
 def windows_of(checkpoint: str) -> Windows:
-    """The windows the flags ask for, their defaults from the checkpoint's release (Kinetics' otherwise).
+    """The windows the flags ask for, their defaults from the checkpoint's release (Kinetics' otherwise; 8
+    frames every 8 at the model's size for a converted UniFormerV2).
 
     Args:
       checkpoint: what --checkpoint names.
@@ -60,7 +63,11 @@ def windows_of(checkpoint: str) -> Windows:
       The `Windows`.
     """
     frames, rate, size = 16, 4, 224
-    if checkpoint in releases.BY_NAME:
+    if Path(checkpoint).is_dir() and is_v2(read_metadata(checkpoint)["variant"]):
+        # UniFormerV2 sees 8 frames of a clip; 8 every 8 spans about 2 s, as its sparse samples of a Kinetics clip
+        # do; the input size is its positional table's.
+        frames, rate, size = 8, 8, uniformerv2.SPECS[read_metadata(checkpoint)["variant"]].size
+    elif checkpoint in releases.BY_NAME:
         protocol = recipes.release_protocol(checkpoint)
         frames, size = protocol["data.num_frames"], protocol["data.crop_size"]
         rate = protocol["data.rate"] if protocol["data.mode"] == "dense" else 4

@@ -23,6 +23,7 @@ from uniformer_jax.data import video
 from uniformer_jax.data.class_folders import VIDEO_SUFFIXES
 from uniformer_jax.data.windows import VideoWindows, Windows, window_spans
 from uniformer_jax.models.layers import normalise
+from uniformer_jax.models.uniformerv2 import UniFormerV2
 
 LAYERS = ("pooled", "stage3", "stage4")
 SETTINGS_FILE = "settings.json"
@@ -139,10 +140,12 @@ def make_step(model, layer: str):
       `step(variables, clips (B, T, P, P, 3) uint8) -> (B, C)` for `pooled`, `(B, T', C)` for a stage.
 
     Raises:
-      ValueError: an unknown layer.
+      ValueError: an unknown layer, or a stage of a UniFormerV2.
     """
     if layer not in LAYERS:
         raise ValueError(f"--layer is {layer!r}; use one of {', '.join(LAYERS)}")
+    if layer != "pooled" and isinstance(model, UniFormerV2):
+        raise ValueError(f"--layer {layer} is a UniFormer stage; a UniFormerV2 has none (use --layer pooled)")
 
     def step(variables, clips):
         maps = model.apply(variables, normalise(clips, model.dtype), method="features")

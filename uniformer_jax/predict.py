@@ -7,7 +7,8 @@
 --checkpoint takes a released model's name (fetched and converted once, then cached), a converted directory or a
 .pth file; with --config it defaults to the config's checkpoint or release.
 
-Without --config the protocol is Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, short side 224);
+Without --config the protocol is Kinetics' (16 frames at rate 4, 4 clips x 1 centre crop, short side 224; for a
+UniFormerV2, 8 frames over the whole video, 4 clips x 3 crops, as its authors test);
 a config file from configs/ sets the protocol of its model (and `--config.data.num_frames=32` etc. override it).
 A model trained multi-label (`data.multi_label`) gives each class its own sigmoid probability. --timeline cuts the
 video into windows of one clip each (as `python -m uniformer_jax.extract` does, every frames x rate frames unless
@@ -178,7 +179,7 @@ def main(argv):
     try:
         directory = hub.resolve(checkpoint)
         metadata = read_metadata(directory)
-        protocol = evaluation.Protocol(multi_label=metadata.get("multi_label", False))
+        protocol = evaluation.Protocol.default(metadata["variant"], metadata.get("multi_label", False))
         if config is not None:
             recipes.complete(config, metadata["variant"], metadata["num_classes"], protocol.multi_label)
             protocol = evaluation.Protocol.from_config(config)
