@@ -202,7 +202,7 @@ def test_clip_initialisation_is_what_mmaction2_loads(tmp_path, monkeypatch):
     parts CLIP lacks start as the original's constructor starts them (zero projections: identity blocks)."""
     torch.manual_seed(0)
     clip = _Clip().half()  # OpenAI ships float16 weights
-    torch.jit.save(torch.jit.script(clip), tmp_path / "ViT-B-16.pt")
+    torch.jit.save(torch.jit.trace(clip, torch.ones(1, dtype=torch.half)), tmp_path / "ViT-B-16.pt")
     torch.save({"state_dict": {"module." + k: v for k, v in clip.state_dict().items()}}, tmp_path / "open_clip.pt")
     visual = {k.removeprefix("visual."): v.float() for k, v in clip.state_dict().items() if k.startswith("visual.")}
 
@@ -274,6 +274,7 @@ def test_extract_takes_uniformerv2s_windows_and_features(tmp_path):
     each window's feature MMAction2's backbone output (the head's input) for the same frames, decoded with PyAV,
     resized as the test view (bilinear short side to 224, centre crop)."""
     torch_model = reference(frames=8)
+    (tmp_path / "videos").mkdir()
     write_video(tmp_path / "videos" / "long.mp4", 70, 25, 128, 96)
     directory = converted_dir(tmp_path, save_mmaction2(torch_model, tmp_path / "mm.pth"))
     result = subprocess.run([sys.executable, "-m", "uniformer_jax.extract", str(tmp_path / "videos"), "--checkpoint",
@@ -297,4 +298,5 @@ def test_extract_takes_uniformerv2s_windows_and_features(tmp_path):
         expected = torch_model.backbone(torch.stack(clips).permute(0, 2, 1, 3, 4).contiguous()).numpy()
     got = np.load(tmp_path / "out" / "long.npy")
     assert got.shape == (2, 768)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # uint8 frames after the resize there, float frames here: a fraction of a grey level apart (as test_extract.py)
+    np.testing.assert_allclose(got, expected, atol=2e-2 * np.abs(expected).max())

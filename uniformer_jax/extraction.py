@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uniformer_jax import sharding
 from uniformer_jax.data import video
 from uniformer_jax.data.class_folders import VIDEO_SUFFIXES
 from uniformer_jax.data.windows import VideoWindows, Windows, window_spans
@@ -202,8 +203,7 @@ def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, 
     Returns:
       The videos that could not be read (file -> reason), and the number of windows extracted.
     """
-    devices = jax.local_devices()
-    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices)
+    mesh = sharding.data_mesh(jax.local_devices())  # each process extracts its own videos
     spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     step = make_step(model, settings.layer)
