@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from uniformer_jax.models.uniformerv2 import STRUCTURES
-from uniformer_jax.models.variants import VARIANT_NAMES
+from uniformer_jax.models.variants import STRUCTURES, VARIANT_NAMES
 from uniformer_jax.weights import hub
 from uniformer_jax.weights.checkpoints import CheckpointError
 from uniformer_jax.weights.conversion import FORMS, INFLATE_MODES, ConversionError, to_orbax, to_torch

@@ -54,14 +54,32 @@ SPECS = {
 
 
 def quick_gelu(x):
-    """CLIP's activation, `x·σ(1.702x)` (not GELU in either form)."""
+    """CLIP's activation (not GELU in either form).
+
+    Args:
+      x: any array.
+
+    Returns:
+      `x·σ(1.702x)`, shaped and typed as `x`.
+    """
     return x * jax.nn.sigmoid(1.702 * x)
 
 
 def drop_path(module: nn.Module, x, rate: float, mask_shape: tuple[int, ...], deterministic: bool):
     """Stochastic depth as the original applies it: timm's DropPath drops along dim 0 of the tensor it is given,
     which in UniFormerV2 is the token position of `(1+L, B·T', C)` in the backbone, the video in LMHRA and the whole
-    batch in the extractors; `mask_shape` is that dim's place in this module's layout."""
+    batch in the extractors (spec pitfall 2).
+
+    Args:
+      module: the module whose `dropout` RNG stream draws the mask.
+      x: a branch's output.
+      rate: the drop probability.
+      mask_shape: the mask's shape, broadcast against `x`: that dim's place in this module's layout.
+      deterministic: evaluation (nothing dropped).
+
+    Returns:
+      `x` with dropped entries zero and the rest scaled by 1 / (1 - rate).
+    """
     if deterministic or rate == 0.0:
         return x
     keep = 1.0 - rate
@@ -217,12 +235,14 @@ class Transformer(nn.Module):
         cls = jnp.broadcast_to(self.param("temporal_cls_token", zeros, (1, 1, c))[0],
                                (b, c)).astype(z.dtype)
         first = self.layers - self.n_layers
+        block_rates = _linspace(self.backbone_drop_path_rate, self.layers)
+        global_rates = _linspace(self.drop_path_rate, self.n_layers)
+        recomputed = nn.remat(ResidualAttentionBlock, static_argnums=(2, 3))
         tokens = []
         for i in range(self.layers):
-            block = nn.remat(ResidualAttentionBlock, static_argnums=(2, 3)) if i < self.remat else \
-                ResidualAttentionBlock
-            z = block(self.num_heads, _linspace(self.backbone_drop_path_rate, self.layers)[i], self.lmhra,
-                      self.double_lmhra, self.attention, self.dtype, name=f"resblocks_{i}")(z, frames, train)
+            block = recomputed if i < self.remat else ResidualAttentionBlock
+            z = block(self.num_heads, block_rates[i], self.lmhra, self.double_lmhra, self.attention, self.dtype,
+                      name=f"resblocks_{i}")(z, frames, train)
             tokens.append(z)
             if i >= first:
                 j = i - first
@@ -230,8 +250,8 @@ class Transformer(nn.Module):
                 patches = f[:, :, 1:].reshape(b, frames, side, side, c)
                 patches = patches + DepthwiseConv(3, bias_init=zeros, dtype=self.dtype, name=f"dpe_{j}")(patches)
                 kv = jnp.concatenate([f[:, :, :1], patches.reshape(b, frames, n - 1, c)], axis=2)
-                cls = Extractor(self.num_heads, self.mlp_dropout, _linspace(self.drop_path_rate, self.n_layers)[j],
-                                self.dtype, name=f"dec_{j}")(cls, kv.reshape(b, frames * n, c), train)
+                cls = Extractor(self.num_heads, self.mlp_dropout, global_rates[j], self.dtype,
+                                name=f"dec_{j}")(cls, kv.reshape(b, frames * n, c), train)
         if self.frozen:
             feature = cls
         else:
@@ -380,29 +400,3 @@ def flops(spec: Spec, frames: int, num_classes: int = 400, n_layers: int = 4, lm
     total += n_layers * (extractor + t * n_patch * c * 27)  # and the 3x3x3 depthwise position encoding
     return total + c * num_classes
 
-
-STRUCTURES = ("kinetics", "sth", "frozen")
-
-
-def structure(name: str, spec: Spec) -> dict:
-    """The released configs' structures (spec §1.1): what a CLIP encoder becomes.
-
-    Args:
-      name: `kinetics` (also MiT, ActivityNet, HACS: 4 global UniBlocks), `sth` (Something-Something: local MHRA
-        twice a block, temporal downsampling, global UniBlocks on the last 8 of 12 or 16 of 24 blocks) or `frozen`
-        (the frozen-backbone models: no `balance`).
-      spec: the CLIP encoder's shape.
-
-    Returns:
-      `UniFormerV2` attributes.
-
-    Raises:
-      ValueError: an unknown name.
-    """
-    if name == "kinetics":
-        return {"n_layers": 4}
-    if name == "sth":
-        return {"n_layers": spec.layers * 2 // 3, "lmhra": True, "double_lmhra": True, "temporal_downsample": True}
-    if name == "frozen":
-        return {"n_layers": 4, "frozen": True}
-    raise ValueError(f"unknown UniFormerV2 structure {name!r}; choose one of {', '.join(STRUCTURES)}")

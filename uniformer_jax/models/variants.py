@@ -197,6 +197,34 @@ def architecture_of(state_dict: Mapping) -> dict:
             "frozen": "transformer.balance" not in state_dict}
 
 
+STRUCTURES = ("kinetics", "sth", "frozen")
+
+
+def structure(name: str, variant: str) -> dict:
+    """The released configs' structures (spec §1.1): what a CLIP encoder becomes.
+
+    Args:
+      name: `kinetics` (also MiT, ActivityNet, HACS: 4 global UniBlocks), `sth` (Something-Something: local MHRA
+        twice a block, temporal downsampling, global UniBlocks on the last 8 of 12 or 16 of 24 blocks) or `frozen`
+        (the frozen-backbone models: no `balance`).
+      variant: a UniFormerV2 variant.
+
+    Returns:
+      `UniFormerV2` attributes.
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    spec = uniformerv2.SPECS[variant]
+    if name == "kinetics":
+        return {"n_layers": 4}
+    if name == "sth":
+        return {"n_layers": spec.layers * 2 // 3, "lmhra": True, "double_lmhra": True, "temporal_downsample": True}
+    if name == "frozen":
+        return {"n_layers": 4, "frozen": True}
+    raise ValueError(f"unknown UniFormerV2 structure {name!r}; choose one of {', '.join(STRUCTURES)}")
+
+
 DEPTHS = {**uniformer.DEPTHS, **{name: spec.depth for name, spec in light.SPECS.items()}}
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import jax
 
 from uniformer_jax.data import class_lists
-from uniformer_jax.models import uniformerv2
 from uniformer_jax.models.variants import (
     VARIANT_NAMES,
     architecture_of,
@@ -23,6 +22,7 @@ from uniformer_jax.models.variants import (
     stage_depths,
     variant_of,
 )
+from uniformer_jax.models.variants import structure as v2_structure  # `structure` is to_orbax's argument
 from uniformer_jax.weights import torch_keys as keys
 from uniformer_jax.weights.checkpoints import (
     abstract_variables,
@@ -109,7 +109,7 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
       inflate_mode: how 2D ImageNet kernels become 3D: `average` (Sense-X) or `center` (MMAction2); CLIP's
         patch embedding is always inflated to the centre, as both UniFormerV2 codebases do.
       ln_eps: LayerNorm epsilon of the attention blocks; None takes the form's (`LN_EPS`).
-      structure: for a CLIP encoder, the UniFormerV2 it becomes (`uniformerv2.STRUCTURES`; None: `kinetics`);
+      structure: for a CLIP encoder, the UniFormerV2 it becomes (`variants.STRUCTURES`; None: `kinetics`);
         the parts CLIP lacks are initialised as the original's constructor does.
       seed: the seed of a new head (and of a CLIP encoder's new parts).
       overwrite: replace an existing `dst`.
@@ -140,7 +140,7 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
         raise ConversionError(f"--structure applies to CLIP encoders, not to a {form} checkpoint (whose keys "
                               "give its structure)")
     try:
-        architecture = (uniformerv2.structure(structure or "kinetics", uniformerv2.SPECS[variant])
+        architecture = (v2_structure(structure or "kinetics", variant)
                         if form == "clip" else architecture_of(state_dict))
         model = create_model(variant, num_classes=source_classes or num_classes, ln_eps=ln_eps, **architecture)
     except ValueError as e:
