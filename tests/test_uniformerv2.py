@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +36,43 @@ KINETICS = {}
 STH = dict(n_layers=8, lmhra=True, double_lmhra=True, temporal_downsample=True)
 
 
+
+@pytest.fixture(autouse=True)
+def discard_checkpoints(tmp_path):
+    """B/16 and L/14 checkpoint files and directories are 0.4-1.4 GB each: removed once their test is done, so
+    that the suite's temporary files stay as small as they were before UniFormerV2."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+def randomise_all(model, seed: int = 0, scale: float = 0.02):
+    """Every parameter random (the zero-initialised projections, `balance` and the video token too), so that a
+    conversion that misplaces any of them shows; BatchNorm statistics as `randomise_batch_stats` makes them.
+
+    Args:
+      model: an MMAction2 model.
+      seed: the random seed.
+      scale: the standard deviation of the weights (norms' scales are 1 + that).
+
+    Returns:
+      The model, changed in place.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1 + scale * noise if name.endswith(("ln_1.weight", "ln_2.weight", "ln_3.weight", "ln_pre.weight",
+                                                        "norm.weight")) else
+                    noise if name.endswith(("class_embedding", "positional_embedding", "temporal_cls_token",
+                                            "balance")) else scale * noise)
+    return mmaction2.randomise_batch_stats(model, seed)
+
+
 @functools.cache
 def reference(variant="uniformerv2_b16", num_classes=400, frames=8, frozen=False, **architecture):
     """A random MMAction2 UniFormerV2 (cached: read, never modify). `frozen`: `balance` at -1e4, so that
     σ(balance) is 0 and the feature is the video token alone, as in OpenGVLab's frozen models."""
     torch.manual_seed(0)
-    model = mmaction2.randomise(mmaction2.build_v2(variant, num_classes, frames, **architecture))
+    model = randomise_all(mmaction2.build_v2(variant, num_classes, frames, **architecture))
     if frozen:
         with torch.no_grad():
             model.backbone.transformer.balance.fill_(-1e4)

@@ -63,10 +63,11 @@ def windows_of(checkpoint: str) -> Windows:
       The `Windows`.
     """
     frames, rate, size = 16, 4, 224
-    if Path(checkpoint).is_dir() and is_v2(read_metadata(checkpoint)["variant"]):
+    variant = read_metadata(checkpoint)["variant"] if Path(checkpoint).is_dir() else None
+    if variant is not None and is_v2(variant):
         # UniFormerV2 sees 8 frames of a clip; 8 every 8 spans about 2 s, as its sparse samples of a Kinetics clip
         # do; the input size is its positional table's.
-        frames, rate, size = 8, 8, uniformerv2.SPECS[read_metadata(checkpoint)["variant"]].size
+        frames, rate, size = 8, 8, uniformerv2.SPECS[variant].size
     elif checkpoint in releases.BY_NAME:
         protocol = recipes.release_protocol(checkpoint)
         frames, size = protocol["data.num_frames"], protocol["data.crop_size"]

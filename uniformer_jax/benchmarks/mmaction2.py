@@ -142,27 +142,3 @@ def build_v2(variant: str = "uniformerv2_b16", num_classes: int = 400, frames: i
                                format_shape="NCTHW")))
     return model.eval()
 
-
-def randomise(model, seed: int = 0, scale: float = 0.02):
-    """Every parameter random (the zero-initialised projections, `balance` and the video token too), so that a
-    conversion that misplaces any of them shows; BatchNorm statistics as `randomise_batch_stats` makes them.
-
-    Args:
-      model: an MMAction2 model.
-      seed: the random seed.
-      scale: the standard deviation of the weights (norms' scales are 1 + that).
-
-    Returns:
-      The model, changed in place.
-    """
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + scale * noise if name.endswith(("ln_1.weight", "ln_2.weight", "ln_3.weight", "ln_pre.weight",
-                                                        "norm.weight")) else
-                    noise if name.endswith(("class_embedding", "positional_embedding", "temporal_cls_token",
-                                            "balance")) else scale * noise)
-    return randomise_batch_stats(model, seed)

@@ -104,6 +104,26 @@ class DepthwiseConv(nn.Module):
         return y + bias
 
 
+def drop_path(module: nn.Module, x, rate: float, mask_shape: tuple[int, ...], deterministic: bool):
+    """Stochastic depth: a branch's output kept or dropped as a whole along the axes `mask_shape` spans.
+
+    Args:
+      module: the module whose `dropout` RNG stream draws the mask.
+      x: a branch's output.
+      rate: the drop probability.
+      mask_shape: the mask's shape, broadcast against `x` (timm's DropPath: `(B, 1, ..., 1)`, per sample).
+      deterministic: evaluation (nothing dropped).
+
+    Returns:
+      `x` with dropped entries zero and the rest scaled by 1 / (1 - rate).
+    """
+    if deterministic or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, mask_shape)
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample, as timm's DropPath."""
 
@@ -111,11 +131,7 @@ class DropPath(nn.Module):
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
-        if deterministic or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(mask, x / keep, 0).astype(x.dtype)
+        return drop_path(self, x, self.rate, (x.shape[0],) + (1,) * (x.ndim - 1), deterministic)
 
 
 class PatchEmbed(nn.Module):

@@ -19,7 +19,7 @@ import numpy as np
 from flax import linen as nn
 from flax.linen import dtypes
 
-from uniformer_jax.models.layers import DepthwiseConv, conv, conv_bias_init, conv_kernel_init, linear_init
+from uniformer_jax.models.layers import DepthwiseConv, conv, conv_bias_init, conv_kernel_init, drop_path, linear_init
 
 LN_EPS = 1e-5
 MLP_FACTOR = 4
@@ -63,28 +63,6 @@ def quick_gelu(x):
       `x·σ(1.702x)`, shaped and typed as `x`.
     """
     return x * jax.nn.sigmoid(1.702 * x)
-
-
-def drop_path(module: nn.Module, x, rate: float, mask_shape: tuple[int, ...], deterministic: bool):
-    """Stochastic depth as the original applies it: timm's DropPath drops along dim 0 of the tensor it is given,
-    which in UniFormerV2 is the token position of `(1+L, B·T', C)` in the backbone, the video in LMHRA and the whole
-    batch in the extractors (spec pitfall 2).
-
-    Args:
-      module: the module whose `dropout` RNG stream draws the mask.
-      x: a branch's output.
-      rate: the drop probability.
-      mask_shape: the mask's shape, broadcast against `x`: that dim's place in this module's layout.
-      deterministic: evaluation (nothing dropped).
-
-    Returns:
-      `x` with dropped entries zero and the rest scaled by 1 / (1 - rate).
-    """
-    if deterministic or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, mask_shape)
-    return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
 class MultiheadAttention(nn.Module):
@@ -173,6 +151,8 @@ class ResidualAttentionBlock(nn.Module):
         side = math.isqrt(n - 1)
         patches = z[:, 1:].reshape(bt // frames, frames, side, side, c)
         y = LocalMHRA(dtype=self.dtype, name=name)(patches, train)
+        # Stochastic depth along dim 0 of what PyTorch's DropPath gets (spec pitfall 2): whole videos here, token
+        # positions in the attention and MLP branches, the whole batch in the extractors.
         patches = patches + drop_path(self, y, self.drop_path, (bt // frames, 1, 1, 1, 1), not train)
         return jnp.concatenate([z[:, :1], patches.reshape(bt, n - 1, c)], axis=1)
 

@@ -17,8 +17,6 @@ VARIANT_NAMES = (*uniformer.DEPTHS, *light.SPECS, *uniformerv2.SPECS)
 FEATURES = {**{name: uniformer.EMBED_DIM[-1] for name in uniformer.DEPTHS},
             **{name: spec.embed_dim[-1] for name, spec in light.SPECS.items()},
             **{name: spec.width for name, spec in uniformerv2.SPECS.items()}}
-# A UniFormerV2 checkpoint's structure beyond its variant, as `architecture_of` reads it from the keys.
-ARCHITECTURE_FIELDS = ("n_layers", "lmhra", "double_lmhra", "temporal_downsample", "frozen")
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -30,7 +28,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
       name: a variant, one of `VARIANT_NAMES` (`uniformer_small`, `uniformer_base`, `uniformer_xxs`, ...,
         `uniformerv2_b16`, ...).
       **kwargs: the model's attributes: `num_classes`, `drop_path_rate`, `ln_eps`, `dtype`, `attention`, `remat`
-        (and `prune_ratio`, `trade_off` for the light models; `ARCHITECTURE_FIELDS`, `backbone_drop_path_rate`,
+        (and `prune_ratio`, `trade_off` for the light models; `architecture_of`'s fields, `backbone_drop_path_rate`,
         `mlp_dropout`, `head_dropout` for UniFormerV2, whose `remat` is a count of blocks and whose LayerNorms
         are CLIP's, eps 1e-5).
 
@@ -131,13 +129,7 @@ def stage_depths(keys) -> tuple[int, ...]:
     Returns:
       The four stages' block counts (0 for a stage without keys).
     """
-    depth = [0, 0, 0, 0]
-    for key in keys:
-        m = re.match(r"blocks([1-4])\.(\d+)\.", key)
-        if m:
-            s = int(m.group(1)) - 1
-            depth[s] = max(depth[s], int(m.group(2)) + 1)
-    return tuple(depth)
+    return tuple(_count(keys, rf"blocks{s}\.(\d+)\.") for s in range(1, 5))
 
 
 def variant_of(state_dict: Mapping) -> str | None:
@@ -173,6 +165,7 @@ def _v2_variant_of(state_dict: Mapping) -> str | None:
 
 
 def _count(keys, pattern: str) -> int:
+    """One more than the largest index `pattern`'s group matches at the start of a key: blocks in a list."""
     return max((int(m.group(1)) + 1 for m in map(lambda k: re.match(pattern, k), keys) if m), default=0)
 
 
@@ -185,7 +178,8 @@ def architecture_of(state_dict: Mapping) -> dict:
       state_dict: a state dict with this package's UniFormerV2 keys (`torch_files.read_state_dict`'s).
 
     Returns:
-      `ARCHITECTURE_FIELDS` and their values, or {} for the v1 models (whose variant says everything).
+      `n_layers`, `lmhra`, `double_lmhra`, `temporal_downsample`, `frozen`; or {} for the v1 models (whose
+      variant says everything).
     """
     if V2_KEY not in state_dict:
         return {}
@@ -247,7 +241,7 @@ def flops(name: str, frames: int, size: int | None = None, num_classes: int = 40
       frames: the clip's frame count.
       size: the clip's height and width; None: 224, or a UniFormerV2's own size.
       num_classes: the head's size.
-      **architecture: a UniFormerV2's `ARCHITECTURE_FIELDS`.
+      **architecture: a UniFormerV2's structure (`architecture_of`'s fields).
 
     Returns:
       The FLOP count of one eval-mode forward pass.

@@ -45,7 +45,7 @@ from uniformer_jax.weights.torch_files import (
 
 # The LayerNorm eps of the attention blocks that trained each form's weights.
 LN_EPS = {"sensex": 1e-6, "sensex-train": 1e-6, "imagenet": 1e-6, "mmaction2": 1e-5, "opengvlab": 1e-5,
-          "opengvlab-train": 1e-5}
+          "opengvlab-train": 1e-5, "clip": 1e-5}
 
 __all__ = ["FORMS", "INFLATE_MODES", "ConversionError", "to_orbax", "to_torch"]
 
@@ -135,7 +135,7 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
     num_classes = num_classes or source_classes
     if num_classes is None:
         raise ConversionError("the checkpoint has no classification head; pass --num-classes to initialise one")
-    ln_eps = LN_EPS.get(form, 1e-5) if ln_eps is None else ln_eps
+    ln_eps = LN_EPS[form] if ln_eps is None else ln_eps
     if structure is not None and form != "clip":
         raise ConversionError(f"--structure applies to CLIP encoders, not to a {form} checkpoint (whose keys "
                               "give its structure)")

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from uniformer_jax.models.variants import V2_KEY
+
 FORMS = ("sensex", "sensex-train", "mmaction2", "imagenet", "opengvlab", "opengvlab-train", "clip")
 CONTAINERS = {"sensex": None, "sensex-train": "model_state", "mmaction2": "state_dict", "imagenet": "model",
               "opengvlab": None, "opengvlab-train": "model_state", "clip": None}
@@ -145,16 +147,16 @@ def _rename(key: str, form: str) -> str:
     return key
 
 
-def is_v2(keys) -> bool:
+def has_v2_keys(keys) -> bool:
     """Whether state-dict keys are UniFormerV2's (CLIP blocks), in any form.
 
     Args:
       keys: state-dict keys.
 
     Returns:
-      True when a `transformer.resblocks.0.attn.in_proj_weight` key is there under any prefix.
+      True when `variants.V2_KEY` is there under any prefix.
     """
-    return any(isinstance(k, str) and k.endswith("transformer.resblocks.0.attn.in_proj_weight") for k in keys)
+    return any(isinstance(k, str) and k.endswith(V2_KEY) for k in keys)
 
 
 def _clip_visual(state_dict: Mapping) -> dict | None:
@@ -220,7 +222,7 @@ def read_state_dict(checkpoint, form: str | None = None) -> tuple[dict[str, np.n
                               "not a state dict")
     if not any(isinstance(k, str) and k.endswith(".weight") for k in state_dict):
         raise ConversionError(f"the checkpoint holds no model weights (entries: {sorted(map(str, state_dict))[:8]})")
-    if is_v2(state_dict):
+    if has_v2_keys(state_dict):
         form = V2_FORMS.get(form, form)
         visual = _clip_visual(state_dict)
         if visual is not None:
