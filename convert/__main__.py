@@ -29,7 +29,9 @@ def parse_args(argv):
     parser.add_argument("--labels", help="class names of the source head rows: a short name (k400-sensex, ...) or a "
                                          "file, one per line, or 'name<TAB>idx' or 'name idx' lines")
     parser.add_argument("--reorder-to", help="class list whose order the head rows are permuted into "
-                                             "(matched by name, ignoring case, spaces, underscores, punctuation)")
+                                             "(matched by name, ignoring case, spaces, underscores, punctuation); "
+                                             "from a K710 head (--labels k710-...) the K400/600/700 rows are "
+                                             "selected, as MMAction2's channel maps do")
     parser.add_argument("--inflate", choices=INFLATE_MODES, default="average",
                         help="2D->3D inflation of ImageNet weights: 'average' (Sense-X) or 'center' (MMAction2)")
     parser.add_argument("--ln-eps", type=float, help="LayerNorm eps of the attention blocks (default: 1e-5 for "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import signal
@@ -19,7 +20,7 @@ from flax import traverse_util
 import convert.__main__ as cli
 from uniformer_jax import CheckpointError, load_pretrained, save_pretrained
 from uniformer_jax.benchmarks import mmaction2
-from uniformer_jax.data.class_lists import CLASS_LISTS, class_list_path, permutation, read_class_names
+from uniformer_jax.data.class_lists import CLASS_LISTS, class_list_path, head_rows, read_class_names
 from uniformer_jax.weights import torch_keys as keys
 from uniformer_jax.weights.checkpoints import read_metadata, remove_leftovers
 
@@ -133,10 +134,36 @@ def test_reorder_mmaction2_head_into_sensex_class_order(tmp_path, mm_checkpoint)
         assert abs(ours[int(index)] - theirs[alphabetical.index(name)]) < 1e-4, name
 
 
+CHANNEL_MAPS = Path(__file__).parent / "fixtures" / "k710_channel_maps"  # MMAction2's, before and after 9dc33d98
+
+
+@pytest.mark.parametrize("k710,maps", [("k710-opengvlab", "old_map"), ("k710-mmaction2", "map")])
+def test_k710_rows_are_mmaction2s_channel_maps(k710, maps):
+    # MMAction2 `configs/recognition/uniformerv2/k710_channel_map/map_k{400,600,700}.json`: entry i is the K710 row
+    # of MMAction2's class i; the old maps go with the old (OpenGVLab) K710 order, the new ones with MMAction2's.
+    for k in (400, 600, 700):
+        expected = json.loads((CHANNEL_MAPS / f"{maps}_k{k}.json").read_text())
+        rows = head_rows(read_class_names(k710), read_class_names(f"k{k}-mmaction2"))
+        assert rows.tolist() == expected, k
+
+
+def test_k710_head_becomes_a_k400_head(tmp_path):
+    reference = reference_model(num_classes=710)
+    save_sensex(reference, tmp_path / "k710.pth")
+    assert cli.main([str(tmp_path / "k710.pth"), str(tmp_path / "ck"), "--labels", "k710-opengvlab",
+                     "--reorder-to", "k400-mmaction2"]) == 0
+    meta = read_metadata(tmp_path / "ck")
+    assert meta["num_classes"] == 400 and meta["class_names"] == read_class_names("k400-mmaction2")
+    _, variables = load_pretrained(tmp_path / "ck")
+    rows = json.loads((CHANNEL_MAPS / "old_map_k400.json").read_text())
+    np.testing.assert_array_equal(variables["params"]["head"]["kernel"],
+                                  reference.cls_head.fc_cls.weight.detach().numpy()[rows].T)
+
+
 def test_k600_class_orders_match_by_name():
     sensex = read_class_names("k600-sensex")
     mmaction = read_class_names("k600-mmaction2")
-    order = permutation(sensex, mmaction)
+    order = head_rows(sensex, mmaction)
     assert sorted(order) == list(range(600))
     assert sensex[order[mmaction.index("passing American football (in game)")]] == \
         "passing_American_football_in_game"
@@ -144,12 +171,13 @@ def test_k600_class_orders_match_by_name():
 
 @pytest.mark.parametrize("name,count", [("k400-sensex", 400), ("k600-sensex", 600), ("sthv1-sensex", 174),
                                         ("sthv2-sensex", 174), ("k400-mmaction2", 400), ("k600-mmaction2", 600),
-                                        ("k700-mmaction2", 700)])
+                                        ("k700-mmaction2", 700), ("k710-opengvlab", 710), ("k710-mmaction2", 710),
+                                        ("mit-mmaction2", 339)])
 def test_packaged_class_lists_read(name, count):
     names = read_class_names(name)
     assert len(names) == count and len(set(names)) == count
     # MMAction2's label maps are alphabetical (MMAction2 `tools/data/kinetics/label_map_k400.txt`)
-    if name.endswith("mmaction2"):
+    if name.startswith(("k400", "k600", "k700")) and name.endswith("mmaction2"):
         assert names == sorted(names)
 
 
@@ -158,7 +186,7 @@ def test_sensex_class_orders_as_the_spec_describes():
     k400 = read_class_names("k400-sensex")
     assert k400[:2] == ["riding a bike", "marching"] and k400[341] == "abseiling"
     assert read_class_names("k600-sensex")[0] == "feeding_fish"
-    assert permutation(k400, read_class_names("k400-mmaction2")).shape == (400,)
+    assert head_rows(k400, read_class_names("k400-mmaction2")).shape == (400,)
 
 
 def test_every_packaged_class_list_is_listed():

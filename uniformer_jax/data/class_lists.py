@@ -1,4 +1,4 @@
-"""Class-name lists as released checkpoints use them, and permutations between class orders.
+"""Class-name lists as released checkpoints use them, and the head rows of one class order in another.
 
 The packaged lists (`label_maps/`, sources and licences in its SOURCES.md) go by short names such as
 `k400-sensex`; `python -m uniformer_jax.labels` lists them.
@@ -21,6 +21,21 @@ CLASS_LISTS = {
     "k400-mmaction2": ("k400_mmaction2.txt", "Kinetics-400, alphabetical (MMAction2's heads)"),
     "k600-mmaction2": ("k600_mmaction2.txt", "Kinetics-600, alphabetical (MMAction2)"),
     "k700-mmaction2": ("k700_mmaction2.txt", "Kinetics-700, alphabetical (MMAction2)"),
+    "k710-opengvlab": ("k710_opengvlab.tsv", "Kinetics-710, OpenGVLab's order (its K710 heads; MMAction2's 20221219 "
+                                             "files)"),
+    "k710-mmaction2": ("k710_mmaction2.txt", "Kinetics-710, K400 part alphabetical (MMAction2's 20230612 files)"),
+    "mit-mmaction2": ("mit_mmaction2.txt", "Moments in Time v1, the dataset's order (MMAction2)"),
+}
+
+# Kinetics-710 names a class as Kinetics-700 does; these are the older Kinetics-400/600 names of 14 of them
+# (found by comparing OpenGVLab's K710 list with Sense-X's K400 order and MMAction2's channel maps).
+K710_NAMES = {
+    "balloon blowing": "inflating balloons", "changing wheel": "changing wheel (not on bike)",
+    "cooking sausages": "cooking sausages (not on barbeque)", "drinking": "sipping cup", "dying hair": "dyeing hair",
+    "garbage collecting": "person collecting garbage", "hugging": "hugging (not baby)", "making bed": "making the bed",
+    "opening bottle": "opening bottle (not wine)", "picking fruit": "picking apples",
+    "skiing (not slalom or crosscountry)": "skiing mono", "sniffing": "smelling feet", "tying tie": "tying necktie",
+    "throwing ball (not baseball or American football)": "throwing ball",
 }
 
 
@@ -91,29 +106,41 @@ def canonical(name: str) -> str:
     return " ".join(re.sub(r"[^0-9a-z ]", "", name.replace("_", " ").lower()).split())
 
 
-def permutation(source: list[str], target: list[str]) -> np.ndarray:
-    """Indices `p` with `source[p[i]]` naming the same class as `target[i]`; rows reorder as `rows[p]`.
+def head_rows(source: list[str], target: list[str]) -> np.ndarray:
+    """Indices `p` with `source[p[i]]` naming the same class as `target[i]`; head rows become `rows[p]`.
+
+    The lists hold the same classes (a reordering), or `source` is Kinetics-710 and `target` the Kinetics-400,
+    600 or 700 classes within it, under their older names too (`K710_NAMES`): the rows MMAction2's K710 channel
+    maps select.
 
     Args:
       source: the class names of the rows as they are.
       target: the class names in the order wanted.
 
     Returns:
-      The permutation, an int array of `len(target)`.
+      The row indices, an int array of `len(target)`.
 
     Raises:
-      ValueError: names that only differ in case or punctuation, or classes that one list has and the other not.
+      ValueError: names that only differ in case or punctuation, or classes that one list has and the other not
+        (for a selection from more classes: classes of `target` that `source` lacks).
     """
-    for names in (source, target):
+    aliases = {canonical(old): canonical(new) for old, new in K710_NAMES.items()}
+    selection = len(source) > len(target)
+
+    def keys(names):
         keys = [canonical(n) for n in names]
+        keys = [aliases.get(k, k) for k in keys] if selection else keys
         clashes = sorted({n for n, k in zip(names, keys, strict=True) if keys.count(k) > 1})
         if clashes:
-            raise ValueError(f"class names that differ only in case or punctuation cannot be matched: {clashes}")
-    index = {canonical(n): i for i, n in enumerate(source)}
-    missing = [n for n in target if canonical(n) not in index]
-    unused = sorted(set(index) - {canonical(n) for n in target})
-    if missing or unused or len(source) != len(target):
+            raise ValueError(f"class names that stand for one class cannot be matched: {clashes}")
+        return keys
+
+    index = {k: i for i, k in enumerate(keys(source))}
+    wanted = keys(target)
+    missing = [n for n, k in zip(target, wanted, strict=True) if k not in index]
+    unused = [] if selection else sorted(set(index) - set(wanted))
+    if missing or unused or len(source) < len(target):
         raise ValueError(
             f"class names do not match ({len(source)} source, {len(target)} target): "
             f"not in the source: {missing}; not in the target: {unused}")
-    return np.array([index[canonical(n)] for n in target])
+    return np.array([index[k] for k in wanted])

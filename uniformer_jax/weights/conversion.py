@@ -73,7 +73,7 @@ def _new_in_v2(key: str) -> bool:
 
 
 def _class_names(labels, reorder_to, num_classes):
-    """Class names of the converted head, and the permutation of its rows into `reorder_to`'s order (or None)."""
+    """Class names of the converted head, and its rows in `reorder_to`'s order (or None)."""
     try:
         names = class_lists.read_class_names(labels) if labels else None
         target = class_lists.read_class_names(reorder_to) if reorder_to else None
@@ -83,7 +83,7 @@ def _class_names(labels, reorder_to, num_classes):
             return names, None
         if names is None:
             raise ValueError("--reorder-to needs --labels naming the classes of the source head rows")
-        order = class_lists.permutation(names, target)
+        order = class_lists.head_rows(names, target)
     except ValueError as e:
         raise ConversionError(str(e)) from None
     return target, order
@@ -105,7 +105,8 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
       num_classes: the head's size; None keeps the source head's. Another size initialises a new head
         (truncated normal, std .02, as Sense-X does when fine-tuning from ImageNet).
       labels: class names of the source head rows, a file or a packaged list's short name.
-      reorder_to: a class list whose order the head rows are permuted into (matched by name).
+      reorder_to: a class list whose order the head rows are permuted into (matched by name); from a K710 head,
+        the Kinetics-400/600/700 rows are selected as MMAction2's channel maps select them.
       inflate_mode: how 2D ImageNet kernels become 3D: `average` (Sense-X) or `center` (MMAction2); CLIP's
         patch embedding is always inflated to the centre, as both UniFormerV2 codebases do.
       ln_eps: LayerNorm epsilon of the attention blocks; None takes the form's (`LN_EPS`).
@@ -166,10 +167,12 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
     if num_classes != source_classes:
         variables["params"].update(new_heads(jax.random.key(seed), variant, num_classes))
     class_names, order = _class_names(labels, reorder_to, num_classes)
+    head_state = "initialised" if num_classes != source_classes else "converted"
     if order is not None:
         for name in heads(variant):
             head = variables["params"][name]
             variables["params"][name] = {"kernel": head["kernel"][:, order], "bias": head["bias"][order]}
+        num_classes = len(order)  # fewer where K710 rows were selected for K400/600/700
     metadata = {
         "variant": variant,
         "num_classes": int(num_classes),
@@ -179,7 +182,7 @@ def to_orbax(src: str | Path, dst: str | Path, *, form: str | None = None, varia
         "source_file": Path(src).name,
         "source_sha256": source_sha256 or sha256(src),
         "inflate": inflate_mode if form in ("imagenet", "clip") else None,
-        "head": "initialised" if num_classes != source_classes else "converted",
+        "head": head_state,
         **({"architecture": architecture} if architecture else {}),
         **(extra or {}),
     }
