@@ -40,19 +40,19 @@ S16X8 = releases.BY_NAME["k400_s16x8"]  # published with its sha256 (Hugging Fac
 # ---- the registry --------------------------------------------------------------------------------------------
 
 def test_every_release_of_the_paper_is_registered():
-    video_releases = [r for r in releases.RELEASES if r.form == "sensex"]
+    video_releases = [r for r in releases.RELEASES_V1 if r.form == "sensex"]
     # Sense-X README: 7 K400 and 5 K600 checkpoints (no S 32x4), SSv1/SSv2 x S/B x 16/32 x K400/K600 pre-training,
     # and the 8 lightweight K400 models.
     assert len(video_releases) == 7 + 5 + 16 + 8
     assert {r.config for r in video_releases} == set(RELEASED) | set(LIGHT)
     # ImageNet-1K: S and B, XXS at 128/160/192/224 and XS at 192/224 (image_classification/README.md).
-    assert sorted(r.name for r in releases.RELEASES if r.form != "sensex") == [
+    assert sorted(r.name for r in releases.RELEASES_V1 if r.form != "sensex") == [
         "in1k_b", "in1k_s", "in1k_xs_192", "in1k_xs_224", "in1k_xxs_128", "in1k_xxs_160", "in1k_xxs_192",
         "in1k_xxs_224", "mmaction2/k400_b16", "mmaction2/k400_b32", "mmaction2/k400_s16"]
     assert len({r.file for r in releases.RELEASES}) == len(releases.RELEASES)
 
 
-@pytest.mark.parametrize("release", releases.RELEASES, ids=lambda r: r.name)
+@pytest.mark.parametrize("release", releases.RELEASES_V1, ids=lambda r: r.name)  # V2: test_releases_v2.py
 def test_release_matches_the_papers_tables(release):
     if release.form == "imagenet":
         light = release.variant in ("uniformer_xxs", "uniformer_xs")  # published on Google Drive, without a hash

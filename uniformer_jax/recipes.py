@@ -11,7 +11,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from uniformer_jax.models.variants import is_light
+from uniformer_jax.models import uniformerv2
+from uniformer_jax.models.variants import is_light, is_v2
 from uniformer_jax.weights import releases
 
 SHORT_NAMES = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_xxs", "xxs_ls": "uniformer_xxs_ls",
@@ -19,7 +20,18 @@ SHORT_NAMES = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_
 CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
 
 
-def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_collections.ConfigDict:
+def base(dataset: str, variant: str, frames: int, release: str | None) -> ml_collections.ConfigDict:
+    """The fields every config has, with the Kinetics test protocol (16 frames at rate 4, 4 clips x 1 crop).
+
+    Args:
+      dataset: the dataset_builder `--name` of its data.
+      variant: a short name of `SHORT_NAMES`, or a variant.
+      frames: frames a clip.
+      release: the release whose protocol and recipe it is, or None.
+
+    Returns:
+      The config, without `train`.
+    """
     config = ml_collections.ConfigDict()
     # A released model's name (`python -m uniformer_jax.zoo list`), a converted directory or a .pth file;
     # None: the config's own release.
@@ -27,7 +39,8 @@ def _base(dataset: str, variant: str, frames: int, release: str | None) -> ml_co
     config.release = release  # the released weights this config's protocol and recipe belong to
     config.workdir = config_dict.placeholder(str)  # where results go; default: runs/<config name>
     config.model = ml_collections.ConfigDict(dict(
-        variant=SHORT_NAMES[variant], num_classes=CLASSES[dataset], dtype="float32", attention="xla"))
+        variant=SHORT_NAMES.get(variant, variant), num_classes=CLASSES.get(dataset), dtype="float32",
+        attention="xla"))
     config.data = ml_collections.ConfigDict(dict(
         name=dataset,  # the dataset_builder --name that data.source defaults to
         # A dataset directory or a DMVR TFRecord file pattern; None: the dataset `name` in the TFDS data
@@ -115,7 +128,7 @@ def kinetics(dataset: str, variant: str, release: str | None, frames: int, rate:
     Returns:
       The config.
     """
-    config = _base(dataset, variant, frames, release)
+    config = base(dataset, variant, frames, release)
     config.train = train
     config.data.rate = rate
     config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="1x4"))
@@ -142,7 +155,7 @@ def something(dataset: str, variant: str, release: str, frames: int, top1: float
     Returns:
       The config.
     """
-    config = _base(dataset, variant, frames, release)
+    config = base(dataset, variant, frames, release)
     config.train = train
     config.data.update(mode="segment", rate=1, clips=1, crops=3)
     config.paper = ml_collections.ConfigDict(dict(top1=top1, top1_k600=top1_k600, gflops=gflops, views="3x1"))
@@ -168,7 +181,7 @@ def kinetics_light(size: str, frames: int, crop: int, top1: float, gflops: float
       The config.
     """
     release = f"k400_{size}{frames}_{crop}"
-    config = _base("k400", size + ("_ls" if layer_scale else ""), frames, release)
+    config = base("k400", size + ("_ls" if layer_scale else ""), frames, release)
     config.data.update(mode="segment", rate=1, clips=1, crops=1, short_side=crop, crop_size=crop)
     config.paper = ml_collections.ConfigDict(dict(top1=top1, gflops=gflops, views="1x1"))
     xxs = size == "xxs"
@@ -194,7 +207,8 @@ def release_protocol(name: str) -> dict[str, object]:
     Kinetics: dense sampling at the release's rate, 4 clips x 1 crop at 224; Something-Something: 1 clip x 3
     crops of segments; the light models: 1 clip x 1 crop of segments at their resolution, in float32. The
     ImageNet weights have no video protocol: theirs is that of the Kinetics models the paper trained from them
-    (16 frames; dense at rate 4 for S/B, segments at the weights' resolution for XXS/XS).
+    (16 frames; dense at rate 4 for S/B, segments at the weights' resolution for XXS/XS). UniFormerV2: segments,
+    its published clips x crops at the model's input size.
 
     Args:
       name: a release name (`python -m uniformer_jax.zoo list`).
@@ -210,7 +224,11 @@ def release_protocol(name: str) -> dict[str, object]:
     light = is_light(release.variant)
     fields = {"model.variant": release.variant, "data.num_frames": frames, "data.short_side": 224,
               "data.crop_size": 224, "train.dtype": "float32" if light else "bfloat16"}
-    if light:
+    if is_v2(release.variant):  # sparse sampling, its published views, at the model's input size
+        size = uniformerv2.SPECS[release.variant].size
+        fields.update({"data.mode": "segment", "data.rate": 1, "data.clips": release.views[0],
+                       "data.crops": release.views[1], "data.short_side": size, "data.crop_size": size})
+    elif light:
         size = int((release.config or release.name).rsplit("_", 1)[1])
         fields.update({"data.mode": "segment", "data.rate": 1, "data.clips": 1, "data.crops": 1,
                        "data.short_side": size, "data.crop_size": size})
@@ -279,7 +297,7 @@ def finetune(init: str = "k400_s16") -> ml_collections.ConfigDict:
     Returns:
       The config.
     """
-    config = _base("k400", "s", 16, None)
+    config = base("k400", "s", 16, None)
     config.data.name = config_dict.placeholder(str)  # required: the dataset_builder --name of your dataset
     config.model.num_classes = config_dict.placeholder(int)
     config.train = recipe(videos=64, lr=5e-5, epochs=25, warmup=5, drop_path=0.2, init=init)

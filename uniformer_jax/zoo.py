@@ -48,11 +48,14 @@ def main(argv=None) -> int:
         if args.json:
             print("\n".join(json.dumps(row) for row in rows))
         else:
-            print(f"{'name':20} {'variant':16} {'frames':>6} {'classes':15} {'top-1':>5}  cached  file")
+            width = max(len(row["name"]) for row in rows)
+            print(f"{'name':{width}} {'variant':19} {'frames':>6} {'classes':15} {'top-1':>5}  cached  file")
             for row in rows:
                 frames = f"{row['frames']}x{row['rate']}" if row["frames"] else "2D"
-                print(f"{row['name']:20} {row['variant']:16} {frames:>6} {row['classes'] or 'imagenet':15} "
-                      f"{row['top1']:5.1f}  {'yes' if row['cached'] else 'no':6}  {row['file']}")
+                top1 = f"{row['top1']:5.1f}" if row["top1"] is not None else "    -"
+                classes = row["classes"] or ("imagenet" if row["frames"] is None else "unnamed")  # rows by index
+                print(f"{row['name']:{width}} {row['variant']:19} {frames:>6} {classes:15} "
+                      f"{top1}  {'yes' if row['cached'] else 'no':6}  {row['file']}")
         return 0
     try:
         for name in args.names:  # a release, or a .pth file (how _resolve_alone converts one)

@@ -8,6 +8,12 @@ its code loads them by (`uniformer_{small,base}_{k400,k600}_{F}x{R}.pth`, `..._s
 no hash is published for them, so they are checked by the converter's strict key, shape and finiteness checks.
 The lightweight XXS/XS models (Google Drive only) are named as Sense-X's code loads them: `uniformer_xxs16_160_k400.pth`
 after `exp_light/uniformer_xxs16_160_k400`, `uniformer_xxs_160_in1k.pth` after `uniformer_light_ls_fp32.py`'s list.
+
+UniFormerV2: OpenGVLab/UniFormerV2 `MODEL_ZOO.md` (flat `.pyth` state dicts on its OSS bucket, no hashes; the
+`Andy1621/uniformerv2` Hub repo mirrors the K400 B/16 from K710) and MMAction2's `configs/recognition/uniformerv2/
+README.md` (its current files, and the superseded 20221219 ones its configs and older README still name). Their
+names are OpenGVLab's file names with `uniformerv2` shortened to `v2` and `x224` dropped (`k400_k710_v2_l14_32x336`);
+MMAction2's are `mmaction2/` and the OpenGVLab name of the same model, `-20221219` for a superseded file.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import dataclasses
 import difflib
 
 MMACTION2_URL = "https://download.openmmlab.com/mmaction/v1.0/recognition/uniformerv1/"
+OPENGVLAB_URL = "https://pjlab-gvm-data.oss-cn-shanghai.aliyuncs.com/uniformerv2/"
+MMACTION2_V2_URL = "https://download.openmmlab.com/mmaction/v1.0/recognition/uniformerv2/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,11 +36,13 @@ class Release:
     frames: int | None  # frames x sampling rate the model was trained with (None: 2D ImageNet weights)
     rate: int | None
     config: str | None  # the configs/ file of its test protocol
-    top1: float  # the paper's top-1 (Kinetics, Something-Something: as configs/; ImageNet for in1k_*)
+    top1: float | None  # the paper's top-1 (Kinetics, Something-Something: as configs/; ImageNet for in1k_*); None:
+    # none published (the K710 models)
     sha256: str | None = None  # the full hash, or MMAction2's published 8-digit prefix; None: none published
     hub: str | None = None  # Hugging Face Hub repo that holds `file`
     drive: str | None = None  # Google Drive file id
     url: str | None = None  # a direct URL
+    views: tuple[int, int] | None = None  # UniFormerV2's published test clips x crops (v1's follow from its dataset)
 
     @property
     def source(self) -> str:
@@ -76,7 +86,7 @@ def _light_in1k(size, crop, top1, drive):
 
 SX_HUB = "Sense-X/uniformer_video"
 
-RELEASES = (
+RELEASES_V1 = (
     _sensex("k400_s8", "s", "k400", 8, 8, 78.4, "1-kitVTkWErHXI_x-sLItvK9-sOmb53j6"),
     _sensex("k400_s16", "s", "k400", 16, 4, 80.8, "1-jGZIIuTM5IYIpqkNTojhGhfMc7Gu9Kt"),
     _sensex("k400_s16x8", "s", "k400", 16, 8, 80.8, "174muWZJcZHieABDZMKiJ0tNeFLoEkJLx", SX_HUB,
@@ -139,6 +149,137 @@ RELEASES = (
     _light_in1k("xs", 192, 81.5, "1Ce2Dk9-k_-sHt5dXp-gfNOEK37Jdcffv"),
     _light_in1k("xs", 224, 82.0, "1CwQ91fjuAu3Rhn3zV4vjAmQ8v36AfYPT"),
 )
+
+# ---- UniFormerV2 ----------------------------------------------------------------------------------------------
+V2_MODELS = {"b16": "uniformerv2_b16", "l14": "uniformerv2_l14", "l14x336": "uniformerv2_l14_336"}
+# OpenGVLab's class orders where they can be told (spec §6): K400 heads are K710's first 400 rows (Sense-X's
+# order); MiT and Something-Something keep the datasets' own orders. Its K600, K700, ActivityNet and HACS lists
+# are on the authors' Drive only: those heads carry no class names (`python -m convert --labels` adds them).
+OPENGVLAB_CLASSES = {"k710": "k710-opengvlab", "k400": "k400-sensex", "mit": "mit-mmaction2",
+                     "sthv1": "sthv1-sensex", "sthv2": "sthv2-sensex"}
+OPENGVLAB_FOLDERS = {"mit": "mitv1"}
+
+
+def v2_model(name: str) -> tuple[str, str, int]:
+    """The dataset, variant and frames a UniFormerV2 release name spells.
+
+    Args:
+      name: `[frozen_]DATA[_k710]_v2_MODEL_FRAMES[x336]`, optionally after `mmaction2/` and before `-DATE`.
+
+    Returns:
+      `(dataset, variant, frames)`, e.g. `("k400", "uniformerv2_l14_336", 32)`.
+    """
+    stem = name.removeprefix("mmaction2/").split("-")[0]
+    model, frames = stem.split("_v2_")[1].split("_")
+    frames, _, size = frames.partition("x")
+    return stem.removeprefix("frozen_").split("_")[0], V2_MODELS[model + (f"x{size}" if size else "")], int(frames)
+
+
+def _opengvlab(name: str, top1: float | None, clips: int, crops: int, hub: str | None = None) -> Release:
+    dataset, variant, frames = v2_model(name)
+    file = name.replace("_v2_", "_uniformerv2_") + ("" if name.endswith("x336") else "x224") + ".pyth"
+    url = f"{OPENGVLAB_URL}{OPENGVLAB_FOLDERS.get(dataset, dataset)}/{file}"
+    if hub:  # the Hub copy (fetched from first) is named as OpenGVLab's configs name their PRETRAIN files
+        file = file.replace("_k710_", "+k710_")
+    return Release(name, file, "opengvlab", variant, OPENGVLAB_CLASSES.get(dataset), frames, 1, name, top1,
+                   hub=hub, url=url, views=(clips, crops))
+
+
+def _mm_v2(name: str, path: str, top1: float | None, classes: str) -> Release:
+    """An MMAction2 release, `path` under its uniformerv2/ folder; tested as the OpenGVLab model it names."""
+    _, variant, frames = v2_model(name)
+    config = name.removeprefix("mmaction2/").split("-")[0]
+    return Release(name, path.rsplit("/", 1)[-1], "mmaction2", variant, classes, frames, 1, config, top1,
+                   path.removesuffix(".pth").rsplit("-", 1)[1], url=MMACTION2_V2_URL + path, views=(4, 3))
+
+
+def _mm_kinetics(dataset: str, frames: int, size: int, top1: float, stamp: str) -> Release:
+    """An L/14 Kinetics model MMAction2 converted from OpenGVLab's (its head rows in MMAction2's class order)."""
+    name = f"mmaction2/{dataset}_k710_v2_l14_{frames}" + ("x336" if size == 336 else "")
+    path = (f"kinetics{dataset[1:]}/uniformerv2-large-p14-res{size}_clip-kinetics710-pre_u{frames}_kinetics"
+            f"{dataset[1:]}-rgb_{stamp}.pth")
+    release = _mm_v2(name, path, top1, f"{dataset}-mmaction2")
+    return dataclasses.replace(release, views=(2 if frames == 32 else 4, 3))
+
+
+MM_B16 = "uniformerv2-base-p16-res224_clip"  # the start of MMAction2's B/16 file names
+RELEASES_V2 = (
+    _opengvlab("k710_v2_b16_8", None, 4, 3), _opengvlab("k710_v2_l14_8", None, 4, 3),
+    _opengvlab("k710_v2_l14_8x336", None, 4, 3), _opengvlab("frozen_k710_v2_l14_8x336", None, 3, 1),
+    _opengvlab("k400_v2_b16_8", 84.4, 4, 3),
+    _opengvlab("k400_k710_v2_b16_8", 85.6, 4, 3, hub="Andy1621/uniformerv2"),
+    _opengvlab("k400_k710_v2_l14_8", 88.8, 4, 3), _opengvlab("k400_k710_v2_l14_16", 89.1, 4, 3),
+    _opengvlab("k400_k710_v2_l14_32", 89.3, 2, 3), _opengvlab("k400_k710_v2_l14_32x336", 89.7, 2, 3),
+    _opengvlab("k400_k710_v2_l14_64x336", 90.0, 2, 3), _opengvlab("frozen_k400_v2_l14_8x336", 86.7, 3, 1),
+    _opengvlab("frozen_k400_k710_v2_l14_8x336", 87.8, 3, 1),
+    _opengvlab("frozen_k400_k710_v2_l14_32x336", 88.9, 4, 3),
+    _opengvlab("k600_v2_b16_8", 85.0, 4, 3), _opengvlab("k600_k710_v2_b16_8", 86.1, 4, 3),
+    _opengvlab("k600_k710_v2_l14_8", 89.0, 4, 3), _opengvlab("k600_k710_v2_l14_16", 89.4, 4, 3),
+    _opengvlab("k600_k710_v2_l14_32", 89.5, 2, 3), _opengvlab("k600_k710_v2_l14_32x336", 89.9, 2, 3),
+    _opengvlab("k600_k710_v2_l14_64x336", 90.1, 2, 3), _opengvlab("frozen_k600_v2_l14_8x336", 87.4, 3, 1),
+    _opengvlab("frozen_k600_k710_v2_l14_8x336", 88.2, 3, 1),
+    _opengvlab("frozen_k600_k710_v2_l14_32x336", 89.2, 4, 3),
+    _opengvlab("k700_v2_b16_8", 75.8, 4, 3), _opengvlab("k700_k710_v2_b16_8", 76.3, 4, 3),
+    _opengvlab("k700_k710_v2_l14_8", 80.8, 4, 3), _opengvlab("k700_k710_v2_l14_16", 81.2, 4, 3),
+    _opengvlab("k700_k710_v2_l14_32", 81.5, 2, 3), _opengvlab("k700_k710_v2_l14_32x336", 82.1, 2, 3),
+    _opengvlab("k700_k710_v2_l14_64x336", 82.7, 2, 3), _opengvlab("frozen_k700_v2_l14_8x336", 79.6, 3, 1),
+    _opengvlab("frozen_k700_k710_v2_l14_8x336", 79.7, 3, 1),
+    _opengvlab("frozen_k700_k710_v2_l14_32x336", 80.8, 4, 3),
+    _opengvlab("mit_v2_b16_8", 42.6, 4, 3), _opengvlab("mit_v2_l14_8", 47.0, 4, 3),
+    _opengvlab("mit_v2_l14_8x336", 47.8, 4, 3),
+    _opengvlab("sthv1_v2_b16_16", 56.8, 1, 3), _opengvlab("sthv1_v2_b16_32", 59.4, 1, 3),
+    _opengvlab("sthv1_v2_l14_16", 60.5, 1, 3), _opengvlab("sthv1_v2_l14_32", 62.7, 1, 3),
+    _opengvlab("sthv2_v2_b16_16", 69.5, 1, 3), _opengvlab("sthv2_v2_b16_32", 70.7, 1, 3),
+    _opengvlab("sthv2_v2_l14_16", 72.1, 1, 3), _opengvlab("sthv2_v2_l14_32", 73.0, 1, 3),
+    _opengvlab("anet_v2_l14_16", 94.3, 10, 3), _opengvlab("anet_v2_l14_32", 94.7, 10, 3),
+    _opengvlab("hacs_v2_l14_16", 95.5, 10, 3), _opengvlab("hacs_v2_l14_32", 95.4, 10, 3),
+    # MMAction2: B/16 trained there (top-1 on its own Kinetics copy), the rest converted (top-1 on OpenGVLab's).
+    _mm_v2("mmaction2/k400_v2_b16_8", f"{MM_B16}_8xb32-u8_kinetics400-rgb/{MM_B16}_8xb32-u8_kinetics400-rgb_"
+           "20230313-e29fc968.pth", 84.4, "k400-mmaction2"),
+    _mm_v2("mmaction2/k400_k710_v2_b16_8", f"{MM_B16}-kinetics710-pre_8xb32-u8_kinetics400-rgb/{MM_B16}-"
+           "kinetics710-pre_8xb32-u8_kinetics400-rgb_20230313-75be0806.pth", 85.8, "k400-mmaction2"),
+    _mm_v2("mmaction2/k600_k710_v2_b16_8", f"{MM_B16}-kinetics710-pre_8xb32-u8_kinetics600-rgb/{MM_B16}-"
+           "kinetics710-pre_8xb32-u8_kinetics600-rgb_20230313-544f06f0.pth", 86.4, "k600-mmaction2"),
+    _mm_v2("mmaction2/k700_v2_b16_8", f"{MM_B16}_8xb32-u8_kinetics700-rgb/{MM_B16}_8xb32-u8_kinetics700-rgb_"
+           "20230313-f02e48ad.pth", 75.9, "k700-mmaction2"),
+    _mm_v2("mmaction2/k700_k710_v2_b16_8", f"{MM_B16}-kinetics710-pre_8xb32-u8_kinetics700-rgb/{MM_B16}-"
+           "kinetics710-pre_8xb32-u8_kinetics700-rgb_20230313-69070837.pth", 76.3, "k700-mmaction2"),
+    _mm_v2("mmaction2/mit_v2_b16_8", f"{MM_B16}-kinetics710-kinetics-k400-pre_16xb32-u8_mitv1-rgb/{MM_B16}-"
+           "kinetics710-kinetics-k400-pre_16xb32-u8_mitv1-rgb_20230313-a6f4a567.pth", 42.3, "mit-mmaction2"),
+    _mm_kinetics("k400", 8, 224, 88.7, "20221219-972ea063"), _mm_kinetics("k400", 16, 224, 89.0, "20221219-6dc86d05"),
+    _mm_kinetics("k400", 32, 224, 89.3, "20221219-56a46f64"), _mm_kinetics("k400", 32, 336, 89.5, "20221219-1dd7650f"),
+    _mm_kinetics("k600", 8, 224, 89.0, "20221219-cf88e4c2"), _mm_kinetics("k600", 16, 224, 89.4, "20221219-38ff0e3e"),
+    _mm_kinetics("k600", 32, 224, 89.2, "20221219-d450d071"), _mm_kinetics("k600", 32, 336, 89.8, "20221219-f984f5d2"),
+    _mm_kinetics("k700", 8, 224, 80.8, "20221219-bfb9f401"), _mm_kinetics("k700", 16, 224, 81.2, "20221219-745209d2"),
+    _mm_kinetics("k700", 32, 224, 81.4, "20221219-eebe7056"), _mm_kinetics("k700", 32, 336, 82.1, "20221219-95cf9046"),
+    _mm_v2("mmaction2/mit_v2_l14_8", "mitv1/uniformerv2-large-p16-res224_clip-kinetics710-kinetics-k400-pre_u8_"
+           "mitv1-rgb_20221219-882c0598.pth", 47.0, "mit-mmaction2"),
+    _mm_v2("mmaction2/mit_v2_l14_8x336", "mitv1/uniformerv2-large-p16-res336_clip-kinetics710-kinetics-k400-pre_u8_"
+           "mitv1-rgb_20221219-9020986e.pth", 47.7, "mit-mmaction2"),
+    # K710 (no test figures but B/16's): the 20230612 files in MMAction2's K710 order, the 20221219 in OpenGVLab's.
+    _mm_v2("mmaction2/k710_v2_b16_8", f"{MM_B16}-pre_u8_kinetics710-rgb/{MM_B16}-pre_u8_kinetics710-rgb_20230612-"
+           "63cdbad9.pth", 78.9, "k710-mmaction2"),
+    _mm_v2("mmaction2/k710_v2_l14_8", "kinetics710/uniformerv2-large-p14-res224_clip-pre_u8_kinetics710-rgb_"
+           "20230612-d002a407.pth", None, "k710-mmaction2"),
+    _mm_v2("mmaction2/k710_v2_l14_8x336", "kinetics710/uniformerv2-large-p14-res336_clip-pre_u8_kinetics710-rgb_"
+           "20230612-d723ddc1.pth", None, "k710-mmaction2"),
+    # Superseded files that MMAction2's configs (K710 B/16 as the fine-tunes' start) and older README still name.
+    _mm_v2("mmaction2/k710_v2_b16_8-20221219", f"kinetics710/{MM_B16}-pre_u8_kinetics710-rgb_20221219-77d34f81.pth",
+           None, "k710-opengvlab"),
+    _mm_v2("mmaction2/k710_v2_l14_8-20221219", "kinetics710/uniformerv2-large-p14-res224_clip-pre_u8_kinetics710-"
+           "rgb_20221219-bfaae587.pth", None, "k710-opengvlab"),
+    _mm_v2("mmaction2/k710_v2_l14_8x336-20221219", "kinetics710/uniformerv2-large-p14-res336_clip-pre_u8_"
+           "kinetics710-rgb_20221219-55878cdc.pth", None, "k710-opengvlab"),
+    _mm_v2("mmaction2/k400_k710_v2_b16_8-20221219", f"kinetics400/{MM_B16}-kinetics710-pre_u8_kinetics400-rgb_"
+           "20221219-203d6aac.pth", 85.8, "k400-mmaction2"),
+    _mm_v2("mmaction2/k600_k710_v2_b16_8-20221219", f"kinetics600/{MM_B16}-kinetics710-pre_u8_kinetics600-rgb_"
+           "20221219-c62c4da4.pth", 86.4, "k600-mmaction2"),
+    _mm_v2("mmaction2/k700_k710_v2_b16_8-20221219", f"kinetics700/{MM_B16}-kinetics710-pre_u8_kinetics700-rgb_"
+           "20221219-8a7c4ac4.pth", 76.3, "k700-mmaction2"),
+    _mm_v2("mmaction2/mit_v2_b16_8-20221219", f"mitv1/{MM_B16}-kinetics710-kinetics-k400-pre_u8_mitv1-rgb_"
+           "20221219-fddbc786.pth", 42.7, "mit-mmaction2"),
+)
+RELEASES = RELEASES_V1 + RELEASES_V2
 
 BY_NAME = {r.name: r for r in RELEASES}
 

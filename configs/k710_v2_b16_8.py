@@ -1,0 +1,8 @@
+"""UniFormerV2-B/16, 8 frames, on Kinetics-710, from CLIP; tested on 4 clips x 3 crops;
+no top-1 published."""
+
+from uniformer_jax import recipes_v2
+
+
+def get_config():
+    return recipes_v2.uniformerv2("k710_v2_b16_8", videos=256, nodes=1, lr=1e-05, epochs=55, warmup=5, init="clip_b16")
