@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from uniformer_jax import evaluation, recipes, sharding, step_analysis, training
 from uniformer_jax.data import class_lists, pipelines, sources
-from uniformer_jax.models.variants import init_input, new_heads
+from uniformer_jax.models.uniformerv2 import LN_EPS
+from uniformer_jax.models.variants import init_input, is_v2, new_heads
 from uniformer_jax.weights import hub
 from uniformer_jax.weights.checkpoints import (
     METADATA_FILE,
@@ -106,8 +107,9 @@ class Plan:
         self.steps_per_epoch = training.steps_per_epoch(videos, t.repeats, t.batch_size)
         self.recipe = training.recipe_of(config, self.steps_per_epoch)
         self.total_steps = self.recipe.total_steps
-        self.ln_eps = self.init["ln_eps"] if self.init else 1e-6
-        self.model = training.model_of(config, self.ln_eps)
+        self.ln_eps = self.init["ln_eps"] if self.init else (LN_EPS if is_v2(config.model.variant) else 1e-6)
+        self.architecture = training.architecture_of(config, self.init)
+        self.model = training.model_of(config, self.ln_eps, self.architecture)
 
 
 def initial_variables(plan: Plan, config) -> dict:
@@ -345,7 +347,7 @@ def main(argv):
         save_pretrained(workdir / "model", variables, {
             "variant": config.model.variant, "num_classes": config.model.num_classes, "ln_eps": plan.ln_eps,
             "class_names": plan.class_names, "multi_label": config.data.multi_label, "source_form": "train.py",
-            "source_file": str(workdir),
+            "source_file": str(workdir), **({"architecture": plan.architecture} if plan.architecture else {}),
             "steps": plan.total_steps}, overwrite=True)
         if lead:
             print(f"trained {plan.total_steps} steps; model written to {workdir / 'model'}", flush=True)

@@ -6,4 +6,4 @@ from uniformer_jax import recipes_v2
 
 def get_config():
     return recipes_v2.uniformerv2("frozen_k710_v2_l14_8x336", videos=128, nodes=4, lr=0.0008, epochs=50, warmup=0,
-                                  init="clip_l14_336")
+                                  init="ViT-L-14-336px.pt")

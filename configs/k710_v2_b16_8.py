@@ -5,4 +5,5 @@ from uniformer_jax import recipes_v2
 
 
 def get_config():
-    return recipes_v2.uniformerv2("k710_v2_b16_8", videos=256, nodes=1, lr=1e-05, epochs=55, warmup=5, init="clip_b16")
+    return recipes_v2.uniformerv2("k710_v2_b16_8", videos=256, nodes=1, lr=1e-05, epochs=55, warmup=5,
+                                  init="ViT-B-16.pt")

@@ -5,4 +5,5 @@ from uniformer_jax import recipes_v2
 
 
 def get_config():
-    return recipes_v2.uniformerv2("k710_v2_l14_8", videos=128, nodes=4, lr=1e-05, epochs=40, warmup=5, init="clip_l14")
+    return recipes_v2.uniformerv2("k710_v2_l14_8", videos=128, nodes=4, lr=1e-05, epochs=40, warmup=5,
+                                  init="ViT-L-14.pt")

@@ -6,4 +6,4 @@ from uniformer_jax import recipes_v2
 
 def get_config():
     return recipes_v2.uniformerv2("sthv1_v2_b16_16", videos=128, nodes=1, lr=4e-05, epochs=22, warmup=5,
-                                  init="clip_b16", drop_path=0.4, backbone_drop_path=0.2)
+                                  init="ViT-B-16.pt", drop_path=0.4, backbone_drop_path=0.2)

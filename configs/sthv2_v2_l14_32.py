@@ -6,4 +6,4 @@ from uniformer_jax import recipes_v2
 
 def get_config():
     return recipes_v2.uniformerv2("sthv2_v2_l14_32", videos=32, nodes=4, lr=2e-05, epochs=22, warmup=5,
-                                  init="clip_l14", drop_path=0.4, backbone_drop_path=0.2, remat=15)
+                                  init="ViT-L-14.pt", drop_path=0.4, backbone_drop_path=0.2, remat=15)

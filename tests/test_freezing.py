@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from uniformer_jax import freezing, mixing, training
-from uniformer_jax.models import light, uniformer
+from uniformer_jax.models import light, uniformer, uniformerv2
+from uniformer_jax.weights import torch_keys as keys
 
 SHAPE = (4, 2, 32, 32, 3)
 
@@ -80,6 +81,31 @@ def test_a_model_without_its_frozen_stages_and_bad_specs_are_refused():
     with pytest.raises(ValueError, match="frozen_stages=2"):
         step_and_state(uniformer.UniFormer(depth=(1, 1, 1, 1), num_classes=3), 2)
     assert [freezing.freeze_level(s) for s in ("none", "stages:1", "stages:3", "backbone")] == [0, 1, 3, 4]
-    for spec, hint in (("stages:4", "train.freeze=backbone"), ("head", "none, backbone or stages:N")):
+    for spec, hint in (("stages:4", "train.freeze=backbone"), ("head", "none, backbone, stages:N")):
         with pytest.raises(ValueError, match=hint):
             freezing.freeze_level(spec)
+    with pytest.raises(ValueError, match="UniFormerV2 has no stages"):
+        freezing.check("stages:2", v2=True)
+    with pytest.raises(ValueError, match="UniFormerV2's"):
+        freezing.check("frozen", v2=False)
+
+
+def test_uniformerv2_frozen_trains_what_opengvlab_trains():
+    """OpenGVLab's frozen recipe (`uniformerv2.py` L88-104): no gradient for any parameter whose name contains
+    conv1, class_embedding, positional_embedding, ln_pre or transformer.resblocks; the rest learns. A small
+    UniFormerV2 (2 blocks of width 64 on 32x32 clips) with local MHRA, whose parameters are in the frozen blocks."""
+    model = uniformerv2.UniFormerV2(patch=16, width=64, layers=2, size=32, n_layers=1, lmhra=True, num_classes=3)
+    step, state = step_and_state(model, freezing.ENCODER)
+    # every parameter non-zero, so that each one that learns gets a gradient (the extractors' output projections
+    # start at zero, which would hold their inputs' gradients at zero)
+    leaves, tree = jax.tree.flatten(state.params)
+    noise = [0.05 * np.random.default_rng(i).standard_normal(p.shape, np.float32) for i, p in enumerate(leaves)]
+    state = state.replace(params=jax.tree.unflatten(tree, [p + n for p, n in zip(leaves, noise, strict=True)]))
+    before = jax.device_get(state)
+    state, _ = step(state, batch())
+    after = jax.device_get(state)
+    frozen_by_opengvlab = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer.resblocks")
+    names = keys.to_torch({"params": before.params})  # PyTorch's parameter names
+    moved = {k for k, v in keys.to_torch({"params": after.params}).items() if not np.array_equal(v, names[k])}
+    assert moved == {k for k in names if not any(f in k for f in frozen_by_opengvlab)}
+    assert not any("resblocks" in k for k in moved) and any("transformer.dec" in k for k in moved)

@@ -1,6 +1,7 @@
 """UniFormerV2 releases and configs against what their publishers wrote: OpenGVLab's MODEL_ZOO.md and its
 exp/*/run.sh and config.yaml (OpenGVLab/UniFormerV2 at 722a434), MMAction2's uniformerv2 README.md at 4d6c934 and at
-471df4e (the superseded files), all copied into fixtures/uniformerv2_zoo."""
+471df4e (the superseded files), all copied into fixtures/uniformerv2_zoo; and what train.py builds from the
+configs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import importlib
 import re
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 import yaml
 
-from uniformer_jax import evaluation, recipes
+from uniformer_jax import evaluation, recipes, training
 from uniformer_jax.data.class_lists import read_class_names
-from uniformer_jax.models import variants
+from uniformer_jax.models import uniformerv2, variants
 from uniformer_jax.weights import releases
+from uniformer_jax.weights.checkpoints import abstract_variables, load_directory, save_pretrained
 
 ZOO = Path(__file__).parent / "fixtures" / "uniformerv2_zoo"
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +168,9 @@ def test_configs_are_opengvlab_runs(exp, run):
         assert t.paper_init == expected
         assert expected in releases.BY_NAME or name == "mit_v2_l14_8x336"  # its K400 8x336 start is unreleased
     else:
-        assert t.paper_init.startswith("clip_l14" if "l14" in name else "clip_b16")
+        clip = {"uniformerv2_b16": "ViT-B-16.pt", "uniformerv2_l14": "ViT-L-14.pt",
+                "uniformerv2_l14_336": "ViT-L-14-336px.pt"}  # OpenAI's file names
+        assert t.paper_init == clip[release.variant]
 
 
 def test_every_v2_config_is_a_release():
@@ -182,3 +188,32 @@ def test_fine_tuning_from_a_v2_release_takes_its_protocol(name):
     for field in recipes.PROTOCOL_FIELDS:
         section, key = field.split(".")
         assert config[section][key] == own[section][key], field
+
+
+def test_train_py_builds_the_configs_uniformerv2():
+    """The model train.py trains from a config: its structure, the two drop-path rates and remat as blocks; a
+    structure that the starting checkpoint does not have is refused."""
+    config = importlib.import_module("configs.sthv2_v2_l14_16").get_config()
+    model = training.model_of(config)
+    assert isinstance(model, uniformerv2.UniFormerV2) and (model.layers, model.width) == (24, 1024)
+    assert (model.n_layers, model.lmhra, model.double_lmhra, model.temporal_downsample) == (16, True, True, True)
+    assert (model.drop_path_rate, model.backbone_drop_path_rate, model.remat) == (0.4, 0.2, 15)
+    training.check_layout(config, 1)
+    with pytest.raises(ValueError, match="structure"):
+        training.architecture_of(config, {"architecture": variants.structure("kinetics", "uniformerv2_l14")})
+    config.train.freeze = "stages:2"
+    with pytest.raises(ValueError, match="no stages"):
+        training.check_layout(config, 1)
+
+
+def test_a_model_without_batchnorm_saves_and_loads(tmp_path):
+    """UniFormerV2's Kinetics structure has no BatchNorm: train.py's empty statistics are not written, and the
+    directory loads (as eval.py and predict load what train.py writes)."""
+    model = variants.create_model("uniformerv2_b16", num_classes=4, n_layers=4)
+    params = jax.tree.map(lambda a: np.ones(a.shape, a.dtype), abstract_variables(model)["params"])
+    save_pretrained(tmp_path / "model", {"params": params, "batch_stats": {}},
+                    {"variant": "uniformerv2_b16", "num_classes": 4, "ln_eps": 1e-5, "class_names": None,
+                     "architecture": {"n_layers": 4}})
+    loaded, variables = load_directory(tmp_path / "model")
+    assert loaded.n_layers == 4 and set(variables) == {"params"}
+    assert np.array_equal(variables["params"]["head"]["kernel"], params["head"]["kernel"])

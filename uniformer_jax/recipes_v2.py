@@ -44,9 +44,9 @@ def uniformerv2(release: str, *, videos: int, nodes: int, lr: float, epochs: int
       lr: `SOLVER.BASE_LR`, for that batch.
       epochs: `SOLVER.MAX_EPOCH`.
       warmup: `SOLVER.WARMUP_EPOCHS`.
-      init: what the run started from (`MODEL.PRETRAIN`): a release name, or CLIP's encoder (`clip_b16`,
-        `clip_l14`, `clip_l14_336`: OpenAI's `ViT-B-16.pt`, `ViT-L-14.pt`, `ViT-L-14-336px.pt`, which
-        `python -m convert FILE DIR --num-classes N --structure S` makes a starting point of).
+      init: what the run started from (`MODEL.PRETRAIN`): a release name, or CLIP's encoder as OpenAI names its
+        file (`ViT-B-16.pt`, `ViT-L-14.pt`, `ViT-L-14-336px.pt`; `python -m convert FILE DIR --num-classes N
+        --structure S` makes a starting point of it for `train.init=DIR`).
       drop_path: `DROP_PATH_RATE`, the global UniBlocks' stochastic depth.
       backbone_drop_path: `BACKBONE_DROP_PATH_RATE`, the CLIP blocks'.
       remat: leading blocks recomputed in the backward pass (`CHECKPOINT_NUM` under `USE_CHECKPOINT`).

@@ -23,8 +23,9 @@ from flax import struct
 
 from uniformer_jax import freezing, sharding
 from uniformer_jax.mixing import Mixing, mix
+from uniformer_jax.models import variants
 from uniformer_jax.models.layers import normalise
-from uniformer_jax.models.variants import VARIANT_NAMES, create_model
+from uniformer_jax.models.variants import VARIANT_NAMES, create_model, is_v2
 from uniformer_jax.weights.checkpoints import abstract_variables
 
 
@@ -143,7 +144,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     num_classes = model.num_classes
     shards = mesh.size if mesh is not None else 1
 
-    if 0 < freeze < freezing.BACKBONE and getattr(model, "frozen_stages", None) != freeze:
+    if 0 < freeze < freezing.BACKBONE and getattr(model, "frozen_stages", None) != freeze:  # UniFormer's stages
         raise ValueError(f"freezing {freeze} stages needs the model made with frozen_stages={freeze}")
     criterion = optax.sigmoid_binary_cross_entropy if multi_label else optax.softmax_cross_entropy
     hit_name = "precision_at_1" if multi_label else "accuracy"
@@ -162,7 +163,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         return logits, mutated.get("batch_stats", {})
 
     def loss_fn(trainable, frozen, batch_stats, video, targets, key):
-        params = {**frozen, **trainable}
+        params = freezing.join(trainable, frozen)
         if mesh is not None:
             video = jax.lax.with_sharding_constraint(video, sharding.batch_sharding(mesh))
             if mesh.shape.get("fsdp", 1) > 1:
@@ -207,7 +208,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
         metrics = {"loss": loss, hit_name: accuracy, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
-        params = {**frozen, **optax.apply_updates(trainable, updates)}
+        params = freezing.join(optax.apply_updates(trainable, updates), frozen)
         return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                              opt_state=opt_state), metrics
 
@@ -260,7 +261,7 @@ def check_layout(config, devices: int) -> None:
     if config.model.variant not in VARIANT_NAMES:
         raise ValueError(f"unknown variant {config.model.variant!r}; use one of {', '.join(VARIANT_NAMES)}")
     compute_dtype(t.dtype)
-    freezing.freeze_level(t.freeze)
+    freezing.check(t.freeze, is_v2(config.model.variant))
     if t.batch_size % devices:
         raise ValueError(f"train.batch_size {t.batch_size} does not split over {devices} devices; set "
                          "--config.train.batch_size to a multiple of it (the learning rate scales with it)")
@@ -288,21 +289,56 @@ def recipe_of(config, steps_per_epoch: int) -> Recipe:
                   warmup_lr=t.warmup_lr, end_lr=t.end_lr, weight_decay=t.weight_decay, clip_norm=t.clip_norm)
 
 
-def model_of(config, ln_eps: float = 1e-6):
+def architecture_of(config, init: dict | None = None) -> dict:
+    """The structure of the UniFormerV2 a config trains: its `model.structure`, else its starting checkpoint's.
+
+    Args:
+      config: a train.py config.
+      init: the metadata of `train.init`'s converted checkpoint, if any.
+
+    Returns:
+      `UniFormerV2` attributes (`variants.structure`); `{}` for the UniFormer family.
+
+    Raises:
+      ValueError: a structure that the starting checkpoint does not have, or neither one to go by.
+    """
+    variant = config.model.variant
+    if not is_v2(variant):
+        return {}
+    given = config.model.get("structure")
+    held = init.get("architecture") if init else None
+    if given is None and held is None:
+        raise ValueError(f"{variant} needs model.structure: set --config.model.structure= one of "
+                         f"{', '.join(variants.STRUCTURES)}, or start from a UniFormerV2 checkpoint")
+    architecture = variants.structure(given, variant) if given else held
+    if held is not None and held != architecture:
+        raise ValueError(f"train.init is a UniFormerV2 of structure {held}, model.structure={given} is "
+                         f"{architecture}; start from a checkpoint of that structure (a CLIP encoder converted with "
+                         f"`python -m convert ... --structure {given}`) or drop --config.model.structure")
+    return architecture
+
+
+def model_of(config, ln_eps: float = 1e-6, architecture: dict | None = None):
     """The model train.py trains: the config's variant with its drop path, compute dtype, remat and frozen stages.
 
     Args:
       config: a train.py config.
-      ln_eps: LayerNorm epsilon of the attention blocks (the starting checkpoint's).
+      ln_eps: LayerNorm epsilon of the attention blocks (the starting checkpoint's; UniFormerV2's is CLIP's).
+      architecture: a UniFormerV2's structure (`architecture_of`); None: the config's own.
 
     Returns:
       The Flax module.
     """
     t = config.train
+    options = dict(num_classes=config.model.num_classes, drop_path_rate=t.drop_path, dtype=compute_dtype(t.dtype),
+                   attention=config.model.attention)
+    if is_v2(config.model.variant):  # drop path in the CLIP blocks apart; remat counts blocks
+        architecture = architecture_of(config) if architecture is None else architecture
+        return create_model(config.model.variant, **options, **architecture, remat=int(t.remat),
+                            backbone_drop_path_rate=t.get("backbone_drop_path", 0.0))
     freeze = freezing.freeze_level(t.freeze)
-    return create_model(config.model.variant, num_classes=config.model.num_classes, ln_eps=ln_eps,
-                        drop_path_rate=t.drop_path, dtype=compute_dtype(t.dtype), attention=config.model.attention,
-                        remat=tuple(t.remat), frozen_stages=freeze if freeze < freezing.BACKBONE else 0)
+    return create_model(config.model.variant, ln_eps=ln_eps, **options, remat=tuple(t.remat),
+                        frozen_stages=freeze if freeze < freezing.BACKBONE else 0)
 
 
 class Jitted(NamedTuple):

@@ -101,7 +101,8 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
     _barrier("uniformer_save_start")
     try:
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats") if k in variables})
+        # A model without BatchNorm (UniFormerV2's Kinetics structure) has empty statistics: none are written.
+        checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats") if variables.get(k)})
         checkpointer.wait_until_finished()
         if lead:
             (tmp / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
