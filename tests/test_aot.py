@@ -153,3 +153,16 @@ def test_pod_batch_and_candidates():
     assert options[0] == {"fsdp": 1, "remat": (0, 0, 0, 0), "accumulate": 1}
     assert options[1] == {"fsdp": 4, "remat": (0, 0, 0, 0), "accumulate": 1}
     assert options[-1] == {"fsdp": 4, "remat": (3, 4, 8, 3), "accumulate": 4}
+
+
+def test_uniformerv2_candidates_recompute_its_blocks():
+    """UniFormerV2's remat counts blocks (OpenGVLab's `checkpoint_num`): the search ends with all 24 of L/14."""
+    from configs import k400_k710_v2_l14_32x336
+
+    config = k400_k710_v2_l14_32x336.get_config()
+    assert config.train.batch_size == 128 and config.train.remat == 24  # run.sh: 32 x 4 videos, every block
+    options = aot.candidates(config, 64)
+    assert options[0] == {"fsdp": 1, "remat": 0, "accumulate": 1}
+    assert options[-1] == {"fsdp": 4, "remat": 24, "accumulate": 2}
+    config.train.update(options[-1])
+    assert "--config.train.remat=24 " in aot.override_flags(config)

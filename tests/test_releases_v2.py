@@ -217,3 +217,14 @@ def test_a_model_without_batchnorm_saves_and_loads(tmp_path):
     loaded, variables = load_directory(tmp_path / "model")
     assert loaded.n_layers == 4 and set(variables) == {"params"}
     assert np.array_equal(variables["params"]["head"]["kernel"], params["head"]["kernel"])
+
+
+@pytest.mark.parametrize("name", ["k400_k710_v2_l14_32x336", "sthv1_v2_b16_16", "mmaction2/k700_k710_v2_l14_16",
+                                  "k400_b32"])
+def test_predict_takes_a_releases_own_protocol(name):
+    """`predict --checkpoint NAME` without a config tests as the release's config does (frames, views, size)."""
+    from uniformer_jax import predict
+
+    config = importlib.import_module(f"configs.{releases.BY_NAME[name].config}").get_config()
+    default = evaluation.Protocol.default(releases.BY_NAME[name].variant)
+    assert predict.release_protocol(default, name) == evaluation.Protocol.from_config(config)

@@ -20,11 +20,13 @@ import math
 import os
 import sys
 
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from uniformer_jax import recipes
-from uniformer_jax.models.variants import DEPTHS
+from uniformer_jax.models.uniformerv2 import SPECS
+from uniformer_jax.models.variants import DEPTHS, is_v2
 from uniformer_jax.step_analysis import AotError, Chip, GiB, compile_step, format_report, topology
 
 
@@ -43,12 +45,32 @@ def candidates(config, chips: int) -> list[dict]:
     """
     t = config.train
     fsdp = math.gcd(4, chips)
-    every = tuple(DEPTHS[config.model.variant])
-    out = [{"fsdp": 1, "remat": (0, 0, 0, 0), "accumulate": 1}, {"fsdp": fsdp, "remat": (0, 0, 0, 0), "accumulate": 1}]
+    every, none = remat_choices(config.model.variant)
+    out = [{"fsdp": 1, "remat": none, "accumulate": 1}, {"fsdp": fsdp, "remat": none, "accumulate": 1}]
     per_chip = t.batch_size // chips
     out += [{"fsdp": fsdp, "remat": every, "accumulate": a} for a in (1, 2, 4, 8, 16, 32)
             if a <= per_chip and per_chip % a == 0 and (t.batch_size // a) % t.mix_group == 0]
     return out
+
+
+def remat_choices(variant: str) -> tuple:
+    """`train.remat` recomputing every block, and none: a count of blocks for each stage (UniFormer), or of all
+    blocks (UniFormerV2).
+
+    Args:
+      variant: the config's variant.
+
+    Returns:
+      (every block, no block).
+    """
+    if is_v2(variant):
+        return SPECS[variant].layers, 0
+    return tuple(DEPTHS[variant]), (0, 0, 0, 0)
+
+
+def remat_text(remat) -> str:
+    """`train.remat` as its flag's value: `2,2,6,2` or `24`."""
+    return ",".join(map(str, remat)) if isinstance(remat, tuple | list) else str(remat)
 
 
 def pod_batch(config, chips: int) -> dict:
@@ -81,7 +103,7 @@ def describe_settings(config, chips: int) -> str:
       One line: batch, mixing group, fsdp, remat and micro-batches.
     """
     t = config.train
-    remat = ",".join(map(str, t.remat)) if any(t.remat) else "none"
+    remat = remat_text(t.remat) if remat_text(t.remat).strip("0,") else "none"
     return (f"batch {t.batch_size} (mix_group {t.mix_group}), fsdp {t.fsdp}, remat {remat}, accumulate "
             f"{t.accumulate}: {t.batch_size // t.accumulate // chips} clip(s) a chip at a time")
 
@@ -97,7 +119,7 @@ def override_flags(config) -> str:
     """
     t = config.train
     return (f"--config.train.batch_size={t.batch_size} --config.train.mix_group={t.mix_group} "
-            f"--config.train.fsdp={t.fsdp} --config.train.remat={','.join(map(str, t.remat))} "
+            f"--config.train.fsdp={t.fsdp} --config.train.remat={remat_text(t.remat)} "
             f"--config.train.accumulate={t.accumulate}")
 
 
@@ -139,7 +161,10 @@ def table_row(report: dict, paper_batch: int) -> str:
     """
     flags_ = dict(f.removeprefix("--config.train.").split("=") for f in report["settings"].split())
     batch = flags_["batch_size"] + ("" if int(flags_["batch_size"]) == paper_batch else f" (paper {paper_batch})")
-    remat = "none" if set(flags_["remat"].split(",")) == {"0"} else "all"
+    blocks = [int(n) for n in flags_["remat"].split(",")]
+    every = remat_choices(report["variant"])[0]
+    remat = "none" if not any(blocks) else ("all" if tuple(blocks) == tuple(np.atleast_1d(every)) else
+                                            flags_["remat"])
     clips = report["clips_per_second_upper_bound"]
     return (f"| {os.path.basename(report['config']).removesuffix('.py')} | {report['topology']} | {batch} | "
             f"{flags_['fsdp']} | {remat} | {flags_['accumulate']} | "
@@ -182,7 +207,7 @@ def main(argv):
             report = compile_step(config, devices, f.step, chip)
     except (AotError, ValueError) as e:
         sys.exit(f"error: {e}")
-    report = {"config": name, "topology": f.topology, **report}
+    report = {"config": name, "topology": f.topology, "variant": config.model.variant, **report}
     if f.json:
         print(json.dumps(report))
     else:

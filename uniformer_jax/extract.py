@@ -54,7 +54,7 @@ _WORKERS = flags.DEFINE_integer("workers", 4, "videos decoded at the same time o
 
 def windows_of(checkpoint: str) -> Windows:
     """The windows the flags ask for, their defaults from the checkpoint's release (Kinetics' otherwise; 8
-    frames every 8 at the model's size for a converted UniFormerV2).
+    frames every 8 at the model's size for a UniFormerV2, released or converted).
 
     Args:
       checkpoint: what --checkpoint names.
@@ -64,10 +64,14 @@ def windows_of(checkpoint: str) -> Windows:
     """
     frames, rate, size = 16, 4, 224
     variant = read_metadata(checkpoint)["variant"] if Path(checkpoint).is_dir() else None
+    if checkpoint in releases.BY_NAME:
+        variant = releases.BY_NAME[checkpoint].variant
     if variant is not None and is_v2(variant):
         # UniFormerV2 sees 8 frames of a clip; 8 every 8 spans about 2 s, as its sparse samples of a Kinetics clip
         # do; the input size is its positional table's.
         frames, rate, size = 8, 8, uniformerv2.SPECS[variant].size
+        if checkpoint in releases.BY_NAME:  # a 16- or 32-frame release sees that many
+            frames = releases.BY_NAME[checkpoint].frames
     elif checkpoint in releases.BY_NAME:
         protocol = recipes.release_protocol(checkpoint)
         frames, size = protocol["data.num_frames"], protocol["data.crop_size"]

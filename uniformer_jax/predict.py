@@ -24,6 +24,7 @@ from uniformer_jax import console
 if __name__ == "__main__":
     console.quiet_startup()  # before TensorFlow loads
 
+import dataclasses
 import json
 import sys
 
@@ -33,7 +34,7 @@ from ml_collections import config_flags
 
 from uniformer_jax import evaluation, recipes, timeline
 from uniformer_jax.data import class_lists, pipelines, video
-from uniformer_jax.weights import hub
+from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -156,6 +157,22 @@ def show_timeline(result: dict) -> None:
             print(f"rendered to {_RENDER.value}", flush=True)
 
 
+def release_protocol(default: evaluation.Protocol, name: str) -> evaluation.Protocol:
+    """The protocol of a release's configs/ file (its frames, sampling and views), aggregated as `default`.
+
+    Args:
+      default: `evaluation.Protocol.default` for the release's variant.
+      name: a release name.
+
+    Returns:
+      The protocol.
+    """
+    f = recipes.release_protocol(name)
+    return dataclasses.replace(
+        default, sampling=pipelines.Sampling(f["data.num_frames"], f["data.rate"], f["data.mode"]),
+        views=pipelines.TestViews(f["data.clips"], f["data.crops"], f["data.short_side"], f["data.crop_size"]))
+
+
 def main(argv):
     """`python -m uniformer_jax.predict VIDEO ...`: exit status 1 where a video could not be read.
 
@@ -180,6 +197,8 @@ def main(argv):
         directory = hub.resolve(checkpoint)
         metadata = read_metadata(directory)
         protocol = evaluation.Protocol.default(metadata["variant"], metadata.get("multi_label", False))
+        if config is None and checkpoint in releases.BY_NAME:  # the release's own frames and views
+            protocol = release_protocol(protocol, checkpoint)
         if config is not None:
             recipes.complete(config, metadata["variant"], metadata["num_classes"], protocol.multi_label)
             protocol = evaluation.Protocol.from_config(config)

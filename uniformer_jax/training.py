@@ -334,7 +334,13 @@ def model_of(config, ln_eps: float = 1e-6, architecture: dict | None = None):
                    attention=config.model.attention)
     if is_v2(config.model.variant):  # drop path in the CLIP blocks apart; remat counts blocks
         architecture = architecture_of(config) if architecture is None else architecture
-        return create_model(config.model.variant, **options, **architecture, remat=int(t.remat),
+        remat = t.remat
+        if not isinstance(remat, int):  # a UniFormer config's per-stage counts (configs/finetune.py's)
+            if any(remat):
+                raise ValueError(f"train.remat={tuple(remat)} counts blocks per stage; UniFormerV2 has no stages: "
+                                 "recompute none, or train with a UniFormerV2 config (configs/*_v2_*.py)")
+            remat = 0
+        return create_model(config.model.variant, **options, **architecture, remat=remat,
                             backbone_drop_path_rate=t.get("backbone_drop_path", 0.0))
     freeze = freezing.freeze_level(t.freeze)
     return create_model(config.model.variant, ln_eps=ln_eps, **options, remat=tuple(t.remat),
