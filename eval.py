@@ -25,12 +25,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
 from uniformer_jax import evaluation, recipes, sharding
-from uniformer_jax.data import class_lists, pipelines, sources
+from uniformer_jax.data import class_lists, pipelines, sources, verify
 from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
 
@@ -65,6 +66,17 @@ def paper_top1(config, checkpoint: str) -> float | None:
     return release.top1 if release else config.paper.get("top1")
 
 
+def damaged_records(source: str, split: str) -> str:
+    """What to say when a record of the split cannot be read: the damaged files (every file of the split is
+    read again to find them) and what to do."""
+    splits = [split] if (Path(source) / "dataset_info.json").is_file() else None
+    damaged = verify.verify(source, splits)
+    found = "; ".join(map(str, damaged)) if damaged else "a record could not be read"
+    return (f"{source} split {split!r} is damaged: {found}. Nothing was written; rebuild the split with "
+            f"`python -m uniformer_jax.dataset_builder`, and check the rest with "
+            f"`python -m uniformer_jax.dataset_builder --verify {source}`")
+
+
 def main(argv):
     del argv
     console.quiet_logging()
@@ -96,12 +108,12 @@ def main(argv):
     if directory == workdir / "model":  # train.py's run of this config: its files stay, the results go beside
         workdir = workdir / "eval"
     lead = jax.process_index() == 0
-    if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
-        write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
-    with tqdm(total=steps, desc="eval", unit="step", disable=not lead) as bar:
-        predictions, rate = evaluation.run(model, variables, batches.as_numpy_iterator(), mesh, protocol,
-                                           progress=bar.update)
+    try:
+        with tqdm(total=steps, desc="eval", unit="step", disable=not lead) as bar:
+            predictions, rate = evaluation.run(model, variables, batches.as_numpy_iterator(), mesh, protocol,
+                                               progress=bar.update)
+    except tf.errors.DataLossError:
+        sys.exit(f"error: {damaged_records(source, config.data.split)}")
     names = dataset_names or metadata.get("class_names") or [str(i) for i in range(metadata["num_classes"])]
     scored = (evaluation.multi_label_metrics(predictions, names) if protocol.multi_label
               else evaluation.metrics(predictions, len(names)))
@@ -110,7 +122,9 @@ def main(argv):
                "dtype": protocol.dtype, "devices": jax.device_count(), "processes": jax.process_count(),
                "checkpoint": checkpoint, "source": source, "split": part.read,
                "paper_top1": paper_top1(config, checkpoint)}
-    if lead:
+    if lead:  # written once the whole split has been read
+        workdir.mkdir(parents=True, exist_ok=True)
+        write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
         write(workdir / "predictions.jsonl", prediction_lines(predictions, names))
         write(workdir / "eval_results.json", json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -280,3 +281,37 @@ def test_predict_json_has_one_object_a_video(setup, tmp_path):
     assert objects[:len(good)] == list(predict.predict([str(p) for p in good], str(root / "ckpt"), protocol))
     for o, reason in zip(objects[len(good):], bad.values(), strict=True):
         assert set(o) == {"video", "error"} and reason in o["error"]
+
+
+def damaged_copy(source: str, tmp_path: Path, damage: str) -> tuple[str, Path]:
+    """A copy of the dataset with its validation shard damaged: 64 bytes flipped in the middle, or cut short."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(source, copy)
+    shard = next(copy.glob("*-validation.tfrecord-*"))
+    data = bytearray(shard.read_bytes())
+    middle = len(data) // 2
+    if damage == "flipped":
+        data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    else:
+        data = data[:middle]
+    shard.write_bytes(bytes(data))
+    return str(copy), shard
+
+
+@pytest.mark.parametrize("damage, problem", [("flipped", "corrupted record at byte "),
+                                             ("truncated", "truncated record at byte ")])
+def test_a_damaged_shard_is_named_and_nothing_is_written(setup, tmp_path, damage, problem):
+    root, source = setup
+    copy, shard = damaged_copy(source, tmp_path, damage)
+    result = run_eval(root, copy, tmp_path / "results")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and last.startswith("error: ") and "Traceback" not in result.stderr, \
+        result.stderr[-2000:]
+    assert f"{shard}: {problem}" in last and "--verify" in last
+    assert not (tmp_path / "results").exists()
+    verified = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--verify", copy],
+                              capture_output=True, text=True, timeout=300)
+    assert verified.returncode == 1 and f"damaged: {shard}: {problem}" in verified.stdout, verified.stderr[-2000:]
+    whole = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--verify", source],
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0 and "1 of 1 record files whole" in whole.stdout, whole.stdout + whole.stderr

@@ -13,6 +13,11 @@ with --config.data.multi_label=True). Without lists, `--videos` is `DIR/<class>/
 stratified `--val_fraction` of each class becomes the validation split) or `DIR/train/<class>/...` beside
 `DIR/val|validation|test/<class>/...`. Videos that cannot be decoded are skipped and listed, with the reason, in
 `skipped-<split>.tsv` next to the records.
+
+    python -m uniformer_jax.dataset_builder --verify k400|DIR|PATTERN [--out DATA_DIR]
+
+reads every record of a built dataset (or of DMVR files), checks their CRCs and counts them against
+`dataset_info.json`, and lists each damaged file; exit status 1 where one is.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import app, flags
 from etils import epath
+from tqdm import tqdm
 
-from uniformer_jax.data.builder import SPLITS, build
+from uniformer_jax.data import verify
+from uniformer_jax.data.builder import SPLITS, build, dataset_dir
 
 FLAGS = flags.FLAGS
 
@@ -55,6 +62,33 @@ def define_flags():
                        "out as the validation split (default 0.2; 0 holds none)")
     flags.DEFINE_integer("seed", None, "without lists, for DIR/<class>/<video>: the seed that picks the held-out "
                          "videos (default 0)")
+    flags.DEFINE_string("verify", None, "check a built dataset instead of building one: its --name, its directory "
+                        "or a DMVR file pattern")
+
+
+def verify_dataset(target: str) -> int:
+    """`--verify`: every record file of a dataset read and counted; prints what is damaged.
+
+    Args:
+      target: a dataset name (in --out or the TFDS data directory), a dataset directory or a DMVR pattern.
+
+    Returns:
+      The exit status: 0 when every file is whole, 1 where one is not.
+    """
+    named = dataset_dir(target, FLAGS.out)
+    source = str(named) if "/" not in target and (named / "dataset_info.json").is_file() else target
+    try:
+        files = verify.record_files(source)
+        with tqdm(total=len(files), desc="verify", unit="file") as bar:
+            damaged = verify.verify(source, progress=bar.update)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for damage in damaged:
+        print(f"damaged: {damage}")
+    print(f"{source}: {len(files) - len(damaged)} of {len(files)} record files whole"
+          + (f"; rebuild the split(s) of the {len(damaged)} damaged" if damaged else ""))
+    return 1 if damaged else 0
 
 
 def main(argv):
@@ -67,6 +101,8 @@ def main(argv):
     console.quiet_logging()
     if not FLAGS["verbosity"].present:
         tfds.disable_progress_bar()  # its nested bars; the build shows one bar a split
+    if FLAGS.verify:
+        sys.exit(verify_dataset(FLAGS.verify))
     lists = {split: getattr(FLAGS, split) for split in SPLITS if getattr(FLAGS, split)}
     missing = [f"--{f}" for f in ("name", "videos") if not getattr(FLAGS, f)]
     if missing:

@@ -1,0 +1,105 @@
+"""Checking a dataset's TFRecord files: every record read (TFRecord's CRCs checked as it reads) and counted against
+the shard lengths `dataset_info.json` records, so that a damaged or truncated shard is named before a run meets it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import re
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """What is wrong with one record file."""
+    file: str
+    problem: str  # e.g. "corrupted record at byte 282489"
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}"
+
+
+def record_files(source: str, splits: list[str] | None = None) -> dict[str, int | None]:
+    """The record files of a dataset and how many records each should hold.
+
+    Args:
+      source: a TFDS dataset directory (`dataset_info.json` inside) or a DMVR file pattern.
+      splits: the TFDS splits to list; None: all.
+
+    Returns:
+      File -> its shard length from `dataset_info.json`, or None for DMVR files (which record none).
+
+    Raises:
+      ValueError: neither a dataset directory nor a pattern that matches files, or a split it does not have.
+    """
+    if (Path(source) / "dataset_info.json").is_file():
+        info = tfds.builder_from_directory(source).info
+        missing = sorted(set(splits or ()) - set(info.splits))
+        if missing:
+            raise ValueError(f"{source} has no split {missing[0]!r}; it has {sorted(info.splits)}")
+        files = {}
+        for split in splits or sorted(info.splits):
+            part = info.splits[split]
+            files.update({str(path): length for path, length in zip(part.filepaths, part.shard_lengths,
+                                                                    strict=True)})
+        return files
+    files = sorted(glob.glob(source))
+    if not files:
+        raise ValueError(f"{source}: neither a dataset directory (with dataset_info.json) nor a pattern matching "
+                         "TFRecord files")
+    return dict.fromkeys(files)
+
+
+def check_file(path: str, expected: int | None = None) -> Damage | None:
+    """Reads every record of one file.
+
+    Args:
+      path: a TFRecord file.
+      expected: the records it should hold, if known.
+
+    Returns:
+      What is wrong, or None.
+    """
+    if not Path(path).is_file():
+        return Damage(path, "missing")
+    try:
+        count = int(tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1))
+    except tf.errors.DataLossError as e:
+        # TensorFlow says "corrupted record at 282489" (a byte offset) for a CRC mismatch, and "truncated record
+        # at ..." for a shard cut short.
+        found = re.search(r"(corrupted|truncated) record at (\d+)", e.message)
+        problem = (f"{found.group(1)} record at byte {found.group(2)}" if found else e.message.splitlines()[0])
+        return Damage(path, problem)
+    except tf.errors.OpError as e:
+        return Damage(path, f"cannot be read ({e.message.splitlines()[0]})")
+    if expected is not None and count != expected:
+        return Damage(path, f"holds {count} records; dataset_info.json says {expected}")
+    return None
+
+
+def verify(source: str, splits: list[str] | None = None, progress=None) -> list[Damage]:
+    """Every record file of a dataset checked (`check_file`).
+
+    Args:
+      source: a TFDS dataset directory or a DMVR file pattern.
+      splits: the TFDS splits to check; None: all.
+      progress: called after each file, if given.
+
+    Returns:
+      The damaged files, in file order; empty when all are whole.
+
+    Raises:
+      ValueError: as `record_files`.
+    """
+    damaged = []
+    for path, expected in record_files(source, splits).items():
+        damage = check_file(path, expected)
+        if damage:
+            damaged.append(damage)
+        if progress:
+            progress()
+    return damaged
