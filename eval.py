@@ -69,8 +69,7 @@ def paper_top1(config, checkpoint: str) -> float | None:
 def damaged_records(source: str, split: str) -> str:
     """What to say when a record of the split cannot be read: the damaged files (every file of the split is
     read again to find them) and what to do."""
-    splits = [split] if (Path(source) / "dataset_info.json").is_file() else None
-    damaged = verify.verify(source, splits)
+    damaged = verify.check_files(verify.record_files(source, [split]))
     found = "; ".join(map(str, damaged)) if damaged else "a record could not be read"
     return (f"{source} split {split!r} is damaged: {found}. Nothing was written; rebuild the split with "
             f"`python -m uniformer_jax.dataset_builder`, and check the rest with "

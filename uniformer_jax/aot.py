@@ -20,7 +20,6 @@ import math
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -161,10 +160,11 @@ def table_row(report: dict, paper_batch: int) -> str:
     """
     flags_ = dict(f.removeprefix("--config.train.").split("=") for f in report["settings"].split())
     batch = flags_["batch_size"] + ("" if int(flags_["batch_size"]) == paper_batch else f" (paper {paper_batch})")
-    blocks = [int(n) for n in flags_["remat"].split(",")]
-    every = remat_choices(report["variant"])[0]
-    remat = "none" if not any(blocks) else ("all" if tuple(blocks) == tuple(np.atleast_1d(every)) else
-                                            flags_["remat"])
+    remat = flags_["remat"]
+    if not remat.strip("0,"):
+        remat = "none"
+    elif remat == remat_text(remat_choices(report["variant"])[0]):
+        remat = "all"
     clips = report["clips_per_second_upper_bound"]
     return (f"| {os.path.basename(report['config']).removesuffix('.py')} | {report['topology']} | {batch} | "
             f"{flags_['fsdp']} | {remat} | {flags_['accumulate']} | "

@@ -35,7 +35,7 @@ from absl import app, flags
 from etils import epath
 from tqdm import tqdm
 
-from uniformer_jax.data import verify
+from uniformer_jax.data import sources, verify
 from uniformer_jax.data.builder import SPLITS, build, dataset_dir
 
 FLAGS = flags.FLAGS
@@ -76,11 +76,11 @@ def verify_dataset(target: str) -> int:
       The exit status: 0 when every file is whole, 1 where one is not.
     """
     named = dataset_dir(target, FLAGS.out)
-    source = str(named) if "/" not in target and (named / "dataset_info.json").is_file() else target
+    source = str(named) if "/" not in target and sources.is_dataset_dir(named) else target
     try:
         files = verify.record_files(source)
         with tqdm(total=len(files), desc="verify", unit="file") as bar:
-            damaged = verify.verify(source, progress=bar.update)
+            damaged = verify.check_files(files, progress=bar.update)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

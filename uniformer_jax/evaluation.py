@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from uniformer_jax import sharding
-from uniformer_jax.data import class_lists, pipelines
+from uniformer_jax.data import class_lists, pipelines, sources
 from uniformer_jax.data.builder import dataset_dir
 from uniformer_jax.models.layers import normalise
 from uniformer_jax.models.uniformerv2 import SPECS
@@ -127,7 +127,7 @@ def source_of(config) -> str:
         raise ConfigError("set --config.data.name to the dataset_builder --name of your dataset, or "
                           "--config.data.source to its directory")
     directory = dataset_dir(config.data.name)
-    if not (directory / "dataset_info.json").is_file():
+    if not sources.is_dataset_dir(directory):
         release = releases.BY_NAME.get(config.get("release"))
         classes = f" --classes {release.classes}" if release and release.classes else ""
         raise ConfigError(f"no dataset {config.data.name!r} in {directory.parents[2]}: build it with `python -m "

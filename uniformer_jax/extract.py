@@ -63,16 +63,15 @@ def windows_of(checkpoint: str) -> Windows:
       The `Windows`.
     """
     frames, rate, size = 16, 4, 224
-    variant = read_metadata(checkpoint)["variant"] if Path(checkpoint).is_dir() else None
-    if checkpoint in releases.BY_NAME:
-        variant = releases.BY_NAME[checkpoint].variant
+    release = releases.BY_NAME.get(checkpoint)
+    variant = release.variant if release else None
+    if variant is None and Path(checkpoint).is_dir():
+        variant = read_metadata(checkpoint)["variant"]
     if variant is not None and is_v2(variant):
         # UniFormerV2 sees 8 frames of a clip; 8 every 8 spans about 2 s, as its sparse samples of a Kinetics clip
         # do; the input size is its positional table's.
-        frames, rate, size = 8, 8, uniformerv2.SPECS[variant].size
-        if checkpoint in releases.BY_NAME:  # a 16- or 32-frame release sees that many
-            frames = releases.BY_NAME[checkpoint].frames
-    elif checkpoint in releases.BY_NAME:
+        frames, rate, size = release.frames if release else 8, 8, uniformerv2.SPECS[variant].size
+    elif release:
         protocol = recipes.release_protocol(checkpoint)
         frames, size = protocol["data.num_frames"], protocol["data.crop_size"]
         rate = protocol["data.rate"] if protocol["data.mode"] == "dense" else 4

@@ -17,7 +17,8 @@ from uniformer_jax.weights import releases
 
 SHORT_NAMES = {"s": "uniformer_small", "b": "uniformer_base", "xxs": "uniformer_xxs", "xxs_ls": "uniformer_xxs_ls",
             "xs": "uniformer_xs"}
-CLASSES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174}
+CLASSES = {"k400": 400, "k600": 600, "k700": 700, "k710": 710, "sthv1": 174, "sthv2": 174, "mit": 339, "anet": 200,
+           "hacs": 200}
 
 
 def base(dataset: str, variant: str, frames: int, release: str | None) -> ml_collections.ConfigDict:
@@ -39,7 +40,7 @@ def base(dataset: str, variant: str, frames: int, release: str | None) -> ml_col
     config.release = release  # the released weights this config's protocol and recipe belong to
     config.workdir = config_dict.placeholder(str)  # where results go; default: runs/<config name>
     config.model = ml_collections.ConfigDict(dict(
-        variant=SHORT_NAMES.get(variant, variant), num_classes=CLASSES.get(dataset), dtype="float32",
+        variant=SHORT_NAMES.get(variant, variant), num_classes=CLASSES[dataset], dtype="float32",
         attention="xla"))
     config.data = ml_collections.ConfigDict(dict(
         name=dataset,  # the dataset_builder --name that data.source defaults to

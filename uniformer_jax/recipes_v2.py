@@ -13,10 +13,8 @@ import ml_collections
 
 from uniformer_jax import recipes
 from uniformer_jax.models import variants
+from uniformer_jax.models.uniformerv2 import SPECS
 from uniformer_jax.weights import releases
-
-CLASSES = {"k710": 710, "k400": 400, "k600": 600, "k700": 700, "mit": 339, "sthv1": 174, "sthv2": 174, "anet": 200,
-           "hacs": 200}
 
 
 def structure_of(name: str) -> str:
@@ -56,14 +54,15 @@ def uniformerv2(release: str, *, videos: int, nodes: int, lr: float, epochs: int
     """
     r = releases.BY_NAME[release]
     dataset, variant, frames = releases.v2_model(release)
-    size = variants.uniformerv2.SPECS[variant].size
+    size = SPECS[variant].size
     structure = structure_of(release)
     clips, crops = r.views
     config = recipes.base(dataset, variant, frames, release)
-    config.model.update(num_classes=CLASSES[dataset], structure=structure)
+    config.model.structure = structure
     config.data.update(mode="segment", rate=1, clips=clips, crops=crops, short_side=size, crop_size=size)
     config.eval.aggregate = "mean_softmax"
-    gflops = variants.flops(variant, frames, size, CLASSES[dataset], **variants.structure(structure, variant)) / 1e9
+    classes = config.model.num_classes
+    gflops = variants.flops(variant, frames, size, classes, **variants.structure(structure, variant)) / 1e9
     config.paper = ml_collections.ConfigDict(dict(top1=r.top1, gflops=gflops * clips * crops,
                                                   views=f"{crops}x{clips}"))
     sth = structure == "sth"

@@ -40,6 +40,18 @@ class Split:
     label_text: dict[int, str] = dataclasses.field(default_factory=dict)  # DMVR `clip/label/text` by index
 
 
+def is_dataset_dir(source: str | Path) -> bool:
+    """Whether `source` is a TFDS dataset directory (as dataset_builder writes one), not a DMVR file pattern.
+
+    Args:
+      source: a data source (`data.source`).
+
+    Returns:
+      True when it holds `dataset_info.json`.
+    """
+    return (Path(source) / "dataset_info.json").is_file()
+
+
 def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1) -> Split:
     """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
 
@@ -58,7 +70,7 @@ def open_split(source: str, split: str, *, process_index: int = 0, process_count
       DataError: neither a dataset nor a pattern, a missing split, or DMVR records that are unreadable, of the
         pre-2022 layout or inconsistent in their class names.
     """
-    if (Path(source) / "dataset_info.json").is_file():
+    if is_dataset_dir(source):
         return _open_tfds(source, split, process_index, process_count)
     files = sorted(glob.glob(source))
     if not files:

@@ -12,6 +12,8 @@ from pathlib import Path
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from uniformer_jax.data import sources
+
 
 @dataclasses.dataclass(frozen=True)
 class Damage:
@@ -28,7 +30,7 @@ def record_files(source: str, splits: list[str] | None = None) -> dict[str, int 
 
     Args:
       source: a TFDS dataset directory (`dataset_info.json` inside) or a DMVR file pattern.
-      splits: the TFDS splits to list; None: all.
+      splits: the TFDS splits to list; None: all. A DMVR pattern names the files of one split: it is ignored.
 
     Returns:
       File -> its shard length from `dataset_info.json`, or None for DMVR files (which record none).
@@ -36,7 +38,7 @@ def record_files(source: str, splits: list[str] | None = None) -> dict[str, int 
     Raises:
       ValueError: neither a dataset directory nor a pattern that matches files, or a split it does not have.
     """
-    if (Path(source) / "dataset_info.json").is_file():
+    if sources.is_dataset_dir(source):
         info = tfds.builder_from_directory(source).info
         missing = sorted(set(splits or ()) - set(info.splits))
         if missing:
@@ -81,22 +83,18 @@ def check_file(path: str, expected: int | None = None) -> Damage | None:
     return None
 
 
-def verify(source: str, splits: list[str] | None = None, progress=None) -> list[Damage]:
-    """Every record file of a dataset checked (`check_file`).
+def check_files(files: dict[str, int | None], progress=None) -> list[Damage]:
+    """Every file of `record_files` checked (`check_file`).
 
     Args:
-      source: a TFDS dataset directory or a DMVR file pattern.
-      splits: the TFDS splits to check; None: all.
+      files: file -> the records it should hold, if known.
       progress: called after each file, if given.
 
     Returns:
       The damaged files, in file order; empty when all are whole.
-
-    Raises:
-      ValueError: as `record_files`.
     """
     damaged = []
-    for path, expected in record_files(source, splits).items():
+    for path, expected in files.items():
         damage = check_file(path, expected)
         if damage:
             damaged.append(damage)

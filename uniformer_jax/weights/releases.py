@@ -185,12 +185,12 @@ def _opengvlab(name: str, top1: float | None, clips: int, crops: int, hub: str |
                    hub=hub, url=url, views=(clips, crops))
 
 
-def _mm_v2(name: str, path: str, top1: float | None, classes: str) -> Release:
+def _mm_v2(name: str, path: str, top1: float | None, classes: str, views: tuple[int, int] = (4, 3)) -> Release:
     """An MMAction2 release, `path` under its uniformerv2/ folder; tested as the OpenGVLab model it names."""
     _, variant, frames = v2_model(name)
     config = name.removeprefix("mmaction2/").split("-")[0]
     return Release(name, path.rsplit("/", 1)[-1], "mmaction2", variant, classes, frames, 1, config, top1,
-                   path.removesuffix(".pth").rsplit("-", 1)[1], url=MMACTION2_V2_URL + path, views=(4, 3))
+                   path.removesuffix(".pth").rsplit("-", 1)[1], url=MMACTION2_V2_URL + path, views=views)
 
 
 def _mm_kinetics(dataset: str, frames: int, size: int, top1: float, stamp: str) -> Release:
@@ -198,8 +198,7 @@ def _mm_kinetics(dataset: str, frames: int, size: int, top1: float, stamp: str) 
     name = f"mmaction2/{dataset}_k710_v2_l14_{frames}" + ("x336" if size == 336 else "")
     path = (f"kinetics{dataset[1:]}/uniformerv2-large-p14-res{size}_clip-kinetics710-pre_u{frames}_kinetics"
             f"{dataset[1:]}-rgb_{stamp}.pth")
-    release = _mm_v2(name, path, top1, f"{dataset}-mmaction2")
-    return dataclasses.replace(release, views=(2 if frames == 32 else 4, 3))
+    return _mm_v2(name, path, top1, f"{dataset}-mmaction2", (2 if frames == 32 else 4, 3))
 
 
 MM_B16 = "uniformerv2-base-p16-res224_clip"  # the start of MMAction2's B/16 file names
