@@ -6,7 +6,9 @@ evaluates the config's released model (fetched and converted once, then cached) 
 `python -m uniformer_jax.dataset_builder --name k400 ...` writes it. `--config.checkpoint=` takes another release
 name, a converted directory or a .pth file; `--config.data.source=` a dataset directory or a DMVR file pattern.
 Runs on every device of every process (add --distributed on each host of a pod or cluster); writes
-eval_results.json, predictions.jsonl and config.json to the work directory (default runs/<config file name>).
+eval_results.json (with the most confused pairs of classes), predictions.jsonl, config.json, confusion.png (classes
+ordered so that confusions cluster) and per_class.png (accuracy per class, sorted) to the work directory (default
+runs/<config file name>).
 A config of no release (configs/finetune.py) evaluates the model train.py wrote for it, runs/<config>/model, and
 writes beside it, to runs/<config>/eval. A model trained with data.multi_label is scored by mAP (sklearn's average
 precision a class, averaged over the classes some video has) and per-class AP, and predictions.jsonl gives every
@@ -30,7 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import evaluation, recipes, sharding
+from uniformer_jax import evaluation, plots, recipes, sharding
 from uniformer_jax.data import class_lists, pipelines, sources, verify
 from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
@@ -121,10 +123,19 @@ def main(argv):
                "dtype": protocol.dtype, "devices": jax.device_count(), "processes": jax.process_count(),
                "checkpoint": checkpoint, "source": source, "split": part.read,
                "paper_top1": paper_top1(config, checkpoint)}
+    matrix = None
+    if not protocol.multi_label:
+        matrix = plots.confusion_matrix(predictions.label, predictions.top5[:, 0], len(names))
+        results["most_confused"] = plots.most_confused(matrix, names)
     if lead:  # written once the whole split has been read
         workdir.mkdir(parents=True, exist_ok=True)
         write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
         write(workdir / "predictions.jsonl", prediction_lines(predictions, names))
+        if matrix is None:
+            plots.plot_per_class(results["per_class_ap"], str(workdir / "per_class.png"), "average precision (%)")
+        else:
+            plots.plot_confusion(matrix, names, str(workdir / "confusion.png"))
+            plots.plot_per_class(plots.per_class_top1(matrix, names), str(workdir / "per_class.png"))
         write(workdir / "eval_results.json", json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
 

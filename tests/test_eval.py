@@ -25,6 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import torch
 from PIL import Image
+from sklearn.metrics import confusion_matrix
 
 from tests.conftest import reference_model, save_mmaction2
 from tests.test_data import CLASSES, VIDEOS, dmvr_record, make_videos
@@ -122,6 +123,14 @@ def test_eval_matches_mmaction2_on_the_same_frames(setup, one_device):
     assert results["clips_per_second"] > 0
     saved = json.loads((root / "one/config.json").read_text())
     assert saved["data"]["num_frames"] == FRAMES and saved["checkpoint"] == str(root / "ckpt")
+    # the most confused pairs are sklearn's confusion matrix's largest off-diagonal counts; the plots beside them
+    matrix = confusion_matrix([p["label"] for p in predictions], [p["top5"][0] for p in predictions], labels=CLASSES)
+    np.fill_diagonal(matrix, 0)
+    assert [(c["true"], c["predicted"], c["videos"]) for c in results["most_confused"]] == sorted(
+        ((CLASSES[t], CLASSES[q], int(matrix[t, q])) for t, q in zip(*np.nonzero(matrix), strict=True)),
+        key=lambda c: -c[2])
+    for plot in ("confusion.png", "per_class.png"):
+        assert Image.open(root / "one" / plot).size[0] > 200
 
 
 def assert_same_predictions(a: list[dict], b: list[dict]) -> None:

@@ -223,8 +223,8 @@ def test_a_model_without_batchnorm_saves_and_loads(tmp_path):
                                   "k400_b32"])
 def test_predict_takes_a_releases_own_protocol(name):
     """`predict --checkpoint NAME` without a config tests as the release's config does (frames, views, size)."""
-    from uniformer_jax import predict
+    from uniformer_jax import inference
 
     config = importlib.import_module(f"configs.{releases.BY_NAME[name].config}").get_config()
     default = evaluation.Protocol.default(releases.BY_NAME[name].variant)
-    assert predict.release_protocol(default, name) == evaluation.Protocol.from_config(config)
+    assert inference.release_protocol(default, name) == evaluation.Protocol.from_config(config)

@@ -24,7 +24,6 @@ from uniformer_jax import console
 if __name__ == "__main__":
     console.quiet_startup()  # before TensorFlow loads
 
-import dataclasses
 import json
 import sys
 
@@ -32,10 +31,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from uniformer_jax import evaluation, recipes, timeline
-from uniformer_jax.data import class_lists, pipelines, video
-from uniformer_jax.weights import hub, releases
-from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
+from uniformer_jax import evaluation, inference, timeline
+from uniformer_jax.data import video
+from uniformer_jax.weights.checkpoints import CheckpointError, load_directory
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "a config file from configs/ whose test protocol to use (default: Kinetics 16x4, 4x1 views)",
@@ -50,61 +48,6 @@ _STRIDE = flags.DEFINE_integer("stride", None, "with --timeline: frames from one
                                "(default: frames x rate)")
 _RENDER = flags.DEFINE_string("render", None, "write the video (one video given) with each window's top class "
                               "drawn on it to this file, e.g. out.mp4")
-
-
-def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
-    """The test views of a video file, decoded with PyAV.
-
-    Frames are resized to the short side as they are decoded (bilinear, as the test protocol), so the whole video
-    is held at that size only; then clips are sampled and cropped as `pipelines.test_views` does.
-
-    Args:
-      path: a video file.
-      sampling: how frames are picked.
-      views: clips, crops, short side and crop size.
-
-    Returns:
-      (clips * crops, T, S, S, 3) uint8.
-
-    Raises:
-      VideoError: an unreadable, truncated or empty file.
-    """
-    resized, chunk = [], []
-    for frame in video.iter_frames(path):
-        chunk.append(frame.image)
-        if len(chunk) == pipelines.RESIZE_CHUNK:
-            resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
-            chunk = []
-    if chunk:
-        resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
-    frames = np.concatenate(resized)
-    if len(frames) < sampling.num_frames:
-        raise video.VideoError(f"{path}: {len(frames)} frames, too short for clips of {sampling.num_frames} frames")
-    unique, positions = np.unique(pipelines.test_indices(len(frames), sampling, views).numpy().reshape(-1),
-                                  return_inverse=True)
-    return pipelines.crop_views(frames[unique], positions, sampling, views).numpy()
-
-
-def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> list[str]:
-    """The names of the model's classes.
-
-    Args:
-      checkpoint: a converted directory.
-      labels_file: a class list naming the head rows, or None for the checkpoint's own.
-      num_classes: the model's class count.
-
-    Returns:
-      The names, or "0".."K-1" where neither names them.
-
-    Raises:
-      ValueError: a list of another length.
-    """
-    names = class_lists.read_class_names(labels_file) if labels_file else read_metadata(checkpoint).get("class_names")
-    if names is None:
-        return [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ValueError(f"{labels_file or checkpoint} names {len(names)} classes, the model has {num_classes}")
-    return names
 
 
 def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, labels_file: str | None = None,
@@ -125,7 +68,7 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
       `multi_label` is true.
     """
     model, variables = load_directory(checkpoint, dtype=protocol.compute_dtype, attention=protocol.attention)
-    names = class_names(checkpoint, labels_file, model.num_classes)
+    names = inference.class_names(checkpoint, labels_file, model.num_classes)
     step = evaluation.make_step(model, protocol.aggregate, protocol.compute_dtype, protocol.multi_label)
     multi = {"multi_label": True} if protocol.multi_label else {}
     for path in paths:
@@ -133,7 +76,7 @@ def predict(paths: list[str], checkpoint: str, protocol: evaluation.Protocol, la
             if windows is not None:
                 yield {**timeline.predict_windows(path, step, variables, names, protocol, windows), **multi}
                 continue
-            views = load_views(path, protocol.sampling, protocol.views)
+            views = inference.load_views(path, protocol.sampling, protocol.views)
         except video.VideoError as e:
             yield {"video": path, "error": str(e)}
             continue
@@ -157,22 +100,6 @@ def show_timeline(result: dict) -> None:
             print(f"rendered to {_RENDER.value}", flush=True)
 
 
-def release_protocol(default: evaluation.Protocol, name: str) -> evaluation.Protocol:
-    """The protocol of a release's configs/ file (its frames, sampling and views), aggregated as `default`.
-
-    Args:
-      default: `evaluation.Protocol.default` for the release's variant.
-      name: a release name.
-
-    Returns:
-      The protocol.
-    """
-    f = recipes.release_protocol(name)
-    return dataclasses.replace(
-        default, sampling=pipelines.Sampling(f["data.num_frames"], f["data.rate"], f["data.mode"]),
-        views=pipelines.TestViews(f["data.clips"], f["data.crops"], f["data.short_side"], f["data.crop_size"]))
-
-
 def main(argv):
     """`python -m uniformer_jax.predict VIDEO ...`: exit status 1 where a video could not be read.
 
@@ -194,15 +121,7 @@ def main(argv):
         sys.exit("error: --stride cuts the video into windows: add --timeline")
     failed = False
     try:
-        directory = hub.resolve(checkpoint)
-        metadata = read_metadata(directory)
-        protocol = evaluation.Protocol.default(metadata["variant"], metadata.get("multi_label", False))
-        if config is None and checkpoint in releases.BY_NAME:  # the release's own frames and views
-            protocol = release_protocol(protocol, checkpoint)
-        if config is not None:
-            recipes.complete(config, metadata["variant"], metadata["num_classes"], protocol.multi_label)
-            protocol = evaluation.Protocol.from_config(config)
-            evaluation.check_model(config, metadata, checkpoint)
+        directory, protocol = inference.resolve(checkpoint, config)
         windows = timeline.windows_of(protocol, _STRIDE.value) if _TIMELINE.value or _RENDER.value else None
         for result in predict(paths, str(directory), protocol, _LABELS.value, windows):
             failed |= "error" in result

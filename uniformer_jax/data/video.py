@@ -250,3 +250,30 @@ def write_captioned(source: str | Path, out: str | Path, captions: list[tuple[in
         partial.unlink(missing_ok=True)
         raise
     partial.replace(out)
+
+
+def write_frames(out: str | Path, frames: np.ndarray, fps: float) -> None:
+    """Frames as a video (H.264 through PyAV; odd sides cropped to even), written whole or not at all.
+
+    Args:
+      out: the file to write (its suffix picks the container, e.g. `.mp4`).
+      frames: (T, H, W, 3) uint8.
+      fps: the frame rate.
+
+    Raises:
+      VideoError: a container PyAV cannot write.
+    """
+    out = Path(out)
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sides
+    try:
+        with av.open(str(partial), "w") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+            container.mux(stream.encode())
+    except (av.FFmpegError, ValueError, OSError) as e:
+        partial.unlink(missing_ok=True)
+        raise VideoError(f"{out}: cannot write the video ({type(e).__name__}: {e})") from e
+    partial.replace(out)

@@ -172,6 +172,37 @@ class Mlp(nn.Module):
         return nn.Dense(c, kernel_init=linear_init, dtype=self.dtype, name="fc2")(x)
 
 
+def probe(module: nn.Module, name: str, x):
+    """`x` plus a zero perturbation `name` when a `perturbations` collection is passed, so that `jax.grad` of the
+    output against it is the gradient at this map (Grad-CAM); `x` itself otherwise, and at initialisation, which would
+    otherwise store the perturbation among the variables.
+
+    Args:
+      module: the module the map belongs to.
+      name: the perturbation's name (the feature map's).
+      x: the map.
+
+    Returns:
+      The map, perturbed where asked.
+    """
+    return x if module.is_initializing() else module.perturb(name, x)
+
+
+def sow_attention(module: nn.Module, q, k, scale: float) -> None:
+    """Sows the head-averaged attention weights `(B, Nq, Nk)` of q, k `(B, N, heads, D)` as the intermediate
+    `weights`, when `intermediates` are asked for (attention maps); otherwise nothing is computed.
+
+    Args:
+      module: the attention module.
+      q: the queries.
+      k: the keys.
+      scale: the logits' scale.
+    """
+    if module.is_mutable_collection("intermediates"):
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
+        module.sow("intermediates", "weights", jax.nn.softmax(logits, axis=-1).mean(axis=1))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over all tokens; qkv rows are [q | k | v], each split head-major."""
 
@@ -185,6 +216,7 @@ class Attention(nn.Module):
         hd = c // self.num_heads
         qkv = nn.Dense(3 * c, kernel_init=linear_init, dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.unstack(qkv.reshape(b, n, 3, self.num_heads, hd), axis=2)
+        sow_attention(self, q, k, hd ** -0.5)
         x = jax.nn.dot_product_attention(q, k, v, scale=hd ** -0.5, implementation=self.implementation)
         return nn.Dense(c, kernel_init=linear_init, dtype=self.dtype, name="proj")(x.reshape(b, n, c))
 

@@ -33,6 +33,7 @@ from uniformer_jax.models.layers import (
     gelu,
     layer_scales,
     linear_init,
+    probe,
     scaled,
 )
 
@@ -251,22 +252,24 @@ class UniFormerLight(nn.Module):
         x = self.patch_embed1(x, stage_train[0])
         for block in self.blocks1:
             x = block(x, stage_train[0])
-        maps["stage1"] = x
+        maps["stage1"] = x = probe(self, "stage1", x)
         x = self.patch_embed2(x)
         for block in self.blocks2:
             x = block(x, stage_train[1])
-        maps["stage2"] = x
+        maps["stage2"] = x = probe(self, "stage2", x)
         x = self.patch_embed3(x)
         cls, score = jnp.broadcast_to(self.cls_token, (x.shape[0], 1, x.shape[-1])), None
         for block in self.blocks3:
             cls, x, score = block(cls, x, score, stage_train[2])
-        maps["stage3"] = x
+        maps["stage3"] = x = probe(self, "stage3", x)
         cls = self.cls_upsample(cls)
         x = self.patch_embed4(x)
         for block in self.blocks4:
             cls, x, score = block(cls, x, score, stage_train[3])
         x = self.norm(x, use_running_average=not train)
-        maps["stage4"], maps["cls"] = x, cls[:, 0]
+        self.sow("intermediates", "score", score)
+        maps["stage4"] = x = probe(self, "stage4", x)
+        maps["cls"] = cls[:, 0]
         maps["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
         return maps
 

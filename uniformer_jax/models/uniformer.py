@@ -25,6 +25,7 @@ from uniformer_jax.models.layers import (
     check_remat,
     drop_path_rates,
     linear_init,
+    probe,
 )
 
 EMBED_DIM = (64, 128, 320, 512)
@@ -112,7 +113,8 @@ class UniFormer(nn.Module):
         self.head = nn.Dense(self.num_classes, kernel_init=linear_init)
 
     def features(self, x, train: bool = False):
-        """Per-stage feature maps (`stage1`..`stage4`, after the final norm for `stage4`) and `pooled`."""
+        """Per-stage feature maps (`stage1`..`stage4`, after the final norm for `stage4`) and `pooled`; each map is a
+        `layers.probe` of its name."""
         x = jnp.asarray(x, self.dtype)
         maps = {}
         embeds = (self.patch_embed1, self.patch_embed2, self.patch_embed3, self.patch_embed4)
@@ -121,9 +123,10 @@ class UniFormer(nn.Module):
             x = embed(x)
             for block in blocks:
                 x = block(x, train and s >= self.frozen_stages)
-            maps[f"stage{s + 1}"] = x
+            if s < 3:
+                maps[f"stage{s + 1}"] = x = probe(self, f"stage{s + 1}", x)
         x = self.norm(x, use_running_average=not train)
-        maps["stage4"] = x
+        maps["stage4"] = x = probe(self, "stage4", x)
         maps["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
         return maps
 

@@ -19,7 +19,16 @@ import numpy as np
 from flax import linen as nn
 from flax.linen import dtypes
 
-from uniformer_jax.models.layers import DepthwiseConv, conv, conv_bias_init, conv_kernel_init, drop_path, linear_init
+from uniformer_jax.models.layers import (
+    DepthwiseConv,
+    conv,
+    conv_bias_init,
+    conv_kernel_init,
+    drop_path,
+    linear_init,
+    probe,
+    sow_attention,
+)
 
 LN_EPS = 1e-5
 MLP_FACTOR = 4
@@ -89,8 +98,9 @@ class MultiheadAttention(nn.Module):
             y = x @ w[i * c:(i + 1) * c].T + b[i * c:(i + 1) * c]
             return y.reshape(*x.shape[:-1], self.num_heads, hd)
 
-        x = jax.nn.dot_product_attention(project(q, 0), project(kv, 1), project(kv, 2), scale=hd ** -0.5,
-                                         implementation=self.implementation)
+        q, k = project(q, 0), project(kv, 1)
+        sow_attention(self, q, k, hd ** -0.5)
+        x = jax.nn.dot_product_attention(q, k, project(kv, 2), scale=hd ** -0.5, implementation=self.implementation)
         return nn.Dense(c, kernel_init=zeros if self.zero_out else conv_kernel_init, bias_init=zeros,
                         dtype=self.dtype, name="out_proj")(x.reshape(*x.shape[:-2], c))
 
@@ -223,6 +233,7 @@ class Transformer(nn.Module):
             block = recomputed if i < self.remat else ResidualAttentionBlock
             z = block(self.num_heads, block_rates[i], self.lmhra, self.double_lmhra, self.attention, self.dtype,
                       name=f"resblocks_{i}")(z, frames, train)
+            z = probe(self, f"layer{i + 1}", z)
             tokens.append(z)
             if i >= first:
                 j = i - first
