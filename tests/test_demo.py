@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 
@@ -75,3 +79,90 @@ def test_visualise_writes_the_clip_with_its_class(demo_run, tmp_path):
                             capture_output=True, text=True, timeout=600, cwd=demo.REPO)
     assert result.returncode == 1 and result.stderr.startswith("error: --class 'sideways' is not one of")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["up.mp4"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Selenium; Debian's chromium and chromium-driver are installed where missing."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        assert os.geteuid() == 0, "the web page's test needs Debian's chromium and chromium-driver (apt-get install)"
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], check=True,
+                       capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1400"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def classify(driver, url: str, path: str | None = None, example: int | None = None) -> str:
+    """Loads the page, uploads a file (or picks an example), presses Classify; the summary line it shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#video input[type=file]"))
+    if path:
+        driver.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(path)
+    else:
+        driver.find_elements(By.CSS_SELECTOR, "#examples .gallery-item")[example].click()
+    WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#video a, #video .file-preview"))
+    driver.find_element(By.CSS_SELECTOR, "#run").click()
+    WebDriverWait(driver, 300).until(lambda d: d.find_element(By.CSS_SELECTOR, "#summary").text.strip())
+    return driver.find_element(By.CSS_SELECTOR, "#summary").text.strip()
+
+
+def test_web_page_in_a_real_browser(demo_run, browser, tmp_path):
+    """The page's top-1 is predict's; a text file gets a message, not a traceback; a long example gets its
+    timeline; nothing is written outside the temporary folder, which is gone when the server stops."""
+    from selenium.webdriver.common.by import By
+
+    work = demo_run[0]
+    checkpoint, config = str(work / "run" / "model"), str(demo.REPO / "configs" / "motion.py")
+    video = str(work / "videos/validation/up_000.mp4")
+    predicted = subprocess.run([sys.executable, "-m", "uniformer_jax.predict", video, "--config", config,
+                                "--checkpoint", checkpoint, "--json"], capture_output=True, text=True, check=True,
+                               cwd=demo.REPO)
+    top1 = json.loads(predicted.stdout.splitlines()[-1])["top5"][0]
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "tmp").mkdir()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uniformer_jax.app", "--config", config, "--checkpoint",
+                               checkpoint, "--port", str(port)], cwd=tmp_path / "cwd", stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), "PYTHONPATH": str(demo.REPO)})
+    try:
+        assert server.stdout.readline().startswith(f"serving {checkpoint} on http://127.0.0.1:{port}")
+        url = f"http://127.0.0.1:{port}"
+        summary = classify(browser, url, video)
+        assert summary.startswith(f"{top1['label']} {100 * top1['probability']:.1f}%"), summary
+        shown = [e for e in browser.find_elements(By.CSS_SELECTOR, "#timeline") if e.is_displayed()]
+        assert not shown  # a clip's length: no timeline
+        browser.save_screenshot(str(tmp_path / "app.png"))
+        if os.environ.get("UNIFORMER_JAX_SCREENSHOT"):  # how README's picture of the page is made
+            shutil.copy(tmp_path / "app.png", os.environ["UNIFORMER_JAX_SCREENSHOT"])
+        (tmp_path / "notes.txt").write_text("not a video\n")
+        summary = classify(browser, url, str(tmp_path / "notes.txt"))
+        assert summary.startswith("error: notes.txt is not a video this page can read"), summary
+        assert "traceback" not in browser.page_source.lower()
+        summary = classify(browser, url, example=1)
+        assert summary.split()[0] == "up", summary  # the example of a square moving up, three clips long
+        rows = browser.find_element(By.CSS_SELECTOR, "#timeline").text
+        assert browser.find_element(By.CSS_SELECTOR, "#timeline").is_displayed() and rows.count("\nup\n") == 3, rows
+        assert "0.0-1.5 s" in rows and "3.2-4.7 s" in rows, rows  # 3 windows of 8 frames at rate 2, 10 fps
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=60)
+    assert list((tmp_path / "cwd").iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == [], err[-2000:]

@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score
 from tests.test_data import dmvr_record
 from tests.videos import frame
 from uniformer_jax import demo, evaluation
-from uniformer_jax.data import pipelines
+from uniformer_jax.data import pipelines, synthetic, video
 from uniformer_jax.data.builder import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ COLOURS = {"red": (230, 40, 40), "green": (40, 230, 40)}
 
 
 def square_clip(colour: str, direction: str, rng: np.random.Generator) -> np.ndarray:
-    """demo.moving_square's clip with the square in `colour` (it is the only bright thing in the frame)."""
-    clip = demo.moving_square(direction, rng).astype(np.int32)
+    """synthetic.moving_square's clip with the square in `colour` (it is the only bright thing in the frame)."""
+    clip = synthetic.moving_square(direction, rng).astype(np.int32)
     square = clip.min(axis=-1) >= 150
     clip[square] = np.asarray(COLOURS[colour]) + rng.integers(-20, 21, 3)
     return np.clip(clip, 0, 255).astype(np.uint8)
@@ -44,7 +44,7 @@ def write_split(root: Path, split: str, per_pair: int, rng: np.random.Generator,
         for colour in COLOURS:
             for direction in ("left", "right"):
                 path = f"{split}/{colour}_{direction}_{i:02d}.mp4"
-                demo.write_mp4(root / "videos" / path, square_clip(colour, direction, rng))
+                video.write_frames(root / "videos" / path, square_clip(colour, direction, rng), demo.FPS, demo.CRF)
                 labels = (CLASSES.index(colour), CLASSES.index(direction))
                 lines.append(f"{path} {labels[0]},{labels[1]}" if spaced else f"{path},{labels[0]};{labels[1]}")
     (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
@@ -55,7 +55,8 @@ def test_several_labels_a_line_make_a_multi_label_dataset(tmp_path):
     (tmp_path / "videos" / "sub").mkdir(parents=True)
     rng = np.random.default_rng(1)
     for name in ("a", "b", "c", "sub/46GP8", "sub/N11GT", "sub/0KZ7D"):
-        demo.write_mp4(tmp_path / "videos" / f"{name}.mp4", demo.moving_square("left", rng))
+        clip = synthetic.moving_square("left", rng)
+        video.write_frames(tmp_path / "videos" / f"{name}.mp4", clip, demo.FPS, demo.CRF)
     # csv with several labels, MMAction2 with several, one label a line, a repeated label: all in one list
     (tmp_path / "train.txt").write_text("a.mp4,0;3\nb.mp4 1,2,2\nc.mp4 2\n")
     # Charades' own csv (rows as in Charades_v1_train.csv: quoted fields with commas; a video without actions)

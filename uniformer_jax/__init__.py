@@ -3,7 +3,7 @@
 The package, by concern (imports point down this list, never up; `lint-imports` checks it):
 
 - commands users type, `python -m uniformer_jax.<name>`: `zoo`, `labels`, `dataset_builder`, `predict`,
-  `visualise`, `extract`, `aot`, `demo`, and the benchmarks `benchmark`, `light_benchmark`, `input_benchmark`;
+  `visualise`, `app`, `extract`, `aot`, `demo`, and the benchmarks `benchmark`, `light_benchmark`, `input_benchmark`;
 - `benchmarks/`: speed against the PyTorch originals and the reference models the tests compare with (needs the
   `test` extra; nothing else imports it);
 - run-level modules: `step_analysis` (a step compiled for a pod's devices and what it needs there), `training`

@@ -20,57 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
+
+from uniformer_jax.data import video
+from uniformer_jax.data.synthetic import DIRECTIONS, moving_square
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT = 10  # validation videos of each class: enough that one miss costs 2.5% of top-1
-DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
-
-
-def moving_square(direction: str, rng: np.random.Generator, frames: int = 16, size: int = 32) -> np.ndarray:
-    """A clip of a bright square crossing a dark, noisy frame one pixel a frame.
-
-    Args:
-      direction: `left`, `right`, `up` or `down`.
-      rng: the random source of the start and the noise.
-      frames: the clip's length.
-      size: its height and width.
-
-    Returns:
-      (T, H, W, 3) uint8.
-    """
-    dy, dx = DIRECTIONS[direction]
-    side = int(rng.integers(5, 9))
-    travel = frames - 1
-    y0 = rng.integers(0, size - side - (travel if dy else 0) + 1) + (travel if dy < 0 else 0)
-    x0 = rng.integers(0, size - side - (travel if dx else 0) + 1) + (travel if dx < 0 else 0)
-    background = rng.integers(0, 60, 3)
-    colour = rng.integers(150, 256, 3)
-    clip = np.empty((frames, size, size, 3), np.uint8)
-    for t in range(frames):
-        image = background + rng.integers(-10, 11, (size, size, 3))
-        y, x = y0 + dy * t, x0 + dx * t
-        image[y:y + side, x:x + side] = colour
-        clip[t] = np.clip(image, 0, 255)
-    return clip
-
-
-def write_mp4(path: Path, clip: np.ndarray, fps: int = 10) -> None:
-    """A clip as an H.264 file (PyAV).
-
-    Args:
-      path: the file to write.
-      clip: (T, H, W, 3) uint8.
-      fps: its frame rate.
-    """
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = clip.shape[2], clip.shape[1], "yuv420p"
-        stream.options = {"crf": "12"}
-        for image in clip:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+FPS = 10
+CRF = {"crf": "12"}  # H.264 nearly lossless: the square's edges stay sharp
 
 
 def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
@@ -93,7 +51,7 @@ def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
         for i in range(count):
             for label, name in enumerate(names):
                 path = Path(split) / f"{name}_{i:03d}.mp4"
-                write_mp4(root / "videos" / path, moving_square(name, rng))
+                video.write_frames(root / "videos" / path, moving_square(name, rng), FPS, CRF)
                 lines.append(f"{path} {label}")
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
@@ -111,7 +69,7 @@ def write_class_folders(root: Path, per_class: int, seed: int = 0) -> None:
     for name in DIRECTIONS:
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            write_mp4(root / name / f"{name}_{i:03d}.mp4", moving_square(name, rng))
+            video.write_frames(root / name / f"{name}_{i:03d}.mp4", moving_square(name, rng), FPS, CRF)
 
 
 def run(*args) -> None:

@@ -50,7 +50,9 @@ def predict_windows(path: str | Path, step, variables, names: list[str], protoco
     probs, clips = [], []
 
     def run() -> None:
-        scores = np.asarray(step(variables, np.stack(clips)[:, None]))
+        # The last batch is padded to BATCH windows: one compiled shape for every video.
+        batch = np.stack(clips + [np.zeros_like(clips[0])] * (BATCH - len(clips)))[:, None]
+        scores = np.asarray(step(variables, batch))[:len(clips)]
         probs.extend(evaluation.probabilities(scores, protocol, 1))
         clips.clear()
 

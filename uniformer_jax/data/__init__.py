@@ -9,6 +9,7 @@
 - `augment`: training augmentation (RandAugment, resized crops, flips, random erasing);
 - `image_ops`: PIL's image operations that RandAugment applies, in TensorFlow;
 - `class_lists`: class-name lists (`label_maps/`) and the head rows of one class order in another;
+- `synthetic`: made-up videos (the demo's moving square);
 - `verify`: reading every record file of a dataset, to name a damaged or truncated shard.
 
 Imports: `uniformer_jax.models.layers` (the input normalisation) and nothing else of this package.

@@ -146,6 +146,7 @@ def resize_short_side(frames, size: int):
 
 def _spatial_crops(frames, size: int, crops: int):
     """SlowFast's uniform crops of (T, H, W, 3) frames: the centre, or 3 along the longer side."""
+    frames = tf.convert_to_tensor(frames)  # numpy frames sliced by tensors would come back as int32
     shape = tf.shape(frames)
     height, width = shape[-3], shape[-2]
     centre_y, centre_x = (height - size + 1) // 2, (width - size + 1) // 2  # ceil

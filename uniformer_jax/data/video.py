@@ -252,13 +252,14 @@ def write_captioned(source: str | Path, out: str | Path, captions: list[tuple[in
     partial.replace(out)
 
 
-def write_frames(out: str | Path, frames: np.ndarray, fps: float) -> None:
+def write_frames(out: str | Path, frames: np.ndarray, fps: float, options: dict[str, str] | None = None) -> None:
     """Frames as a video (H.264 through PyAV; odd sides cropped to even), written whole or not at all.
 
     Args:
       out: the file to write (its suffix picks the container, e.g. `.mp4`).
       frames: (T, H, W, 3) uint8.
       fps: the frame rate.
+      options: libx264's options, e.g. `{"crf": "12"}`; None: its defaults.
 
     Raises:
       VideoError: a container PyAV cannot write.
@@ -270,6 +271,7 @@ def write_frames(out: str | Path, frames: np.ndarray, fps: float) -> None:
         with av.open(str(partial), "w") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            stream.options = options or {}
             for image in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
             container.mux(stream.encode())
