@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from uniformer_jax import demo, inference, saliency, visualise
+from uniformer_jax import demo, inference, saliency
 from uniformer_jax.weights.checkpoints import load_directory
 
 
@@ -54,7 +54,7 @@ def test_gradcam_peaks_on_the_moving_square(demo_run):
     program = saliency.make_heatmap(model, "gradcam")
     hits = []
     for path in sorted(glob.glob(str(work / "videos/validation/*.mp4"))):
-        clip = visualise.centre_clip(path, protocol)
+        clip = inference.centre_clip(path, protocol)
         heat = np.asarray(program(variables, clip, np.int32(-1))[2])
         for frame, square in zip(heat, clip.astype(int).sum(axis=-1) > 3 * 110, strict=True):
             ys, xs = np.nonzero(square)

@@ -64,7 +64,7 @@ def shapes(tree) -> dict:
 
 def orders(intermediates) -> list[np.ndarray]:
     """Each pruning block's token order, in block order."""
-    sown = traverse_util.flatten_dict(intermediates)
+    sown = {k: v for k, v in traverse_util.flatten_dict(intermediates).items() if k[-1] == "order"}
     block = {path: tuple(map(int, path[0].removeprefix("blocks").split("_"))) for path in sown}
     return [np.asarray(sown[path][0]) for path in sorted(sown, key=block.get)]
 

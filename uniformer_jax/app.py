@@ -110,8 +110,7 @@ class Analyser:
                 views = inference.load_views(path, self.protocol.sampling, self.protocol.views)
                 scores = np.asarray(self.step(self.variables, views[None]))[0]
                 probs = evaluation.probabilities(scores, self.protocol, len(views))
-                centre = inference.load_views(path, self.protocol.sampling,
-                                              dataclasses.replace(self.protocol.views, clips=1, crops=1))[0]
+                centre = inference.centre_clip(path, self.protocol)
                 _, target, heat = self.heatmap(self.variables, centre, np.int32(-1))
                 rows = self._timeline(path)
         except video.VideoError as e:

@@ -110,3 +110,20 @@ def release_protocol(default: evaluation.Protocol, name: str) -> evaluation.Prot
     return dataclasses.replace(
         default, sampling=pipelines.Sampling(f["data.num_frames"], f["data.rate"], f["data.mode"]),
         views=pipelines.TestViews(f["data.clips"], f["data.crops"], f["data.short_side"], f["data.crop_size"]))
+
+
+def centre_clip(path: str, protocol: evaluation.Protocol) -> np.ndarray:
+    """The clip the model sees of a video: the protocol's sampling, one centre clip, centre crop.
+
+    Args:
+      path: the video file.
+      protocol: the test protocol.
+
+    Returns:
+      (T, S, S, 3) uint8.
+
+    Raises:
+      VideoError: an unreadable or too-short video.
+    """
+    views = dataclasses.replace(protocol.views, clips=1, crops=1)
+    return load_views(path, protocol.sampling, views)[0]

@@ -21,15 +21,13 @@ from uniformer_jax import console
 if __name__ == "__main__":
     console.quiet_startup()  # before TensorFlow loads
 
-import dataclasses
 import sys
 import time
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from uniformer_jax import evaluation, inference, overlays, saliency
+from uniformer_jax import inference, overlays, saliency
 from uniformer_jax.data import pipelines, video
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory
 
@@ -44,23 +42,6 @@ _LAYER = flags.DEFINE_string("layer", None, "gradcam's feature map: stage1..stag
                                             "(UniFormerV2); default: see --help")
 _LABELS = flags.DEFINE_string("labels", None, "class names in head order: a file or a short name such as "
                                               "k400-sensex (default: the checkpoint's)")
-
-
-def centre_clip(path: str, protocol: evaluation.Protocol) -> np.ndarray:
-    """The clip the model sees of a video: the protocol's sampling, one centre clip, centre crop.
-
-    Args:
-      path: the video file.
-      protocol: the test protocol.
-
-    Returns:
-      (T, S, S, 3) uint8.
-
-    Raises:
-      VideoError: an unreadable or too-short video.
-    """
-    views = dataclasses.replace(protocol.views, clips=1, crops=1)
-    return inference.load_views(path, protocol.sampling, views)[0]
 
 
 def main(argv):
@@ -87,7 +68,7 @@ def main(argv):
             raise ValueError(f"--class {_CLASS.value!r} is not one of the model's classes ({', '.join(names[:5])}"
                              f"{', ...' if len(names) > 5 else ''}; python -m uniformer_jax.labels lists them)")
         target = None if _CLASS.value is None else names.index(_CLASS.value)
-        clip = centre_clip(argv[1], protocol)
+        clip = inference.centre_clip(argv[1], protocol)
         start = time.perf_counter()
         heatmap = saliency.explain(model, variables, clip, _METHOD.value, target, _LAYER.value)
         seconds = time.perf_counter() - start
