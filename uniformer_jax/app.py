@@ -106,13 +106,16 @@ class Analyser:
             return Answer("Upload a video file, or pick one of the examples.")
         start = time.perf_counter()
         try:
-            with self.lock:
-                views = inference.load_views(path, self.protocol.sampling, self.protocol.views)
+            with self.lock:  # the video is decoded once for the views and the heatmap's clip
+                frames = inference.resized_frames(path, self.protocol.views.short_side)
+                sampling = self.protocol.sampling
+                views = inference.views_of(frames, path, sampling, self.protocol.views)
                 scores = np.asarray(self.step(self.variables, views[None]))[0]
                 probs = evaluation.probabilities(scores, self.protocol, len(views))
-                centre = inference.centre_clip(path, self.protocol)
+                centre = inference.views_of(frames, path, sampling, inference.centre_views(self.protocol))[0]
                 _, target, heat = self.heatmap(self.variables, centre, np.int32(-1))
-                rows = self._timeline(path)
+                long = len(frames) > LONG * sampling.num_frames * sampling.rate
+                rows = self._timeline(path) if long else None
         except video.VideoError as e:
             name = Path(path).name
             return Answer(f"**error:** {name} is not a video this page can read ({e.args[0].replace(path, name)}). "
@@ -127,12 +130,10 @@ class Analyser:
                       f"{self.protocol.sampling.num_frames} frames · {seconds:.1f} s",
                       {self.names[c]: float(probs[c]) for c in top}, str(picture), rows)
 
-    def _timeline(self, path: str) -> list[list] | None:
-        """Each window's time span and top class, for a video longer than `LONG` clips' span; None for shorter."""
+    def _timeline(self, path: str) -> list[list]:
+        """Each window's time span and top class (the page shows them for a video longer than `LONG` clips)."""
         windows = timeline.windows_of(self.protocol, None)
         result = timeline.predict_windows(path, self.step, self.variables, self.names, self.protocol, windows)
-        if result["num_frames"] <= LONG * self.protocol.sampling.num_frames * self.protocol.sampling.rate:
-            return None
         return [[f"{w['start_time']:.1f}-{w['end_time']:.1f} s", w["top5"][0]["label"],
                  f"{w['top5'][0]['probability']:.1%}"] for w in result["windows"]]
 
@@ -152,7 +153,7 @@ def write_examples(folder: Path) -> list[str]:
     for direction in EXAMPLES:
         path = folder / f"square_{direction}.mp4"
         clip = np.concatenate([synthetic.moving_square(direction, rng) for _ in range(3)])  # long: a timeline
-        video.write_frames(path, clip, 10, {"crf": "12"})
+        video.write_frames(path, clip, synthetic.FPS, synthetic.CRF)
         paths.append(str(path))
     return paths
 
@@ -199,12 +200,11 @@ def main(argv):
     """
     console.quiet_logging()
     config = _CONFIG.value
-    checkpoint = _CHECKPOINT.value or (config.checkpoint or config.get("release") if config is not None else None)
+    checkpoint = inference.checkpoint_of(_CHECKPOINT.value, config)
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}; videos are uploaded on the page")
     if checkpoint is None:
-        sys.exit("error: set --checkpoint to a released model's name (python -m uniformer_jax.zoo list), a converted "
-                 "directory or a .pth file")
+        sys.exit(f"error: {inference.NO_CHECKPOINT}")
     if importlib.util.find_spec("gradio") is None:
         sys.exit("error: the web page needs Gradio: pip install 'uniformer-jax[app]' (in a checkout: pip install -e "
                  "'.[app]')")
@@ -218,11 +218,13 @@ def main(argv):
             sys.exit(f"error: {e}")
         blocks = page(analyser, write_examples(Path(folder)))
         try:
-            print(f"serving {checkpoint} on http://{_HOST.value}:{_PORT.value} (Ctrl-C stops it)", flush=True)
             blocks.launch(server_name=_HOST.value, server_port=_PORT.value, share=False, ssr_mode=False,
-                          footer_links=[], allowed_paths=[folder], quiet=True)
+                          footer_links=[], allowed_paths=[folder], quiet=True, prevent_thread_lock=True)
         except OSError as e:  # the port is taken
             sys.exit(f"error: cannot serve on {_HOST.value}:{_PORT.value} ({e}); choose another with --port")
+        # Said once the server listens, so whoever reads this line can open the page.
+        print(f"serving {checkpoint} on http://{_HOST.value}:{_PORT.value} (Ctrl-C stops it)", flush=True)
+        blocks.block_thread()
 
 
 if __name__ == "__main__":
