@@ -23,8 +23,7 @@ import torch
 
 from tests.conftest import reference_model, save_mmaction2
 from tests.videos import write_video
-from uniformer_jax import demo
-from uniformer_jax.data import video
+from uniformer_jax.data import synthetic, video
 from uniformer_jax.weights import conversion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +155,7 @@ def two_halves(path: Path) -> None:
     ramp = np.linspace(0, 60, 64, dtype=np.float32)[None, :, None]
     dark = np.broadcast_to(20 + ramp, (48, 64, 3)).astype(np.uint8)
     bright = np.broadcast_to(250 - 2 * ramp, (48, 64, 3)).astype(np.uint8)
-    video.write_frames(path, np.stack([dark] * 20 + [bright] * 20), 10, demo.CRF)
+    video.write_frames(path, np.stack([dark] * 20 + [bright] * 20), 10, synthetic.CRF)
 
 
 def test_timeline_and_render_follow_the_video_window_by_window(extracted, tmp_path):

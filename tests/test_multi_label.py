@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score
 
 from tests.test_data import dmvr_record
 from tests.videos import frame
-from uniformer_jax import demo, evaluation
+from uniformer_jax import evaluation
 from uniformer_jax.data import pipelines, synthetic, video
 from uniformer_jax.data.builder import build
 
@@ -44,7 +44,8 @@ def write_split(root: Path, split: str, per_pair: int, rng: np.random.Generator,
         for colour in COLOURS:
             for direction in ("left", "right"):
                 path = f"{split}/{colour}_{direction}_{i:02d}.mp4"
-                video.write_frames(root / "videos" / path, square_clip(colour, direction, rng), demo.FPS, demo.CRF)
+                clip = square_clip(colour, direction, rng)
+                video.write_frames(root / "videos" / path, clip, synthetic.FPS, synthetic.CRF)
                 labels = (CLASSES.index(colour), CLASSES.index(direction))
                 lines.append(f"{path} {labels[0]},{labels[1]}" if spaced else f"{path},{labels[0]};{labels[1]}")
     (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
@@ -56,7 +57,7 @@ def test_several_labels_a_line_make_a_multi_label_dataset(tmp_path):
     rng = np.random.default_rng(1)
     for name in ("a", "b", "c", "sub/46GP8", "sub/N11GT", "sub/0KZ7D"):
         clip = synthetic.moving_square("left", rng)
-        video.write_frames(tmp_path / "videos" / f"{name}.mp4", clip, demo.FPS, demo.CRF)
+        video.write_frames(tmp_path / "videos" / f"{name}.mp4", clip, synthetic.FPS, synthetic.CRF)
     # csv with several labels, MMAction2 with several, one label a line, a repeated label: all in one list
     (tmp_path / "train.txt").write_text("a.mp4,0;3\nb.mp4 1,2,2\nc.mp4 2\n")
     # Charades' own csv (rows as in Charades_v1_train.csv: quoted fields with commas; a video without actions)

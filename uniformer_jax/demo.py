@@ -23,12 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from uniformer_jax.data import video
-from uniformer_jax.data.synthetic import DIRECTIONS, moving_square
+from uniformer_jax.data.synthetic import CRF, DIRECTIONS, FPS, moving_square
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT = 10  # validation videos of each class: enough that one miss costs 2.5% of top-1
-FPS = 10
-CRF = {"crf": "12"}  # H.264 nearly lossless: the square's edges stay sharp
 
 
 def write_videos(root: Path, per_class: dict[str, int], seed: int = 0) -> None:

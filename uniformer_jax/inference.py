@@ -11,6 +11,22 @@ from uniformer_jax.data import class_lists, pipelines, video
 from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import read_metadata
 
+NO_CHECKPOINT = ("set --checkpoint to a released model's name (python -m uniformer_jax.zoo list), a converted "
+                 "directory or a .pth file")
+
+
+def checkpoint_of(flag: str | None, config) -> str | None:
+    """The checkpoint a command runs: its --checkpoint, else its config's checkpoint or release.
+
+    Args:
+      flag: the --checkpoint value, or None.
+      config: the --config config, or None.
+
+    Returns:
+      The checkpoint, or None where neither names one (`NO_CHECKPOINT` says what to do).
+    """
+    return flag or (config.checkpoint or config.get("release") if config is not None else None)
+
 
 def resolve(checkpoint: str, config=None) -> tuple[str, evaluation.Protocol]:
     """A checkpoint's converted directory and the protocol to test it with.
@@ -41,11 +57,55 @@ def resolve(checkpoint: str, config=None) -> tuple[str, evaluation.Protocol]:
     return str(directory), protocol
 
 
-def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
-    """The test views of a video file, decoded with PyAV.
+def resized_frames(path: str, short_side: int) -> np.ndarray:
+    """Every frame of a video file, decoded with PyAV and resized to the short side as it is decoded (bilinear, as
+    the test protocol), so the whole video is held at that size only.
 
-    Frames are resized to the short side as they are decoded (bilinear, as the test protocol), so the whole video
-    is held at that size only; then clips are sampled and cropped as `pipelines.test_views` does.
+    Args:
+      path: a video file.
+      short_side: the frames' shorter side.
+
+    Returns:
+      (N, H, W, 3) uint8.
+
+    Raises:
+      VideoError: an unreadable, truncated or empty file.
+    """
+    resized, chunk = [], []
+    for frame in video.iter_frames(path):
+        chunk.append(frame.image)
+        if len(chunk) == pipelines.RESIZE_CHUNK:
+            resized.append(pipelines.resize_short_side(np.stack(chunk), short_side).numpy())
+            chunk = []
+    if chunk:
+        resized.append(pipelines.resize_short_side(np.stack(chunk), short_side).numpy())
+    return np.concatenate(resized)
+
+
+def views_of(frames: np.ndarray, path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
+    """The test views of `resized_frames`' result, sampled and cropped as `pipelines.test_views` does.
+
+    Args:
+      frames: the video's frames at the views' short side.
+      path: the video file, for the error message.
+      sampling: how frames are picked.
+      views: clips, crops and crop size.
+
+    Returns:
+      (clips * crops, T, S, S, 3) uint8.
+
+    Raises:
+      VideoError: a video too short for one clip.
+    """
+    if len(frames) < sampling.num_frames:
+        raise video.VideoError(f"{path}: {len(frames)} frames, too short for clips of {sampling.num_frames} frames")
+    unique, positions = np.unique(pipelines.test_indices(len(frames), sampling, views).numpy().reshape(-1),
+                                  return_inverse=True)
+    return pipelines.crop_views(frames[unique], positions, sampling, views).numpy()
+
+
+def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestViews) -> np.ndarray:
+    """The test views of a video file: `views_of` its `resized_frames`.
 
     Args:
       path: a video file.
@@ -56,22 +116,9 @@ def load_views(path: str, sampling: pipelines.Sampling, views: pipelines.TestVie
       (clips * crops, T, S, S, 3) uint8.
 
     Raises:
-      VideoError: an unreadable, truncated or empty file.
+      VideoError: an unreadable, truncated, empty or too-short file.
     """
-    resized, chunk = [], []
-    for frame in video.iter_frames(path):
-        chunk.append(frame.image)
-        if len(chunk) == pipelines.RESIZE_CHUNK:
-            resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
-            chunk = []
-    if chunk:
-        resized.append(pipelines.resize_short_side(np.stack(chunk), views.short_side).numpy())
-    frames = np.concatenate(resized)
-    if len(frames) < sampling.num_frames:
-        raise video.VideoError(f"{path}: {len(frames)} frames, too short for clips of {sampling.num_frames} frames")
-    unique, positions = np.unique(pipelines.test_indices(len(frames), sampling, views).numpy().reshape(-1),
-                                  return_inverse=True)
-    return pipelines.crop_views(frames[unique], positions, sampling, views).numpy()
+    return views_of(resized_frames(path, views.short_side), path, sampling, views)
 
 
 def class_names(checkpoint: str, labels_file: str | None, num_classes: int) -> list[str]:
@@ -112,8 +159,20 @@ def release_protocol(default: evaluation.Protocol, name: str) -> evaluation.Prot
         views=pipelines.TestViews(f["data.clips"], f["data.crops"], f["data.short_side"], f["data.crop_size"]))
 
 
+def centre_views(protocol: evaluation.Protocol) -> pipelines.TestViews:
+    """The view a heatmap shows: the protocol's one centre clip, centre crop.
+
+    Args:
+      protocol: the test protocol.
+
+    Returns:
+      Its views with one clip and one crop.
+    """
+    return dataclasses.replace(protocol.views, clips=1, crops=1)
+
+
 def centre_clip(path: str, protocol: evaluation.Protocol) -> np.ndarray:
-    """The clip the model sees of a video: the protocol's sampling, one centre clip, centre crop.
+    """The clip the model sees of a video: the protocol's sampling, `centre_views`.
 
     Args:
       path: the video file.
@@ -125,5 +184,4 @@ def centre_clip(path: str, protocol: evaluation.Protocol) -> np.ndarray:
     Raises:
       VideoError: an unreadable or too-short video.
     """
-    views = dataclasses.replace(protocol.views, clips=1, crops=1)
-    return load_views(path, protocol.sampling, views)[0]
+    return load_views(path, protocol.sampling, centre_views(protocol))[0]

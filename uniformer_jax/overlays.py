@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageFont
 
 from uniformer_jax.data import video
 
@@ -40,10 +40,7 @@ def overlay(clip: np.ndarray, heat: np.ndarray, caption: str, opacity: float = 0
     frames = []
     for image in blended:
         image = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)
-        draw = ImageDraw.Draw(image)
-        box = draw.textbbox((4, 4), caption, font=font)
-        draw.rectangle((0, 0, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
-        draw.text((4, 4), caption, fill=(255, 255, 255), font=font)
+        video.draw_caption(image, caption, font)
         frames.append(np.asarray(image))
     return np.stack(frames)
 

@@ -109,12 +109,11 @@ def main(argv):
     console.quiet_logging()
     paths = argv[1:]
     config = _CONFIG.value
-    checkpoint = _CHECKPOINT.value or (config.checkpoint or config.get("release") if config is not None else None)
+    checkpoint = inference.checkpoint_of(_CHECKPOINT.value, config)
     if not paths:
         sys.exit("error: name at least one video file: python -m uniformer_jax.predict VIDEO ... --checkpoint NAME")
     if checkpoint is None:
-        sys.exit("error: set --checkpoint to a released model's name (python -m uniformer_jax.zoo list), a converted "
-                 "directory or a .pth file")
+        sys.exit(f"error: {inference.NO_CHECKPOINT}")
     if _RENDER.value and len(paths) != 1:
         sys.exit(f"error: --render writes one video; name one video file, not {len(paths)}")
     if _STRIDE.value is not None and not (_TIMELINE.value or _RENDER.value):

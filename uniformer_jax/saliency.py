@@ -88,17 +88,19 @@ def _grid(model, value, maps: dict, layer: str):
     return value
 
 
+def _forward(module, video):
+    """Logits and `features`' maps, in one apply."""
+    maps = module.features(video)
+    return module.classify(maps), maps
+
+
 def _gradcam(model, variables, x, target, layer: str):
     """Logits and the Grad-CAM map at `layer` (T', H', W'), in one forward and one backward pass."""
-    def forward(module, video):
-        maps = module.features(video)
-        return module.classify(maps), maps
-
-    shapes = jax.eval_shape(lambda: model.apply(variables, x, method=forward, mutable=["perturbations"])[1])
+    shapes = jax.eval_shape(lambda: model.apply(variables, x, method=_forward, mutable=["perturbations"])[1])
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
 
     def logits_of(perturbations):
-        return model.apply({**variables, "perturbations": perturbations}, x, method=forward)
+        return model.apply({**variables, "perturbations": perturbations}, x, method=_forward)
 
     logits, backward, maps = jax.vjp(logits_of, zeros, has_aux=True)
     target = jnp.where(target < 0, jnp.argmax(logits[0]), target)
@@ -129,11 +131,7 @@ def _rollout(weights: list) -> jnp.ndarray:
 
 def _attention(model, variables, x):
     """Logits and the attention map (T', H', W') of the module docstring's method for this model."""
-    def forward(module, video):
-        maps = module.features(video)
-        return module.classify(maps), maps
-
-    (logits, maps), state = model.apply(variables, x, method=forward, mutable=["intermediates"])
+    (logits, maps), state = model.apply(variables, x, method=_forward, mutable=["intermediates"])
     inter = state["intermediates"]
     if isinstance(model, UniFormerV2):
         t, n = maps["layer1"].shape[1:3]

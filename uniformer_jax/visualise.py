@@ -52,12 +52,11 @@ def main(argv):
     """
     console.quiet_logging()
     config = _CONFIG.value
-    checkpoint = _CHECKPOINT.value or (config.checkpoint or config.get("release") if config is not None else None)
+    checkpoint = inference.checkpoint_of(_CHECKPOINT.value, config)
     if len(argv) != 2:
         sys.exit("error: name one video file: python -m uniformer_jax.visualise VIDEO --checkpoint NAME --out OUT.png")
     if checkpoint is None:
-        sys.exit("error: set --checkpoint to a released model's name (python -m uniformer_jax.zoo list), a converted "
-                 "directory or a .pth file")
+        sys.exit(f"error: {inference.NO_CHECKPOINT}")
     if _OUT.value is None or not _OUT.value.lower().endswith(overlays.FORMATS):
         sys.exit(f"error: set --out to the file to write, ending in {', '.join(overlays.FORMATS)}")
     try:

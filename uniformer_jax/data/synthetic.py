@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+FPS = 10  # the videos' frame rate
+CRF = {"crf": "12"}  # their H.264 options: nearly lossless, so the square's edges stay sharp
 
 
 def moving_square(direction: str, rng: np.random.Generator, frames: int = 16, size: int = 32) -> np.ndarray:

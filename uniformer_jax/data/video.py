@@ -4,8 +4,9 @@ truncated files are refused."""
 from __future__ import annotations
 
 import io
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -212,6 +213,20 @@ def jpeg_frames(path: str, short_side: int | None, fps: float | None, quality: i
     return decoded._replace(frames=[encode_jpeg(f, quality) for f in decoded.frames])
 
 
+def draw_caption(image: Image.Image, text: str, font: ImageFont.ImageFont) -> None:
+    """Draws the text in white on a black box at the image's top left, in place.
+
+    Args:
+      image: the frame.
+      text: the caption.
+      font: its font.
+    """
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((4, 4), text, font=font)
+    draw.rectangle((0, 0, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
+    draw.text((4, 4), text, fill=(255, 255, 255), font=font)
+
+
 def write_captioned(source: str | Path, out: str | Path, captions: list[tuple[int, str]]) -> None:
     """A copy of a video with a caption drawn on each frame (H.264 through PyAV), written whole or not at all.
 
@@ -224,24 +239,50 @@ def write_captioned(source: str | Path, out: str | Path, captions: list[tuple[in
     Raises:
       VideoError: an unreadable source, or a container PyAV cannot write.
     """
+    frames = iter_frames(source)
+    first = next(frames, None)
+    if first is None:
+        raise VideoError(f"{source}: no frames")
+    starts = [start for start, _ in captions]
+    font = ImageFont.load_default(size=max(10, first.image.shape[0] // 2 * 2 // 18))
+
+    def captioned():
+        for j, frame in enumerate(itertools.chain([first], frames)):
+            image = Image.fromarray(frame.image)
+            draw_caption(image, captions[max(0, np.searchsorted(starts, j, side="right") - 1)][1] if captions else "",
+                         font)
+            yield np.asarray(image)
+
+    write_frames(out, captioned(), first.rate)
+
+
+def write_frames(out: str | Path, frames: Iterable[np.ndarray], fps: float, options: dict[str, str] | None = None
+                 ) -> None:
+    """Frames as a video (H.264 through PyAV; odd sides cropped to even), written whole or not at all.
+
+    Args:
+      out: the file to write (its suffix picks the container, e.g. `.mp4`).
+      frames: (H, W, 3) uint8 frames, e.g. a (T, H, W, 3) array or a generator.
+      fps: the frame rate.
+      options: libx264's options, e.g. `{"crf": "12"}`; None: its defaults.
+
+    Raises:
+      VideoError: a container PyAV cannot write, no frames, or the `VideoError` of a generator's source.
+    """
     out = Path(out)
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # the suffix tells PyAV the container
-    starts = [start for start, _ in captions]
     try:
         with av.open(str(partial), "w") as container:
             stream = None
-            for j, frame in enumerate(iter_frames(source)):
-                image = Image.fromarray(frame.image[: frame.image.shape[0] // 2 * 2, : frame.image.shape[1] // 2 * 2])
+            for image in frames:
+                image = np.ascontiguousarray(image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2])
                 if stream is None:  # H.264 in yuv420p needs even sides, hence the crop above
-                    stream = container.add_stream("libx264", rate=Fraction(frame.rate).limit_denominator(1001))
-                    stream.width, stream.height, stream.pix_fmt = image.width, image.height, "yuv420p"
-                    font = ImageFont.load_default(size=max(10, image.height // 18))
-                text = captions[max(0, np.searchsorted(starts, j, side="right") - 1)][1] if captions else ""
-                draw = ImageDraw.Draw(image)
-                box = draw.textbbox((4, 4), text, font=font)
-                draw.rectangle((0, 0, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
-                draw.text((4, 4), text, fill=(255, 255, 255), font=font)
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")))
+                    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                    stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+                    stream.options = options or {}
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            if stream is None:
+                raise ValueError("no frames")
             container.mux(stream.encode())
     except (av.FFmpegError, ValueError, OSError) as e:
         partial.unlink(missing_ok=True)
@@ -249,33 +290,4 @@ def write_captioned(source: str | Path, out: str | Path, captions: list[tuple[in
     except VideoError:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(out)
-
-
-def write_frames(out: str | Path, frames: np.ndarray, fps: float, options: dict[str, str] | None = None) -> None:
-    """Frames as a video (H.264 through PyAV; odd sides cropped to even), written whole or not at all.
-
-    Args:
-      out: the file to write (its suffix picks the container, e.g. `.mp4`).
-      frames: (T, H, W, 3) uint8.
-      fps: the frame rate.
-      options: libx264's options, e.g. `{"crf": "12"}`; None: its defaults.
-
-    Raises:
-      VideoError: a container PyAV cannot write.
-    """
-    out = Path(out)
-    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
-    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sides
-    try:
-        with av.open(str(partial), "w") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            stream.options = options or {}
-            for image in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
-            container.mux(stream.encode())
-    except (av.FFmpegError, ValueError, OSError) as e:
-        partial.unlink(missing_ok=True)
-        raise VideoError(f"{out}: cannot write the video ({type(e).__name__}: {e})") from e
     partial.replace(out)
