@@ -7,11 +7,33 @@ shift-and-add code with a hand-written derivative.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 CACHE_BYTES = 1 << 20  # per chunk of output frames in the CPU form, see _shift_add
+_PORTABLE = contextvars.ContextVar("portable", default=False)
+
+
+@contextlib.contextmanager
+def portable():
+    """Within this context, depthwise convolutions trace as one 2D depthwise convolution per temporal tap.
+
+    For exported programs (`python -m uniformer_jax.export`): LiteRT and ONNX runtimes have fast 2D depthwise
+    convolutions and no grouped 3D one, and a program for them must not branch on the platform.
+
+    Yields:
+      Nothing.
+    """
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
 
 
 def depthwise_conv(x, kernel):
@@ -24,6 +46,8 @@ def depthwise_conv(x, kernel):
     Returns:
       An array shaped and typed as `x`.
     """
+    if _PORTABLE.get():
+        return _per_frame_conv(x, kernel)
     return lax.platform_dependent(x, kernel, cpu=_depthwise_shift_add, default=_grouped_conv)
 
 
@@ -66,9 +90,11 @@ def _pad_same(x, kernel_shape):
 
 def _frame_chunks(x, budget: int) -> list[tuple[int, int]]:
     """(first frame, frame count) of consecutive chunks of float32 (B, T, ...) frames of at most `budget` bytes,
-    one frame where a frame alone is larger."""
-    t = x.shape[1]
-    chunk = max(1, min(t, budget // (x[:, 0].size * 4)))
+    one frame where a frame alone is larger. A symbolic batch (an exported program's, `jax.export`) is chunked as
+    one clip: its size is unknown until the program runs."""
+    b, t = x.shape[:2]
+    frame_bytes = (b if isinstance(b, int) else 1) * math.prod(x.shape[2:]) * 4
+    chunk = max(1, min(t, budget // frame_bytes))
     return [(i, min(chunk, t - i)) for i in range(0, t, chunk)]
 
 
@@ -102,3 +128,17 @@ def _grouped_conv(x, kernel):
     return lax.conv_general_dilated(
         x, kernel, (1, 1, 1), [(k // 2, k // 2) for k in kernel.shape[:3]],
         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=x.shape[-1])
+
+
+def _per_frame_conv(x, kernel):
+    """The depthwise conv as a sum over temporal taps of 2D depthwise convs of the (padded) frames."""
+    kt, kh, kw = kernel.shape[:3]
+    b, t, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (kt // 2, kt // 2), (0, 0), (0, 0), (0, 0)))
+    out = 0
+    for a in range(kt):
+        frames = xp[:, a:a + t].reshape(b * t, h, w, c)
+        out = out + lax.conv_general_dilated(
+            frames, kernel[a], (1, 1), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    return out.reshape(b, t, h, w, c)

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 from uniformer_jax.models.layers import (
     CBlock,
@@ -151,7 +152,9 @@ class EvoSABlock(nn.Module):
             raise ValueError("a pruning block needs the score of an earlier block; the first stage-3 block must "
                              "have prune_ratio 1")
         kept = int(n * self.prune_ratio)
-        order = jnp.argsort(score, axis=1, descending=True)
+        # A full-length top_k, not argsort: the same order (ties to the lower index), and a sort is what
+        # LiteRT's converter cannot take (python -m uniformer_jax.export).
+        order = lax.top_k(score, n)[1]
         self.sow("intermediates", "order", order)
         x, score = _take(x, order), _take(score, order)
         dropped = x[:, kept:]
@@ -159,7 +162,9 @@ class EvoSABlock(nn.Module):
         merged = (weight * dropped).sum(axis=1, keepdims=True).astype(x.dtype)
         tokens = jnp.concatenate([cls.astype(x.dtype), x[:, :kept], merged], axis=1)
         y, cls_attn = attn(norm1(tokens))
-        score = score.at[:, :kept].set((1 - self.trade_off) * score[:, :kept] + self.trade_off * cls_attn[:, :-1])
+        # A concatenation, not a scatter (`.at[].set`): tf2onnx reads no scatter from a LiteRT file.
+        score = jnp.concatenate([(1 - self.trade_off) * score[:, :kept] + self.trade_off * cls_attn[:, :-1],
+                                 score[:, kept:]], axis=1)
         tokens = tokens + drop(scaled(y, gamma[0]), deterministic=not train)
         fast = scaled(y[:, -1:], gamma[0])
         y = mlp(norm2(tokens))
@@ -167,7 +172,7 @@ class EvoSABlock(nn.Module):
         fast = fast + scaled(y[:, -1:], gamma[1])
         x = jnp.concatenate([tokens[:, 1:-1], dropped + fast], axis=1)
         total = score.sum(axis=1, keepdims=True)
-        restore = jnp.argsort(order, axis=1)
+        restore = lax.top_k(-order, n)[1]  # the inverse permutation: ascending order values
         x, score = _take(x, restore), _take(score, restore)
         if self.downsample:
             b, t, h, w = shape[:4]
