@@ -3,9 +3,11 @@ and deprecation warnings of TensorFlow, absl and TFDS. `--verbosity` (absl's fla
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips are PCI devices of Google's
@@ -42,3 +44,26 @@ def quiet_libtpu() -> None:
     if not any(Path(v).read_text().strip() == _GOOGLE_PCI_VENDOR for v in glob.glob("/sys/bus/pci/devices/*/vendor")):
         os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5p-8")
         os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Within: what C++ code writes to the process's stderr (TensorFlow's converters log warnings through an absl
+    logging that nothing configures) is dropped, unless `--verbosity` is given. Python exceptions still carry
+    their messages.
+
+    Yields:
+      Nothing.
+    """
+    if _verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

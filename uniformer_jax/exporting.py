@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uniformer_jax import console
 from uniformer_jax.models.depthwise import portable
 from uniformer_jax.models.layers import MEAN, STD, normalise
 from uniformer_jax.weights.checkpoints import load_directory, read_metadata
@@ -184,7 +185,8 @@ def litert(fn, shape: tuple, quantize: str | None = None) -> bytes:
     if quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic-range int8
     try:
-        return converter.convert()
+        with console.native_stderr_quiet():
+            return converter.convert()
     except Exception as e:  # ConverterError and friends; their text is the MLIR diagnostics
         raise ExportError(f"TensorFlow's LiteRT converter refused the model: {_first_error(str(e))}") from None
 
@@ -208,7 +210,8 @@ def onnx_from_litert(flatbuffer: bytes) -> bytes:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(flatbuffer)
         try:
-            proto, _ = tf2onnx.convert.from_tflite(str(path), opset=ONNX_OPSET, output_names=None)
+            with console.native_stderr_quiet():
+                proto, _ = tf2onnx.convert.from_tflite(str(path), opset=ONNX_OPSET)
         except Exception as e:
             raise ExportError(f"tf2onnx cannot convert the LiteRT model: {_first_error(str(e))}") from None
     graph = proto.graph
