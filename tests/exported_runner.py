@@ -18,7 +18,7 @@ except ImportError:
 else:
     raise SystemExit("uniformer_jax is importable")
 
-import numpy as np
+import numpy as np  # noqa: E402  (after the import block above)
 
 
 def run(path, video):

@@ -11,12 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from uniformer_jax import demo, inference, saliency
+from uniformer_jax import demo, exporting, inference, runtimes, saliency
+from uniformer_jax.data.synthetic import DIRECTIONS
 from uniformer_jax.weights.checkpoints import load_directory
 
 
@@ -166,3 +168,32 @@ def test_web_page_in_a_real_browser(demo_run, browser, tmp_path):
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=60)
     assert list((tmp_path / "cwd").iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == [], err[-2000:]
+
+
+def test_int8_litert_file_keeps_the_demo_models_answers(demo_run, tmp_path):
+    """Dynamic-range int8 weights against the float32 LiteRT file, on the 40 held-out videos' test views."""
+    work = demo_run[0]
+    from configs import motion
+
+    config = motion.get_config()
+    config.data.source = str(work / "tfds/video_classification/motion/1.0.0")
+    directory, protocol = inference.resolve(str(work / "run" / "model"), config)
+    info = {"source": directory, "class_names": list(DIRECTIONS), "sampling_rate": protocol.sampling.rate,
+            "sampling_mode": protocol.sampling.mode}
+    runs = {}
+    for quantize in (None, "int8"):
+        path = tmp_path / f"{quantize}.tflite"
+        exporting.export(directory, path, exporting.Target("tflite", quantize=quantize),
+                         protocol.sampling.num_frames, protocol.views.crop_size, info)
+        runs[quantize] = runtimes.load(path)[0]
+    assert (tmp_path / "int8.tflite").stat().st_size < 0.4 * (tmp_path / "None.tflite").stat().st_size
+    answers = {None: [], "int8": []}
+    truth = []
+    for path in sorted(glob.glob(str(work / "videos/validation/*.mp4"))):
+        views = inference.load_views(path, protocol.sampling, protocol.views)
+        truth.append(list(DIRECTIONS).index(Path(path).name.split("_")[0]))
+        for quantize, run in runs.items():
+            answers[quantize].append(int(sum(run(view[None])[0] for view in views).argmax()))
+    agreement = np.mean(np.array(answers["int8"]) == np.array(answers[None]))
+    accuracy = np.mean(np.array(answers["int8"]) == np.array(truth))
+    assert len(truth) == 40 and agreement >= 0.95 and accuracy >= 0.9, (agreement, accuracy)

@@ -78,8 +78,10 @@ def test_every_format_gives_the_models_logits_outside_the_project(checkpoints, n
     assert meta == metas["onnx"]
     assert meta["input"] == {"name": "video", "shape": [1, frames, size, size, 3], "dtype": "uint8",
                              "layout": "BTHWC, RGB 0-255"}
-    assert metas["stablehlo"]["input"]["shape"][0] is None and metas["stablehlo"]["platforms"] == ["cpu", "cuda", "tpu"]
-    assert (meta["frames"], meta["crop_size"], meta["sampling_rate"], meta["sampling_mode"]) == (frames, size, 4, "dense")
+    hlo = metas["stablehlo"]
+    assert hlo["input"]["shape"][0] is None and hlo["platforms"] == ["cpu", "cuda", "tpu"]
+    assert (meta["frames"], meta["crop_size"], meta["sampling_rate"], meta["sampling_mode"]) == (frames, size, 4,
+                                                                                               "dense")
     assert meta["class_names"] == info["class_names"] and meta["output"]["shape"] == [1, 400]
     if name == "s":  # the .pth's own digest, as sha256sum gives it
         assert meta["source_sha256"] == hashlib.sha256(Path(sources["s"]).read_bytes()).hexdigest()

@@ -62,7 +62,8 @@ def load(path: str | Path, threads: int | None = None) -> tuple[Callable[[np.nda
     except ExportedFileError:
         raise
     except Exception as e:  # each runtime has its own error types for a damaged file
-        raise ExportedFileError(f"{fmt} cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExportedFileError(f"{fmt} cannot load {path}: {first}") from None
 
 
 def _stablehlo(path):
