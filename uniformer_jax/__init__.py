@@ -3,12 +3,14 @@
 The package, by concern (imports point down this list, never up; `lint-imports` checks it):
 
 - commands users type, `python -m uniformer_jax.<name>`: `zoo`, `labels`, `dataset_builder`, `predict`,
-  `visualise`, `app`, `extract`, `aot`, `demo`, and the benchmarks `benchmark`, `light_benchmark`, `input_benchmark`;
+  `visualise`, `app`, `extract`, `export`, `aot`, `demo`, and the benchmarks `benchmark`, `light_benchmark`,
+  `input_benchmark`, `deploy_benchmark`;
 - `benchmarks/`: speed against the PyTorch originals and the reference models the tests compare with (needs the
   `test` extra; nothing else imports it);
 - run-level modules: `step_analysis` (a step compiled for a pod's devices and what it needs there), `training`
   (the recipe and train step), `evaluation` (the test protocol and eval step), `inference` (a checkpoint ready
   for video files), `saliency` (heatmaps), `overlays` (heatmaps drawn on frames), `plots` (evaluation plots),
+  `exporting` (StableHLO, ONNX and LiteRT files), `runtimes` (those files run),
   `sharding` (meshes, global batches, `jax.distributed`), `recipes` (what the files in `configs/` are made of),
   `console` (quiet command-line start-up);
 - `weights/`: converted checkpoints (Orbax), PyTorch files and keys, conversion both ways, every release, and the
