@@ -80,7 +80,9 @@ def measure(name: str, sensex_modules, min_seconds: float) -> dict:
 
     row = {"config": name, "frames": frames, "crop": crop, "ms": {}, "diff": {}, "mb": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save(model.state_dict(), Path(tmp) / "model.pth")
+        # As each was released: Sense-X's state dict, MMAction2's {"state_dict": ...} with its `backbone.` keys.
+        state = model.state_dict() if variants.is_light(config.model.variant) else {"state_dict": model.state_dict()}
+        torch.save(state, Path(tmp) / "model.pth")
         directory = Path(tmp) / "converted"
         conversion.to_orbax(Path(tmp) / "model.pth", directory)
         jax_model, variables = load_directory(directory)
