@@ -101,7 +101,8 @@ def test_command_exports_checks_and_refuses_in_one_line(checkpoints, tmp_path):
     diff = float(checked.stdout.split("max |Δlogit| ")[1].split(",")[0])
     assert diff <= 1e-4 and "top-1 agreement 100%" in checked.stdout, checked.stdout
     for flags, says in ((["--format", "onnx", "--dtype", "bfloat16"], "float32 only"),
-                        (["--format", "stablehlo", "--quantize", "int8"], "use --format tflite")):
+                        (["--format", "stablehlo", "--quantize", "int8"], "use --format tflite"),
+                        (["--format", "tflite", "--platforms", "cuda"], "drop --platforms")):
         refused = subprocess.run([*command, source, str(tmp_path / "x"), *flags], capture_output=True, text=True,
                                  timeout=600, cwd=REPO)
         lines = refused.stderr.strip().splitlines()

@@ -60,6 +60,9 @@ def write(checkpoint: str, out: str, config=None) -> dict:
     """
     target = exporting.Target(_FORMAT.value, _BATCH.value, _DTYPE.value, tuple(_PLATFORMS.value), _QUANTIZE.value)
     target.check()  # before a checkpoint is fetched
+    if flags.FLAGS["platforms"].present and target.format != "stablehlo":
+        raise exporting.ExportError(f"--platforms chooses a StableHLO file's lowerings; a {target.format} file runs "
+                                    "wherever its runtime does: drop --platforms")
     directory, protocol = inference.resolve(checkpoint, config)
     model_classes = read_metadata(directory)["num_classes"]
     names = inference.class_names(directory, _LABELS.value, model_classes)
