@@ -8,7 +8,7 @@ name, a converted directory or a .pth file; `--config.data.source=` a dataset di
 Runs on every device of every process (add --distributed on each host of a pod or cluster); writes
 eval_results.json (with the most confused pairs of classes), predictions.jsonl, config.json, confusion.png (classes
 ordered so that confusions cluster) and per_class.png (accuracy per class, sorted) to the work directory (default
-runs/<config file name>).
+runs/<config file name>; a gs:// URL works as well, as does --config.data.source=gs://...).
 A config of no release (configs/finetune.py) evaluates the model train.py wrote for it, runs/<config>/model, and
 writes beside it, to runs/<config>/eval. A model trained with data.multi_label is scored by mAP (sklearn's average
 precision a class, averaged over the classes some video has) and per-class AP, and predictions.jsonl gives every
@@ -32,7 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import evaluation, plots, recipes, sharding
+from uniformer_jax import evaluation, plots, recipes, sharding, storage
 from uniformer_jax.data import class_lists, pipelines, sources, verify
 from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
@@ -40,13 +40,6 @@ from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, r
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file from configs/", lock_config=True)
 flags.mark_flags_as_required(["config"])
 sharding.define_distributed_flags()
-
-
-def write(path: Path, text: str) -> None:
-    """Whole or not at all: a run stopped while writing leaves the previous file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 def prediction_lines(predictions: evaluation.Predictions, names: list[str]) -> str:
@@ -83,7 +76,7 @@ def main(argv):
     console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
-    workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem)
+    workdir = storage.path(config.workdir or f"runs/{Path(flags.FLAGS['config'].config_filename).stem}")
     try:
         source = evaluation.source_of(config)
         checkpoint = evaluation.checkpoint_of(config, workdir)
@@ -106,7 +99,7 @@ def main(argv):
                                  metadata["num_classes"])
     except (evaluation.ConfigError, CheckpointError, pipelines.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
-    if directory == workdir / "model":  # train.py's run of this config: its files stay, the results go beside
+    if storage.path(directory) == workdir / "model":  # train.py's run of this config: the results go beside
         workdir = workdir / "eval"
     lead = jax.process_index() == 0
     try:
@@ -129,14 +122,14 @@ def main(argv):
         results["most_confused"] = plots.most_confused(matrix, names)
     if lead:  # written once the whole split has been read
         workdir.mkdir(parents=True, exist_ok=True)
-        write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
-        write(workdir / "predictions.jsonl", prediction_lines(predictions, names))
+        storage.write_whole(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
+        storage.write_whole(workdir / "predictions.jsonl", prediction_lines(predictions, names))
         if matrix is None:
             plots.plot_per_class(results["per_class_ap"], str(workdir / "per_class.png"), "average precision (%)")
         else:
             plots.plot_confusion(matrix, names, str(workdir / "confusion.png"))
             plots.plot_per_class(plots.per_class_top1(matrix, names), str(workdir / "per_class.png"))
-        write(workdir / "eval_results.json", json.dumps(results, indent=2) + "\n")
+        storage.write_whole(workdir / "eval_results.json", json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
 
 

@@ -22,7 +22,7 @@ reads every record of a built dataset (or of DMVR files), checks their CRCs and 
 
 from __future__ import annotations
 
-from uniformer_jax import console
+from uniformer_jax import console, storage
 
 if __name__ == "__main__":
     console.quiet_startup()  # before TensorFlow loads
@@ -32,7 +32,6 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 from absl import app, flags
-from etils import epath
 from tqdm import tqdm
 
 from uniformer_jax.data import sources, verify
@@ -119,7 +118,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     print(f"dataset: {builder.data_dir}")
     for split in builder.info.splits:
-        skipped = (epath.Path(builder.data_dir) / f"skipped-{split}.tsv").read_text().splitlines()
+        skipped = (storage.path(builder.data_dir) / f"skipped-{split}.tsv").read_text().splitlines()
         print(f"  {split}: {builder.info.splits[split].num_examples} videos written, {len(skipped)} skipped"
               + (f" (reasons in skipped-{split}.tsv)" if skipped else ""))
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from uniformer_jax import sharding
+from uniformer_jax import sharding, storage
 from uniformer_jax.data import class_lists, pipelines, sources
 from uniformer_jax.data.builder import dataset_dir
 from uniformer_jax.models.layers import normalise
@@ -85,7 +84,7 @@ class Protocol:
         return jnp.bfloat16 if self.dtype == "bfloat16" else None
 
 
-def checkpoint_of(config, workdir: Path | None = None) -> str:
+def checkpoint_of(config, workdir: storage.Path | None = None) -> str:
     """What the config evaluates: `checkpoint` if set, else its own release, else the model train.py wrote in
     the work directory (a config of no release, such as configs/finetune.py).
 

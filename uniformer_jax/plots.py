@@ -6,12 +6,14 @@ hierarchical clustering with optimal leaf ordering puts classes that are mistake
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 from matplotlib.figure import Figure
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
+
+from uniformer_jax import storage
 
 FULL_LABELS = 50  # up to this many classes the whole matrix carries their names; beyond, a top-confusions panel
 PANEL_CLASSES = 24  # classes in that panel: those of the most confused pairs
@@ -82,10 +84,10 @@ def most_confused(matrix: np.ndarray, names: list[str], count: int = 10) -> list
 
 
 def _save(figure: Figure, path: str) -> None:
-    """Whole or not at all: the previous file stays if rendering stops."""
-    partial = f"{path}.partial.png"
-    figure.savefig(partial, dpi=100)
-    os.replace(partial, path)
+    """Whole or not at all (local or a URL): the previous file stays if rendering stops."""
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    storage.write_whole(path, png.getvalue())
 
 
 def _matrix_panel(axes, rows: np.ndarray, names: list[str] | None, title: str) -> None:

@@ -26,9 +26,9 @@ from pathlib import Path
 import filelock
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from tqdm import tqdm
 
+from uniformer_jax import storage
 from uniformer_jax.data import class_lists
 from uniformer_jax.data.class_folders import VIDEO_SUFFIXES, read_class_folders
 from uniformer_jax.data.video import Video, jpeg_frames
@@ -36,18 +36,18 @@ from uniformer_jax.data.video import Video, jpeg_frames
 SPLITS = ("train", "validation", "test")
 
 
-def dataset_dir(name: str, data_dir: str | None = None) -> Path:
+def dataset_dir(name: str, data_dir: str | None = None) -> storage.Path:
     """Where the builder writes dataset `name`: in `data_dir`, else TFDS's default data directory.
 
     Args:
       name: a dataset name (`dataset_builder --name`).
-      data_dir: a TFDS data directory; None: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`.
+      data_dir: a TFDS data directory, local or a URL; None: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`.
 
     Returns:
       `<data_dir>/video_classification/<name>/1.0.0`.
     """
     root = data_dir or tfds.core.constants.get_default_data_dir()
-    return Path(root) / VideoClassification.name / name / str(VideoClassification.VERSION)
+    return storage.path(root) / VideoClassification.name / name / str(VideoClassification.VERSION)
 
 
 class BuildError(ValueError):
@@ -276,7 +276,7 @@ class VideoClassification(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             return _beam_examples(entries, [self._encode_args(e) for e in entries], str(report), self.multi_label())
         return self._examples_in_pool(split, entries, report)
 
-    def _examples_in_pool(self, split: str, entries: list[Entry], report: epath.Path):
+    def _examples_in_pool(self, split: str, entries: list[Entry], report: storage.Path):
         skipped, multi = [], self.multi_label()
         # forkserver: TensorFlow's threads make plain fork unsafe.
         context = multiprocessing.get_context("forkserver")
@@ -313,7 +313,7 @@ def _report_line(path: str, reason: str) -> str:
 
 
 def _write_report(path: str, lines: list[str]) -> None:
-    epath.Path(path).write_text("".join(line + "\n" for line in lines))  # epath: also gs:// on Beam workers
+    storage.path(path).write_text("".join(line + "\n" for line in lines))  # also gs:// on Beam workers
 
 
 def _beam_examples(entries: list[Entry], encode_args: list[tuple], report: str, multi_label: bool):
@@ -384,7 +384,7 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
     # The settings go into the stored dataset info, so a rebuild with other settings cannot reuse the old data.
     config = VideoConfig(name=name, description=json.dumps(settings, sort_keys=True), **settings)
     builder = VideoClassification(config=config, data_dir=out, workers=workers, beam=beam)
-    stored = epath.Path(builder.data_dir) / "dataset_info.json"
+    stored = storage.path(builder.data_dir) / "dataset_info.json"
     if stored.exists() and json.loads(stored.read_text()).get("configDescription") != config.description:
         raise BuildError(f"{builder.data_dir} was built from other videos, lists or settings; choose another "
                          f"--name, or remove that directory to rebuild it")
@@ -392,16 +392,16 @@ def build(name: str, videos: str, lists: dict[str, str], out: str, *, classes: s
     if beam:
         from apache_beam.options.pipeline_options import PipelineOptions
         download_config.beam_options = PipelineOptions(list(beam_options))
-    with _only_build(Path(builder.data_dir).parent, str(builder.version)):
+    with _only_build(storage.path(builder.data_dir).parent, str(builder.version)):
         builder.download_and_prepare(download_config=download_config)
     return builder
 
 
 @contextlib.contextmanager
-def _only_build(folder: Path, version: str):
+def _only_build(folder: storage.Path, version: str):
     """One build of a dataset at a time; what killed builds left (TFDS's `incomplete.*` folders) is removed first.
     Local folders only: object stores have no locks (a Beam build there cleans up after itself or not at all)."""
-    if "://" in str(folder):
+    if storage.is_url(folder):
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,14 +7,13 @@ Frames stay encoded here; `uniformer_jax.data` samples, decodes and augments the
 from __future__ import annotations
 
 import dataclasses
-import glob
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from uniformer_jax import storage
 from uniformer_jax.data import class_lists
 
 
@@ -40,16 +39,16 @@ class Split:
     label_text: dict[int, str] = dataclasses.field(default_factory=dict)  # DMVR `clip/label/text` by index
 
 
-def is_dataset_dir(source: str | Path) -> bool:
+def is_dataset_dir(source: str | storage.Path) -> bool:
     """Whether `source` is a TFDS dataset directory (as dataset_builder writes one), not a DMVR file pattern.
 
     Args:
-      source: a data source (`data.source`).
+      source: a data source (`data.source`), local or a URL.
 
     Returns:
       True when it holds `dataset_info.json`.
     """
-    return (Path(source) / "dataset_info.json").is_file()
+    return (storage.path(source) / "dataset_info.json").is_file()
 
 
 def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1) -> Split:
@@ -72,7 +71,7 @@ def open_split(source: str, split: str, *, process_index: int = 0, process_count
     """
     if is_dataset_dir(source):
         return _open_tfds(source, split, process_index, process_count)
-    files = sorted(glob.glob(source))
+    files = storage.glob(source)
     if not files:
         raise DataError(f"{source}: neither a dataset directory (with dataset_info.json, as written by "
                         f"`python -m uniformer_jax.dataset_builder`) nor a pattern matching TFRecord files")

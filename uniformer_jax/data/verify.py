@@ -5,13 +5,12 @@ the shard lengths `dataset_info.json` records, so that a damaged or truncated sh
 from __future__ import annotations
 
 import dataclasses
-import glob
 import re
-from pathlib import Path
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from uniformer_jax import storage
 from uniformer_jax.data import sources
 
 
@@ -49,7 +48,7 @@ def record_files(source: str, splits: list[str] | None = None) -> dict[str, int 
             files.update({str(path): length for path, length in zip(part.filepaths, part.shard_lengths,
                                                                     strict=True)})
         return files
-    files = sorted(glob.glob(source))
+    files = storage.glob(source)
     if not files:
         raise ValueError(f"{source}: neither a dataset directory (with dataset_info.json) nor a pattern matching "
                          "TFRecord files")
@@ -66,7 +65,7 @@ def check_file(path: str, expected: int | None = None) -> Damage | None:
     Returns:
       What is wrong, or None.
     """
-    if not Path(path).is_file():
+    if not storage.path(path).is_file():
         return Damage(path, "missing")
     try:
         count = int(tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1))
