@@ -36,7 +36,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from uniformer_jax import evaluation, recipes, sharding, step_analysis, training
+from uniformer_jax import evaluation, recipes, sharding, step_analysis, storage, training
 from uniformer_jax.data import class_lists, pipelines, sources
 from uniformer_jax.models.uniformerv2 import LN_EPS
 from uniformer_jax.models.variants import init_input, is_v2, new_heads
@@ -258,6 +258,9 @@ def main(argv):
     console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
+    if storage.is_url(config.workdir or ""):
+        sys.exit(f"error: --config.workdir={config.workdir}: train.py writes its work directory on a local or mounted "
+                 "disk (a bucket's is not supported yet); its data.source may be a gs:// URL")
     try:
         plan = Plan(config)
     except (evaluation.ConfigError, CheckpointError, pipelines.DataError, ValueError) as e:

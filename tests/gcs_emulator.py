@@ -5,7 +5,9 @@ TensorFlow's filesystem (which tf.data, TFDS, tf.io.gfile and epath use for gs:/
 (`https://www.googleapis.com`, `https://storage.googleapis.com`) and no emulator setting, but it speaks through
 libcurl, which honours `HTTPS_PROXY` and `CURL_CA_BUNDLE`. So a CONNECT proxy answers for those hosts with a
 certificate of a CA made here and passes the requests on to the emulator, with one change: TensorFlow starts an
-upload with `Transfer-Encoding: identity`, which Go's HTTP server refuses (501), so that header is dropped.
+upload with `Transfer-Encoding: identity`, which Go's HTTP server refuses (501), so that header is dropped; and
+before renaming a folder it asks for the bucket's `storageLayout`, which the emulator does not serve, so the proxy
+answers as GCS does for a bucket without hierarchical namespace.
 Nothing leaves 127.0.0.1.
 
 Run as a script (`python tests/gcs_emulator.py DIR`) it serves until killed and prints one JSON line: the
@@ -19,7 +21,6 @@ import asyncio
 import contextlib
 import datetime
 import json
-import os
 import re
 import socket
 import ssl
@@ -42,7 +43,7 @@ def _certificates(directory: Path) -> None:
     def name(common):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid = dict(not_valid_before=now - datetime.timedelta(days=1), not_valid_after=now + datetime.timedelta(days=7))
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder(subject_name=name("uniformer-jax test CA"), issuer_name=name("uniformer-jax test CA"),
@@ -75,12 +76,24 @@ async def _responses(upstream: asyncio.StreamReader, client: asyncio.StreamWrite
         client.close()
 
 
-async def _requests(client: asyncio.StreamReader, upstream: asyncio.StreamWriter, head: bytes | None) -> None:
-    """Each request passed on with its body, as origin-form (`PUT /path`, not `PUT http://host/path`)."""
+def _storage_layout(bucket: str) -> bytes:
+    body = json.dumps({"kind": "storage#storageLayout", "bucket": bucket, "location": "US-CENTRAL1",
+                       "locationType": "region", "hierarchicalNamespace": {"enabled": False}}).encode()
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+async def _requests(client: asyncio.StreamReader, upstream: asyncio.StreamWriter, head: bytes | None,
+                    answer: asyncio.StreamWriter) -> None:
+    """Each request passed on with its body, as origin-form (`PUT /path`, not `PUT http://host/path`); a bucket's
+    storage layout answered here (TensorFlow sends one request a connection, so no answer overtakes another)."""
     try:
         while True:
             head = head or await client.readuntil(b"\r\n\r\n")
             head = re.sub(rb"^(\w+) https?://[^/ ]+", rb"\1 ", head)
+            if layout := re.match(rb"GET /storage/v1/b/([^/?]+)/storageLayout", head):
+                answer.write(_storage_layout(layout.group(1).decode()))
+                head = None
+                continue
             lines = head.decode("latin-1").split("\r\n")[:-2]
             fields = [line for line in lines[1:] if line.lower().replace(" ", "") != "transfer-encoding:identity"]
             header = {line.split(":", 1)[0].strip().lower(): line.split(":", 1)[1].strip() for line in fields}
@@ -108,7 +121,7 @@ async def _proxy(listening: socket.socket, emulator_port: int, tls: ssl.SSLConte
             await writer.start_tls(tls)
             head = None
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", emulator_port)
-        await asyncio.gather(_requests(reader, up_writer, head), _responses(up_reader, writer))
+        await asyncio.gather(_requests(reader, up_writer, head, writer), _responses(up_reader, writer))
 
     server = await asyncio.start_server(connection, sock=listening)
     await server.serve_forever()

@@ -219,6 +219,7 @@ def test_a_dry_run_compiles_the_runs_own_step_reports_and_writes_nothing(source,
     ("--config.model.num_classes=5", "has 4 classes and model.num_classes is 5"),
     ("--config.data.class_names=k400-sensex", "names class 0 'riding a bike', but"),
     ("--config.data.source={tmp}/old.tfrecord", "layout from before 2022-02"),
+    ("--config.workdir=gs://bucket/run", "train.py writes its work directory on a local or mounted disk"),
 ])
 def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message):
     workdir = tmp_path / "refused"

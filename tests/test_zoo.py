@@ -180,6 +180,12 @@ def test_published_hash_and_prefix_are_checked(tmp_path, mirror, monkeypatch):
         "abseiling", "air drumming"]
 
 
+def test_a_bucket_as_the_cache_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv(hub.CACHE_ENV, "gs://bucket/cache")
+    with pytest.raises(hub.ZooError, match=r"UNIFORMER_JAX_CACHE=gs://bucket/cache: .* local or mounted directory"):
+        hub.resolve("k400_s16")
+
+
 def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, mirror):
     sensex_file(mirror.folder, S16X8)
     with pytest.raises(hub.ZooError) as refused:

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 from flax import linen as nn
 
+from uniformer_jax import storage
 from uniformer_jax.weights import releases
 from uniformer_jax.weights.checkpoints import METADATA_FILE, CheckpointError, load_directory
 from uniformer_jax.weights.conversion import ConversionError, sha256, to_orbax
@@ -37,8 +38,15 @@ def cache_dir() -> Path:
 
     Returns:
       Its path (it may not exist yet).
+
+    Raises:
+      ZooError: a URL: the cache's file lock and renames need a local or mounted directory.
     """
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/uniformer_jax").expanduser()
+    location = os.environ.get(CACHE_ENV) or "~/.cache/uniformer_jax"
+    if storage.is_url(location):
+        raise ZooError(f"{CACHE_ENV}={location}: the model cache must be a local or mounted directory (a bucket "
+                       "is not supported yet)")
+    return Path(location).expanduser()
 
 
 def _converted(name: str) -> Path:
