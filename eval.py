@@ -61,16 +61,6 @@ def paper_top1(config, checkpoint: str) -> float | None:
     return release.top1 if release else config.paper.get("top1")
 
 
-def damaged_records(source: str, split: str) -> str:
-    """What to say when a record of the split cannot be read: the damaged files (every file of the split is
-    read again to find them) and what to do."""
-    damaged = verify.check_files(verify.record_files(source, [split]))
-    found = "; ".join(map(str, damaged)) if damaged else "a record could not be read"
-    return (f"{source} split {split!r} is damaged: {found}. Nothing was written; rebuild the split with "
-            f"`python -m uniformer_jax.dataset_builder`, and check the rest with "
-            f"`python -m uniformer_jax.dataset_builder --verify {source}`")
-
-
 def main(argv):
     del argv
     console.quiet_logging()
@@ -107,7 +97,7 @@ def main(argv):
             predictions, rate = evaluation.run(model, variables, batches.as_numpy_iterator(), mesh, protocol,
                                                progress=bar.update)
     except tf.errors.DataLossError:
-        sys.exit(f"error: {damaged_records(source, config.data.split)}")
+        sys.exit(f"error: {verify.damage_report(source, [config.data.split], 'Nothing was written')}")
     names = dataset_names or metadata.get("class_names") or [str(i) for i in range(metadata["num_classes"])]
     scored = (evaluation.multi_label_metrics(predictions, names) if protocol.multi_label
               else evaluation.metrics(predictions, len(names)))

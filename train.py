@@ -37,7 +37,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from uniformer_jax import evaluation, recipes, sharding, step_analysis, storage, training
-from uniformer_jax.data import class_lists, pipelines, sources
+from uniformer_jax.data import class_lists, pipelines, sources, verify
 from uniformer_jax.models.uniformerv2 import LN_EPS
 from uniformer_jax.models.variants import init_input, is_v2, new_heads
 from uniformer_jax.weights import hub
@@ -342,6 +342,12 @@ def main(argv):
         bar.close()
         manager.wait_until_finished()
         sys.exit(f"error: {e}")
+    except tf.errors.DataLossError:  # a damaged record in the training or validation split
+        bar.close()
+        manager.wait_until_finished()
+        splits = [t.split, config.data.split] if plan.validate else [t.split]
+        kept = f"The checkpoints to step {saved} are kept" if saved else "No checkpoint was saved"
+        sys.exit(f"error: {verify.damage_report(plan.source, splits, kept)}")
     bar.close()
     manager.wait_until_finished()
     # A finished run started again has nothing new: its model/ stays as it is (unless a kill came before it).

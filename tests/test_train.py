@@ -233,6 +233,20 @@ def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message
     assert not workdir.exists()
 
 
+def test_a_damaged_training_shard_is_named_in_one_line(source, env, tmp_path):
+    copy = tmp_path / "damaged"
+    shutil.copytree(source, copy)
+    shard = next(copy.glob("*-train.tfrecord-*"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2:][:64])
+    shard.write_bytes(bytes(data))
+    result = subprocess.run(command(str(copy), tmp_path / "run"), capture_output=True, text=True, timeout=600,
+                            cwd=ROOT, env=env)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last.startswith(f"error: {copy} is damaged: {shard}: corrupted record at byte ") and "--verify" in last
+
+
 def test_a_work_directory_of_another_model_is_refused_and_left_alone(source, env, straight, tmp_path):
     workdir = tmp_path / "other"
     shutil.copytree(straight / "checkpoints" / "8", workdir / "checkpoints" / "8")

@@ -82,6 +82,24 @@ def check_file(path: str, expected: int | None = None) -> Damage | None:
     return None
 
 
+def damage_report(source: str, splits: list[str], done: str) -> str:
+    """What to say when a run meets a record it cannot read: the damaged files (each file of `splits` read again
+    to find them) and what to do.
+
+    Args:
+      source: the run's data source (a TFDS directory or DMVR pattern).
+      splits: the splits the run was reading.
+      done: what the run kept or did not write, e.g. "Nothing was written".
+
+    Returns:
+      One line: the damaged files with their byte offsets, `done`, and the commands that rebuild and check.
+    """
+    damaged = check_files(record_files(source, splits))
+    found = "; ".join(map(str, damaged)) if damaged else "a record could not be read"
+    return (f"{source} is damaged: {found}. {done}; rebuild the split with `python -m uniformer_jax.dataset_builder`, "
+            f"and check the rest with `python -m uniformer_jax.dataset_builder --verify {source}`")
+
+
 def check_files(files: dict[str, int | None], progress=None) -> list[Damage]:
     """Every file of `record_files` checked (`check_file`).
 
