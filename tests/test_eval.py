@@ -391,3 +391,7 @@ def test_a_dataset_built_into_a_bucket_is_evaluated_there(setup, one_device, buc
                               capture_output=True, text=True, timeout=300, env=env)
     assert verified.returncode == 1 and f"damaged: {shard}: corrupted record at byte " in verified.stdout, \
         verified.stderr[-2000:]
+    pattern = f"{source}/*-validation.tfrecord-*"  # a DMVR-style pattern, globbed in the bucket
+    whole = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--verify", pattern],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert whole.returncode == 0 and "1 of 1 record files whole" in whole.stdout, whole.stdout + whole.stderr

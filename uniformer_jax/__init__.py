@@ -12,7 +12,7 @@ The package, by concern (imports point down this list, never up; `lint-imports` 
   for video files), `saliency` (heatmaps), `overlays` (heatmaps drawn on frames), `plots` (evaluation plots),
   `exporting` (StableHLO, ONNX and LiteRT files), `runtimes` (those files run),
   `sharding` (meshes, global batches, `jax.distributed`), `recipes` (what the files in `configs/` are made of),
-  `console` (quiet command-line start-up);
+  `console` (quiet command-line start-up), `storage` (paths that may be gs:// URLs);
 - `weights/`: converted checkpoints (Orbax), PyTorch files and keys, conversion both ways, every release, and the
   hub that fetches and caches them;
 - `data/`: video files, the dataset builder, record sources, input pipelines, augmentation, class lists;
