@@ -356,8 +356,9 @@ def upload(env: dict, url: str, data: bytes) -> None:
 
 
 def test_a_dataset_built_into_a_bucket_is_evaluated_there(setup, one_device, bucket):
-    """dataset_builder writes the records to gs://, eval.py reads them there and writes its results beside them:
-    the predictions of the local run; then a damaged copy of the shard there is named, with nothing written."""
+    """dataset_builder writes the records to gs://, eval.py reads them and the converted checkpoint there and
+    writes its results beside them: the predictions of the local run; then a damaged copy of the shard there is
+    named, with nothing written."""
     root, _ = setup
     url, env = bucket
     built = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--name=e2e",
@@ -368,14 +369,19 @@ def test_a_dataset_built_into_a_bucket_is_evaluated_there(setup, one_device, buc
     source = f"{url}/tfds/video_classification/e2e/1.0.0"
     stored = bucket_objects(env, source)
     assert "dataset_info.json" in stored and any("validation.tfrecord" in n for n in stored)
-    result = run_eval(root, source, f"{url}/eval", "--config.eval.batch_size=2", env=env)
+    for file in (root / "ckpt").rglob("*"):
+        if file.is_file():
+            upload(env, f"{url}/ckpt/{file.relative_to(root / 'ckpt')}", file.read_bytes())
+    result = run_eval(root, source, f"{url}/eval", "--config.eval.batch_size=2", f"--config.checkpoint={url}/ckpt",
+                      env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     written = bucket_objects(env, f"{url}/eval")
     assert set(written) == {"config.json", "predictions.jsonl", "eval_results.json", "confusion.png",
                             "per_class.png"}
     predictions = [json.loads(line) for line in written["predictions.jsonl"].decode().splitlines()]
     assert_same_predictions(predictions, one_device[0])
-    assert json.loads(written["eval_results.json"])["source"] == source
+    results = json.loads(written["eval_results.json"])
+    assert results["source"] == source and results["checkpoint"] == f"{url}/ckpt"
     # the same dataset with its shard's middle flipped, in another folder of the bucket
     damaged = f"{url}/damaged"
     for name, data in stored.items():

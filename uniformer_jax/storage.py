@@ -40,6 +40,18 @@ def is_url(location: str | os.PathLike) -> bool:
     return "://" in os.fspath(location)
 
 
+def absolute(location: str | os.PathLike) -> Path:
+    """`location` made absolute: a local path from the working directory; a URL as it is.
+
+    Args:
+      location: a local path or a URL.
+
+    Returns:
+      The absolute path (Orbax wants one).
+    """
+    return path(location) if is_url(location) else path(location).absolute()
+
+
 def glob(pattern: str) -> list[str]:
     """The files a pattern matches, sorted, on whichever filesystem it names.
 

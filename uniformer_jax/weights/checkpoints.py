@@ -25,6 +25,7 @@ from flax import linen as nn
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
+from uniformer_jax import storage
 from uniformer_jax.models.variants import VARIANT_NAMES, create_model, init_input
 
 METADATA_FILE = "uniformer.json"
@@ -193,7 +194,7 @@ def read_metadata(directory: str | Path) -> dict:
     Raises:
       CheckpointError: no metadata, unreadable JSON, or a format or variant this version cannot read.
     """
-    path = Path(directory) / METADATA_FILE
+    path = storage.path(directory) / METADATA_FILE
     try:
         metadata = json.loads(path.read_text())
     except FileNotFoundError:
@@ -211,7 +212,7 @@ def load_directory(directory: str | Path, **model_kwargs) -> tuple[nn.Module, di
     """The model a converted checkpoint directory describes and its variables, checked strictly.
 
     Args:
-      directory: a converted checkpoint (what `save_pretrained` and `python -m convert` write).
+      directory: a converted checkpoint (what `save_pretrained` and `python -m convert` write), local or a URL.
       **model_kwargs: run-time options of the model (`dtype`, `attention`, `remat`, `drop_path_rate`); the
         variant, class count and LayerNorm eps come from the checkpoint.
 
@@ -226,7 +227,7 @@ def load_directory(directory: str | Path, **model_kwargs) -> tuple[nn.Module, di
     model = create_model(metadata["variant"], num_classes=metadata["num_classes"], ln_eps=metadata["ln_eps"],
                          **metadata.get("architecture", {}), **model_kwargs)
     expected = abstract_variables(model)
-    path = (Path(directory) / VARIABLES_DIR).absolute()
+    path = storage.absolute(directory) / VARIABLES_DIR
     checkpointer = ocp.StandardCheckpointer()
     try:
         stored = checkpointer.metadata(path).item_metadata.tree

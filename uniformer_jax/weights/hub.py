@@ -72,7 +72,7 @@ def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
     does so in a process of its own.
 
     Args:
-      checkpoint: a release name, a `.pth` file or a converted directory.
+      checkpoint: a release name, a `.pth` file or a converted directory (local, or a gs:// URL).
       progress: show download progress bars.
 
     Returns:
@@ -81,10 +81,13 @@ def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
     Raises:
       CheckpointError: the checkpoint cannot be had or does not check out; the message says what to do.
     """
-    name, path = str(checkpoint), Path(checkpoint)
+    name, path = str(checkpoint), storage.path(checkpoint)
     release = name in releases.BY_NAME
-    if not release and path.is_dir():
-        return path
+    if not release and path.is_dir():  # a converted directory, local or in a bucket
+        return path if storage.is_url(path) else Path(checkpoint)
+    if not release and storage.is_url(path) and path.is_file():
+        raise ZooError(f"{checkpoint}: a PyTorch file is converted from a local disk; copy it there (or convert it "
+                       "with `python -m convert` and put the converted directory in the bucket)")
     if release and is_cached(name):
         return _converted(name)
     if not release and not path.is_file():
