@@ -154,7 +154,7 @@ class Log:
     def __init__(self, workdir: Path, lead: bool):
         self.lead = lead
         if lead:
-            self.file = (workdir / "metrics.jsonl").open("a")
+            self.file = storage.open_append(workdir / "metrics.jsonl")
             self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> None:
@@ -258,9 +258,6 @@ def main(argv):
     console.quiet_logging()
     sharding.initialise_distributed()
     config = _CONFIG.value
-    if storage.is_url(config.workdir or ""):
-        sys.exit(f"error: --config.workdir={config.workdir}: train.py writes its work directory on a local or mounted "
-                 "disk (a bucket's is not supported yet); its data.source may be a gs:// URL")
     try:
         plan = Plan(config)
     except (evaluation.ConfigError, CheckpointError, pipelines.DataError, ValueError) as e:
@@ -269,7 +266,7 @@ def main(argv):
         dry_run(config, plan)
         return
     lead = jax.process_index() == 0
-    workdir = Path(config.workdir or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem).absolute()
+    workdir = storage.absolute(config.workdir or f"runs/{Path(flags.FLAGS['config'].config_filename).stem}")
     t = config.train
     try:
         mesh = sharding.train_mesh(t.fsdp)

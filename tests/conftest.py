@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests import gcs_emulator
 from uniformer_jax.benchmarks import mmaction2
 from uniformer_jax.weights import hub
 
@@ -38,6 +39,13 @@ def compilation_cache(tmp_path_factory):
 def model_cache(tmp_path_factory):
     """Models converted by the tests (and the programs they run) go to a cache of their own, not the user's."""
     os.environ[hub.CACHE_ENV] = str(tmp_path_factory.mktemp("model_cache"))
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory):
+    """A bucket on a GCS emulator (tests/gcs_emulator.py), and the environment that points clients at it."""
+    with gcs_emulator.running(tmp_path_factory.mktemp("gcs")) as env:
+        yield gcs_emulator.make_bucket(env, "runs"), {**os.environ, **env}
 
 
 @functools.cache

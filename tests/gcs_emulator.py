@@ -27,6 +27,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -199,6 +200,56 @@ def make_bucket(env: dict, name: str) -> str:
                                      headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=10).read()
     return f"gs://{name}"
+
+
+def objects(env: dict, url: str) -> dict[str, bytes]:
+    """The objects under a gs:// prefix, read through the JSON API (not TensorFlow's filesystem); folder markers
+    (the empty `name/` objects tf.io.gfile's makedirs writes) left out.
+
+    Args:
+      env: `running`'s environment.
+      url: `gs://bucket/prefix`.
+
+    Returns:
+      Each object's name below the prefix -> its bytes.
+    """
+    name, _, prefix = url.removeprefix("gs://").partition("/")
+    api = f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{name}/o"
+    listing = json.load(urllib.request.urlopen(f"{api}?prefix={urllib.parse.quote(prefix)}", timeout=30))
+    return {o["name"].removeprefix(prefix).lstrip("/"): urllib.request.urlopen(
+        f"{api}/{urllib.parse.quote(o['name'], safe='')}?alt=media", timeout=30).read()
+        for o in listing.get("items", []) if not o["name"].endswith("/")}
+
+
+def upload(env: dict, url: str, data: bytes) -> None:
+    """Writes one object through the JSON API.
+
+    Args:
+      env: `running`'s environment.
+      url: `gs://bucket/name`.
+      data: its bytes.
+    """
+    name, _, path = url.removeprefix("gs://").partition("/")
+    urllib.request.urlopen(urllib.request.Request(
+        f"{env['STORAGE_EMULATOR_HOST']}/upload/storage/v1/b/{name}/o?uploadType=media&name="
+        f"{urllib.parse.quote(path, safe='')}", data=data, method="POST"), timeout=30).read()
+
+
+def download(env: dict, url: str, directory: Path) -> Path:
+    """The objects under a gs:// prefix as files under `directory`.
+
+    Args:
+      env: `running`'s environment.
+      url: `gs://bucket/prefix`.
+      directory: where they go.
+
+    Returns:
+      `directory`.
+    """
+    for name, data in objects(env, url).items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(data)
+    return directory
 
 
 if __name__ == "__main__":

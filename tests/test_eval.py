@@ -16,8 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import av
@@ -330,31 +328,6 @@ def test_a_damaged_shard_is_named_and_nothing_is_written(setup, tmp_path, damage
     assert whole.returncode == 0 and "1 of 1 record files whole" in whole.stdout, whole.stdout + whole.stderr
 
 
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    """A bucket on a GCS emulator (tests/gcs_emulator.py), and the environment that points clients at it."""
-    with gcs_emulator.running(tmp_path_factory.mktemp("gcs")) as env:
-        yield gcs_emulator.make_bucket(env, "runs"), {**os.environ, **env}
-
-
-def bucket_objects(env: dict, url: str) -> dict[str, bytes]:
-    """The objects under a gs:// prefix, read through the JSON API (not TensorFlow's filesystem); folder markers
-    (the empty `name/` objects tf.io.gfile's makedirs writes) left out."""
-    name, _, prefix = url.removeprefix("gs://").partition("/")
-    api = f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{name}/o"
-    listing = json.load(urllib.request.urlopen(f"{api}?prefix={urllib.parse.quote(prefix)}"))
-    return {o["name"].removeprefix(prefix).lstrip("/"): urllib.request.urlopen(
-        f"{api}/{urllib.parse.quote(o['name'], safe='')}?alt=media").read() for o in listing.get("items", [])
-        if not o["name"].endswith("/")}
-
-
-def upload(env: dict, url: str, data: bytes) -> None:
-    name, _, path = url.removeprefix("gs://").partition("/")
-    urllib.request.urlopen(urllib.request.Request(
-        f"{env['STORAGE_EMULATOR_HOST']}/upload/storage/v1/b/{name}/o?uploadType=media&name="
-        f"{urllib.parse.quote(path, safe='')}", data=data, method="POST")).read()
-
-
 def test_a_dataset_built_into_a_bucket_is_evaluated_there(setup, one_device, bucket):
     """dataset_builder writes the records to gs://, eval.py reads them and the converted checkpoint there and
     writes its results beside them: the predictions of the local run; then a damaged copy of the shard there is
@@ -367,15 +340,15 @@ def test_a_dataset_built_into_a_bucket_is_evaluated_there(setup, one_device, buc
                             f"--out={url}/tfds"], capture_output=True, text=True, timeout=600, env=env)
     assert built.returncode == 0, built.stderr[-3000:]
     source = f"{url}/tfds/video_classification/e2e/1.0.0"
-    stored = bucket_objects(env, source)
+    stored = gcs_emulator.objects(env, source)
     assert "dataset_info.json" in stored and any("validation.tfrecord" in n for n in stored)
     for file in (root / "ckpt").rglob("*"):
         if file.is_file():
-            upload(env, f"{url}/ckpt/{file.relative_to(root / 'ckpt')}", file.read_bytes())
+            gcs_emulator.upload(env, f"{url}/ckpt/{file.relative_to(root / 'ckpt')}", file.read_bytes())
     result = run_eval(root, source, f"{url}/eval", "--config.eval.batch_size=2", f"--config.checkpoint={url}/ckpt",
                       env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    written = bucket_objects(env, f"{url}/eval")
+    written = gcs_emulator.objects(env, f"{url}/eval")
     assert set(written) == {"config.json", "predictions.jsonl", "eval_results.json", "confusion.png",
                             "per_class.png"}
     predictions = [json.loads(line) for line in written["predictions.jsonl"].decode().splitlines()]
@@ -388,11 +361,11 @@ def test_a_dataset_built_into_a_bucket_is_evaluated_there(setup, one_device, buc
         if "validation.tfrecord" in name:
             shard, data = f"{damaged}/{name}", bytearray(data)
             data[len(data) // 2:len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2:][:64])
-        upload(env, f"{damaged}/{name}", bytes(data))
+        gcs_emulator.upload(env, f"{damaged}/{name}", bytes(data))
     result = run_eval(root, damaged, f"{url}/damaged-eval", env=env)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and f"{shard}: corrupted record at byte " in last, result.stderr[-2000:]
-    assert bucket_objects(env, f"{url}/damaged-eval") == {}
+    assert gcs_emulator.objects(env, f"{url}/damaged-eval") == {}
     verified = subprocess.run([sys.executable, "-m", "uniformer_jax.dataset_builder", "--verify", damaged],
                               capture_output=True, text=True, timeout=300, env=env)
     assert verified.returncode == 1 and f"damaged: {shard}: corrupted record at byte " in verified.stdout, \

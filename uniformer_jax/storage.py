@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob as local_glob
 import os
+from typing import IO
 
 from etils import epath
 
@@ -66,6 +67,25 @@ def glob(pattern: str) -> list[str]:
     import tensorflow as tf  # URLs only: a local pattern needs no TensorFlow
 
     return sorted(tf.io.gfile.glob(pattern))
+
+
+def open_append(target: str | os.PathLike) -> IO[str]:
+    """A text file opened to append to, local or a URL.
+
+    An object store cannot append: TensorFlow's filesystem keeps the object's content and uploads all of it again at
+    each `flush`, so each flush leaves a whole object (the old one until the upload completes).
+
+    Args:
+      target: the file, created if missing.
+
+    Returns:
+      A file object (`write`, `flush`, `close`).
+    """
+    if not is_url(target):
+        return open(target, "a")
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(os.fspath(target), "a")
 
 
 def write_whole(target: str | os.PathLike, data: str | bytes) -> None:

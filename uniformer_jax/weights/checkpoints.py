@@ -72,13 +72,14 @@ def _flat_shapes(tree) -> dict[str, tuple]:
 
 def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadata: Mapping[str, Any],
                     overwrite: bool = False) -> Path:
-    """Writes a converted checkpoint directory atomically: on any failure the destination is left as it was.
+    """Writes a converted checkpoint directory atomically on a local disk: on any failure the destination is left
+    as it was. On a bucket (a URL; no renames there) the directory holds the old checkpoint, none, or the new one.
 
     With several processes every process calls it (each writes its shards of the arrays); process 0 alone
     writes the metadata and moves the directory into place.
 
     Args:
-      directory: where the checkpoint goes (`uniformer.json` and Orbax `variables/` inside it).
+      directory: where the checkpoint goes (`uniformer.json` and Orbax `variables/` inside it), local or a URL.
       variables: `params` and `batch_stats` of the model (numpy or `jax.Array`s, sharded or not).
       metadata: at least `variant`, `num_classes` and `ln_eps`; `class_names`, `multi_label` (a head of one
         sigmoid a class), `source_form`, `source_sha256` and anything else JSON can hold are kept.
@@ -90,10 +91,14 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
     Raises:
       CheckpointError: `directory` exists and `overwrite` is False.
     """
-    directory = Path(directory).absolute()
+    directory = storage.absolute(directory)
     lead = jax.process_index() == 0
     if directory.exists() and not overwrite:
         raise CheckpointError(f"{directory} already exists; choose another destination or allow overwriting")
+    if storage.is_url(directory):
+        _save_in_place(directory, variables, metadata)
+        return directory
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     # A name every process agrees on without talking: one writer per destination at a time.
     tmp = directory.parent / f".{directory.name}.partial"
@@ -113,6 +118,25 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
             shutil.rmtree(tmp, ignore_errors=True)
     _barrier("uniformer_save_end")
     return directory
+
+
+def _save_in_place(directory: storage.Path, variables: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    """`save_pretrained` on an object store, which has no renames: the metadata goes first and comes back last, so
+    `directory` holds the old checkpoint, none (no `uniformer.json`: `read_metadata` refuses it), or the new one."""
+    lead = jax.process_index() == 0
+    if lead:
+        (directory / METADATA_FILE).unlink(missing_ok=True)
+        if (directory / VARIABLES_DIR).exists():
+            (directory / VARIABLES_DIR).rmtree()
+    _barrier("uniformer_save_start")
+    checkpointer = ocp.StandardCheckpointer()  # Orbax marks a finished tree on a bucket with commit_success.txt
+    checkpointer.save(directory / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats")
+                                                  if variables.get(k)})
+    checkpointer.wait_until_finished()
+    if lead:
+        storage.write_whole(directory / METADATA_FILE, json.dumps({"format_version": FORMAT_VERSION, **metadata},
+                                                                  indent=2))
+    _barrier("uniformer_save_end")
 
 
 def _replace(tmp: Path, directory: Path) -> None:
@@ -147,8 +171,10 @@ def remove_leftovers(directory: str | Path) -> None:
     """Deletes what a killed `save_pretrained` into `directory` can leave beside it.
 
     Args:
-      directory: a destination of `save_pretrained`.
+      directory: a destination of `save_pretrained` (on a bucket nothing is written beside it).
     """
+    if storage.is_url(directory):
+        return
     directory = Path(directory).absolute()
     for path in directory.parent.glob(f".{directory.name}.*"):
         if path.name == f".{directory.name}.partial" or path.name.startswith(f".{directory.name}.old-"):
@@ -179,7 +205,7 @@ def train_manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
                                       keep_checkpoints_without_metrics=False)])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
                                            cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    return ocp.CheckpointManager(storage.absolute(directory), options=options)
 
 
 def read_metadata(directory: str | Path) -> dict:
