@@ -202,6 +202,22 @@ def make_bucket(env: dict, name: str) -> str:
     return f"gs://{name}"
 
 
+def names(env: dict, url: str) -> list[str]:
+    """The names of the objects under a gs:// prefix, below it (one listing through the JSON API).
+
+    Args:
+      env: `running`'s environment.
+      url: `gs://bucket/prefix`.
+
+    Returns:
+      The names, folder markers included.
+    """
+    name, _, prefix = url.removeprefix("gs://").partition("/")
+    api = f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{name}/o"
+    listing = json.load(urllib.request.urlopen(f"{api}?prefix={urllib.parse.quote(prefix)}", timeout=30))
+    return [o["name"].removeprefix(prefix).lstrip("/") for o in listing.get("items", [])]
+
+
 def objects(env: dict, url: str) -> dict[str, bytes]:
     """The objects under a gs:// prefix, read through the JSON API (not TensorFlow's filesystem); folder markers
     (the empty `name/` objects tf.io.gfile's makedirs writes) left out.

@@ -156,15 +156,14 @@ def test_a_work_directory_in_a_bucket_resumes_after_kill_9_to_the_same_parameter
     """The whole work directory on gs:// (tests/gcs_emulator.py): Orbax checkpoints, metrics.jsonl, TensorBoard,
     config.json and model/; killed after a checkpoint, run again, and read back through the JSON API."""
     url, gcs = bucket
-    workdir, env = f"{url}/train", {**env, **{k: v for k, v in gcs.items() if k not in os.environ}}
+    workdir, env = f"{url}/train", {**env, **gcs}
     proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:
-        metrics = gcs_emulator.objects(env, workdir).get("metrics.jsonl", b"").decode().splitlines()
-        if metrics and json.loads(metrics[-1])["step"] >= 3:  # past the checkpoint of step 2
+    while proc.poll() is None and time.monotonic() < deadline:  # until Orbax has committed the first checkpoint
+        if any(re.fullmatch(r"checkpoints/\d+/commit_success.txt", n) for n in gcs_emulator.names(env, workdir)):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     proc.kill()
     _, err = proc.communicate()
     assert "metrics.jsonl" in gcs_emulator.objects(env, workdir), err[-3000:]
