@@ -202,6 +202,14 @@ def make_bucket(env: dict, name: str) -> str:
     return f"gs://{name}"
 
 
+def _listing(env: dict, url: str) -> tuple[str, str, list[str]]:
+    """The JSON API's objects URL of the bucket, the prefix, and the full names of the objects under it."""
+    name, _, prefix = url.removeprefix("gs://").partition("/")
+    api = f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{name}/o"
+    listing = json.load(urllib.request.urlopen(f"{api}?prefix={urllib.parse.quote(prefix)}", timeout=30))
+    return api, prefix, [o["name"] for o in listing.get("items", [])]
+
+
 def names(env: dict, url: str) -> list[str]:
     """The names of the objects under a gs:// prefix, below it (one listing through the JSON API).
 
@@ -212,10 +220,8 @@ def names(env: dict, url: str) -> list[str]:
     Returns:
       The names, folder markers included.
     """
-    name, _, prefix = url.removeprefix("gs://").partition("/")
-    api = f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{name}/o"
-    listing = json.load(urllib.request.urlopen(f"{api}?prefix={urllib.parse.quote(prefix)}", timeout=30))
-    return [o["name"].removeprefix(prefix).lstrip("/") for o in listing.get("items", [])]
+    _, prefix, full = _listing(env, url)
+    return [n.removeprefix(prefix).lstrip("/") for n in full]
 
 
 def objects(env: dict, url: str) -> dict[str, bytes]:
@@ -229,12 +235,9 @@ def objects(env: dict, url: str) -> dict[str, bytes]:
     Returns:
       Each object's name below the prefix -> its bytes.
     """
-    name, _, prefix = url.removeprefix("gs://").partition("/")
-    api = f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{name}/o"
-    listing = json.load(urllib.request.urlopen(f"{api}?prefix={urllib.parse.quote(prefix)}", timeout=30))
-    return {o["name"].removeprefix(prefix).lstrip("/"): urllib.request.urlopen(
-        f"{api}/{urllib.parse.quote(o['name'], safe='')}?alt=media", timeout=30).read()
-        for o in listing.get("items", []) if not o["name"].endswith("/")}
+    api, prefix, full = _listing(env, url)
+    return {n.removeprefix(prefix).lstrip("/"): urllib.request.urlopen(
+        f"{api}/{urllib.parse.quote(n, safe='')}?alt=media", timeout=30).read() for n in full if not n.endswith("/")}
 
 
 def upload(env: dict, url: str, data: bytes) -> None:

@@ -106,12 +106,8 @@ def save_pretrained(directory: str | Path, variables: Mapping[str, Any], metadat
         shutil.rmtree(tmp, ignore_errors=True)
     _barrier("uniformer_save_start")
     try:
-        checkpointer = ocp.StandardCheckpointer()
-        # A model without BatchNorm (UniFormerV2's Kinetics structure) has empty statistics: none are written.
-        checkpointer.save(tmp / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats") if variables.get(k)})
-        checkpointer.wait_until_finished()
+        _write(tmp, variables, metadata, lead)
         if lead:
-            (tmp / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
             _replace(tmp, directory)
     finally:
         if lead:
@@ -129,14 +125,20 @@ def _save_in_place(directory: storage.Path, variables: Mapping[str, Any], metada
         if (directory / VARIABLES_DIR).exists():
             (directory / VARIABLES_DIR).rmtree()
     _barrier("uniformer_save_start")
-    checkpointer = ocp.StandardCheckpointer()  # Orbax marks a finished tree on a bucket with commit_success.txt
-    checkpointer.save(directory / VARIABLES_DIR, {k: variables[k] for k in ("params", "batch_stats")
-                                                  if variables.get(k)})
+    _write(directory, variables, metadata, lead)
+    _barrier("uniformer_save_end")
+
+
+def _write(directory: Path | storage.Path, variables: Mapping[str, Any], metadata: Mapping[str, Any],
+           lead: bool) -> None:
+    """The Orbax tree (every process its shards), then the metadata (process 0, one file written last)."""
+    checkpointer = ocp.StandardCheckpointer()
+    # A model without BatchNorm (UniFormerV2's Kinetics structure) has empty statistics: none are written.
+    checkpointer.save(directory / VARIABLES_DIR,
+                      {k: variables[k] for k in ("params", "batch_stats") if variables.get(k)})
     checkpointer.wait_until_finished()
     if lead:
-        storage.write_whole(directory / METADATA_FILE, json.dumps({"format_version": FORMAT_VERSION, **metadata},
-                                                                  indent=2))
-    _barrier("uniformer_save_end")
+        (directory / METADATA_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **metadata}, indent=2))
 
 
 def _replace(tmp: Path, directory: Path) -> None:
