@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from test_configs import CLASSES, RELEASED
 from test_light import README as LIGHT
 from test_light import original_state_dict
 
+from tests import gcs_emulator
 from uniformer_jax.benchmarks import mmaction2
 from uniformer_jax.data.class_lists import read_class_names
 from uniformer_jax.weights import hub, releases
@@ -180,10 +182,50 @@ def test_published_hash_and_prefix_are_checked(tmp_path, mirror, monkeypatch):
         "abseiling", "air drumming"]
 
 
-def test_a_bucket_as_the_cache_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setenv(hub.CACHE_ENV, "gs://bucket/cache")
-    with pytest.raises(hub.ZooError, match=r"UNIFORMER_JAX_CACHE=gs://bucket/cache: .* local or mounted directory"):
-        hub.resolve("k400_s16")
+RESOLVE = """import json, sys
+import jax, numpy as np
+if len(sys.argv) > 3:
+    jax.distributed.initialize(f"127.0.0.1:{sys.argv[2]}", 2, int(sys.argv[3]))
+from uniformer_jax.weights import hub
+directory = hub.resolve("k400_s8", progress=False)
+model, variables = hub.load_pretrained(directory)
+print(directory)
+print(json.dumps(np.asarray(model.apply(variables, np.load(sys.argv[1])))[0].tolist()))
+"""
+
+
+def test_a_bucket_cache_is_written_by_process_0_behind_a_pointer(tmp_path, bucket):
+    """Two jax.distributed processes resolve a release into a gs:// cache from a gs:// mirror: process 0 alone
+    converts, the other waits and loads the copy `CURRENT` names; later runs load it without the mirror and
+    ignore a copy no pointer names."""
+    url, env = bucket
+    gcs_emulator.upload(env, f"{url}/zoo-mirror/{S8.file}", sensex_file(tmp_path).read_bytes())
+    env = {**env, hub.CACHE_ENV: f"{url}/zoo-cache", hub.MIRROR_ENV: f"{url}/zoo-mirror"}
+    x = video((1, 8, 64, 64, 3))
+    np.save(tmp_path / "x.npy", x)
+    theirs = mmaction2.logits(reference_model("uniformer_small", 400, 1e-6), x)[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = [subprocess.Popen([sys.executable, "-c", RESOLVE, str(tmp_path / "x.npy"), str(port), str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
+    models = f"{url}/zoo-cache/models/k400_s8"
+    copies = {name.split("/")[0] for name in gcs_emulator.names(env, models)} - {hub.POINTER, ""}  # "": a marker
+    assert len(copies) == 1  # one writer
+    pointed = gcs_emulator.objects(env, models)[hub.POINTER].decode().strip()
+    assert copies == {pointed}
+    for out, _ in outputs:
+        directory, logits = out.strip().splitlines()[-2:]
+        assert directory == f"{models}/{pointed}"
+        np.testing.assert_allclose(json.loads(logits), theirs, atol=1e-4)
+    gcs_emulator.upload(env, f"{models}/half-written/uniformer.json", b"{")  # a copy killed before its pointer
+    alone = subprocess.run([sys.executable, "-c", RESOLVE, str(tmp_path / "x.npy")], capture_output=True, text=True,
+                           timeout=300, env={**env, hub.MIRROR_ENV: f"{url}/empty"})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert alone.stdout.strip().splitlines()[-2] == f"{models}/{pointed}"
 
 
 def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, mirror):

@@ -3,20 +3,29 @@
 `resolve` turns what a user gives as a checkpoint (a release name, a `.pth` file, a converted directory) into a
 converted directory, and `load_pretrained` loads it. The cache is `$UNIFORMER_JAX_CACHE` (default
 `~/.cache/uniformer_jax`): `models/<name>` holds converted checkpoints, `downloads/` the published files.
-`UNIFORMER_JAX_MIRROR` (a URL or a directory) serves every file as `<mirror>/<published file name>` instead of its
-sources, for clusters without internet. `python -m uniformer_jax.zoo` is its command line.
+`UNIFORMER_JAX_MIRROR` (a URL, a bucket or a directory) serves every file as `<mirror>/<published file name>`
+instead of its sources, for clusters without internet. `python -m uniformer_jax.zoo` is its command line.
+
+A cache in a bucket (`gs://...`) has no renames and no file locks. There, `models/<name>/` holds copies, each in a
+directory of its own, and `CURRENT`, a pointer written last (one upload) that names the complete copy; readers
+load what it names and ignore the rest. One process writes: a single process, or process 0 of a `jax.distributed`
+run while the others wait for it. Published files are then kept on the local disk, in the temporary directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import jax
+import numpy as np
 from flax import linen as nn
 
 from uniformer_jax import storage
@@ -27,30 +36,42 @@ from uniformer_jax.weights.torch_files import require_torch
 
 CACHE_ENV, MIRROR_ENV = "UNIFORMER_JAX_CACHE", "UNIFORMER_JAX_MIRROR"
 INCOMING = ".incoming"  # downloads/ staging area: files not yet checked
+POINTER = "CURRENT"  # in a bucket cache: names the complete copy of a model
 
 
 class ZooError(CheckpointError):
     """A release that cannot be had or does not check out; the message says what to do."""
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | storage.Path:
     """The cache: `$UNIFORMER_JAX_CACHE`, default `~/.cache/uniformer_jax`.
 
     Returns:
-      Its path (it may not exist yet).
-
-    Raises:
-      ZooError: a URL: the cache's file lock and renames need a local or mounted directory.
+      Its path (it may not exist yet): a local path, or a URL's `storage.Path`.
     """
     location = os.environ.get(CACHE_ENV) or "~/.cache/uniformer_jax"
-    if storage.is_url(location):
-        raise ZooError(f"{CACHE_ENV}={location}: the model cache must be a local or mounted directory (a bucket "
-                       "is not supported yet)")
-    return Path(location).expanduser()
+    return storage.path(location) if storage.is_url(location) else Path(location).expanduser()
 
 
-def _converted(name: str) -> Path:
-    return cache_dir() / "models" / name
+def _in_bucket() -> bool:
+    return storage.is_url(cache_dir())
+
+
+def _converted(name: str) -> Path | storage.Path:
+    """The directory to load a release from: in a bucket, the copy `CURRENT` names (none yet: the bare folder,
+    which holds no metadata)."""
+    folder = cache_dir() / "models" / name
+    if not _in_bucket() or not (folder / POINTER).is_file():
+        return folder
+    return folder / (folder / POINTER).read_text().strip()
+
+
+def _downloads() -> Path:
+    """Where published files are kept: the cache's `downloads/`, or for a bucket cache the local temporary
+    directory (the converter reads local files)."""
+    if _in_bucket():
+        return Path(tempfile.gettempdir()) / "uniformer_jax-downloads"
+    return cache_dir() / "downloads"
 
 
 def is_cached(name: str) -> bool:
@@ -88,11 +109,13 @@ def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
     if not release and storage.is_url(path) and path.is_file():
         raise ZooError(f"{checkpoint}: a PyTorch file is converted from a local disk; copy it there (or convert it "
                        "with `python -m convert` and put the converted directory in the bucket)")
-    if release and is_cached(name):
-        return _converted(name)
     if not release and not path.is_file():
         raise ZooError(f"{checkpoint} is neither a converted checkpoint directory nor a PyTorch checkpoint file, and "
                        f"{releases.unknown(name)}")
+    if jax.process_count() > 1 and _in_bucket():
+        return _resolve_by_process_0(name)
+    if release and is_cached(name):
+        return _converted(name)
     if jax.process_count() > 1:
         return _resolve_alone(name)
     return fetch(name, progress) if release else convert_file(path)
@@ -106,7 +129,32 @@ def _resolve_alone(checkpoint: str | Path) -> Path:
     if result.returncode:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         raise ZooError(errors[-1].removeprefix("error: ") if errors else result.stderr.strip()[-2000:])
-    return Path(result.stdout.strip().splitlines()[-1])
+    return _path_of(result.stdout.strip().splitlines()[-1])
+
+
+def _path_of(text: str) -> Path | storage.Path:
+    return storage.path(text) if storage.is_url(text) else Path(text)
+
+
+def _resolve_by_process_0(checkpoint: str) -> Path | storage.Path:
+    """`resolve` into a bucket cache by one writer: process 0 resolves (`_resolve_alone`) while the others wait in
+    a broadcast of where the result is, or of process 0's error."""
+    from jax.experimental import multihost_utils
+
+    answer = {"path": None, "error": None}
+    if jax.process_index() == 0:
+        cached = checkpoint in releases.BY_NAME and is_cached(checkpoint)
+        try:
+            answer["path"] = str(_converted(checkpoint) if cached else _resolve_alone(checkpoint))
+        except ZooError as e:
+            answer["error"] = str(e)[:3000]
+    message = np.zeros(4096, np.uint8)  # a fixed size: every process takes part in the same broadcast
+    text = json.dumps(answer).encode()
+    message[:len(text)] = np.frombuffer(text, np.uint8)
+    answer = json.loads(bytes(multihost_utils.broadcast_one_to_all(message)).rstrip(b"\0"))
+    if answer["error"]:
+        raise ZooError(f"process 0: {answer['error']}")
+    return _path_of(answer["path"])
 
 
 def load_pretrained(checkpoint: str | Path, **model_kwargs) -> tuple[nn.Module, dict]:
@@ -145,18 +193,17 @@ def fetch(name: str, progress: bool = True) -> Path:
     if name not in releases.BY_NAME:
         raise ZooError(releases.unknown(name))
     release = releases.BY_NAME[name]
-    destination = _converted(name)
     if is_cached(name):
-        return destination
+        return _converted(name)
     _require_torch()  # before a download that could not be converted
     with _lock(name):
         if is_cached(name):  # another process finished it while this one waited
-            return destination
+            return _converted(name)
         source, origin = _obtain(release, progress)
-        downloads = cache_dir() / "downloads"
+        downloads = _downloads()
         try:
             actual = _verify(release, source, origin)
-            _convert(source, actual, destination, form=release.form, labels=release.classes, release=release,
+            _convert(source, actual, name, form=release.form, labels=release.classes, release=release,
                      context=f"{release.name} ({origin}, sha256 {actual})")
         except ZooError:
             if downloads in source.parents:
@@ -164,7 +211,7 @@ def fetch(name: str, progress: bool = True) -> Path:
             raise
         if source.parent == downloads / INCOMING:
             os.replace(source, downloads / release.file)
-    return destination
+    return _converted(name)
 
 
 def convert_file(path: Path) -> Path:
@@ -185,12 +232,11 @@ def convert_file(path: Path) -> Path:
     digest = sha256(path)
     release = next((r for r in releases.RELEASES if r.sha256 == digest), None)
     name = release.name if release else f"files/{digest[:16]}"
-    destination = _converted(name)
     with _lock(name):
         if not is_cached(name):
-            _convert(path, digest, destination, form=release.form if release else None,
+            _convert(path, digest, name, form=release.form if release else None,
                      labels=release.classes if release else None, release=release, context=str(path))
-    return destination
+    return _converted(name)
 
 
 def _require_torch() -> None:
@@ -201,6 +247,10 @@ def _require_torch() -> None:
 
 
 def _lock(name: str):
+    """A file lock in a local cache; none in a bucket, where one process writes (`_resolve_by_process_0`) and
+    concurrent runs each write a copy of their own, the last pointer winning."""
+    if _in_bucket():
+        return contextlib.nullcontext()
     from filelock import FileLock
 
     locks = cache_dir() / "locks"
@@ -215,10 +265,12 @@ def _mirror() -> str | None:
 
 def _obtain(release: releases.Release, progress: bool) -> tuple[Path, str]:
     """The published file, and where it came from (for messages)."""
-    kept = cache_dir() / "downloads" / release.file
+    kept = _downloads() / release.file
     if kept.is_file():
         return kept, str(kept)
     mirror = _mirror()
+    if mirror and storage.is_url(mirror) and not mirror.startswith(("http://", "https://")):
+        return _from_bucket(release, mirror), f"{mirror.rstrip('/')}/{release.file}"
     if mirror and "://" not in mirror:
         path = Path(mirror) / release.file
         if not path.is_file():
@@ -235,7 +287,21 @@ def _obtain(release: releases.Release, progress: bool) -> tuple[Path, str]:
 
 def _offline_hint(release: releases.Release) -> str:
     return (f"Without network, put {release.file} into a directory and set {MIRROR_ENV} to it, or copy it to "
-            f"{cache_dir() / 'downloads' / release.file}")
+            f"{_downloads() / release.file}")
+
+
+def _from_bucket(release: releases.Release, mirror: str) -> Path:
+    """The published file copied from a bucket mirror into the staging area."""
+    import tensorflow as tf
+
+    source = storage.path(mirror) / release.file
+    if not source.is_file():
+        raise ZooError(f"{release.name}: the mirror {mirror} has no {release.file}; put the file there or unset "
+                       f"{MIRROR_ENV}")
+    incoming = _downloads() / INCOMING
+    incoming.mkdir(parents=True, exist_ok=True)
+    tf.io.gfile.copy(os.fspath(source), str(incoming / release.file), overwrite=True)
+    return incoming / release.file
 
 
 def _from_hub(release: releases.Release) -> Path:
@@ -252,7 +318,7 @@ def _download(release: releases.Release, origin: str, progress: bool, url=None, 
     """Downloads into the cache's staging area; an interrupted download is resumed by the next call."""
     import gdown
 
-    incoming = cache_dir() / "downloads" / INCOMING
+    incoming = _downloads() / INCOMING
     incoming.mkdir(parents=True, exist_ok=True)
     staged = incoming / release.file
     try:
@@ -279,10 +345,23 @@ def _verify(release: releases.Release, path: Path, origin: str) -> str:
     return actual
 
 
-def _convert(source: Path, digest: str, destination: Path, *, form, labels, release, context: str) -> None:
-    """Converts into a staging directory, then renames it into place: a reader sees all of it or nothing."""
-    staging = destination.parent / f".staging-{destination.name}-{uuid.uuid4().hex[:8]}"
+def _convert(source: Path, digest: str, name: str, *, form, labels, release, context: str) -> None:
+    """Converts into a staging directory, then renames it into place: a reader sees all of it or nothing. In a
+    bucket, into a copy of its own, then names it in `CURRENT`."""
     extra = {"release": release.name if release else None}
+    folder = cache_dir() / "models" / name
+    if _in_bucket():
+        copy = folder / uuid.uuid4().hex[:12]
+        try:
+            to_orbax(source, copy, form=form, labels=labels, extra=extra, source_sha256=digest)
+        except ConversionError as e:
+            if copy.exists():  # no pointer names it, so no reader would load it; nor should it take space
+                copy.rmtree()
+            raise ZooError(f"{context} is not a usable checkpoint: {e}") from None
+        storage.write_whole(folder / POINTER, copy.name + "\n")
+        return
+    destination = folder
+    staging = destination.parent / f".staging-{destination.name}-{uuid.uuid4().hex[:8]}"
     try:
         to_orbax(source, staging / "checkpoint", form=form, labels=labels, extra=extra, source_sha256=digest)
         destination.parent.mkdir(parents=True, exist_ok=True)
