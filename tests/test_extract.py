@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests import gcs_emulator
 from tests.conftest import reference_model, save_mmaction2
 from tests.videos import write_video
 from uniformer_jax.data import synthetic, video
@@ -129,24 +130,27 @@ def test_a_run_killed_with_sigkill_resumes_to_whole_files_and_other_settings_are
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*")} == written
 
 
-def test_two_processes_split_the_videos(extracted, tmp_path):
+def test_two_processes_split_the_videos_into_a_bucket(extracted, tmp_path, bucket):
+    """--out on gs:// (the GCS emulator): each process writes its videos' files, process 0 the merged skip list."""
     root, _ = extracted
+    url, env = bucket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = [subprocess.Popen(
         [sys.executable, "-m", "uniformer_jax.extract", str(root / "videos"), "--checkpoint", str(root / "ckpt"),
-         "--out", str(tmp_path / "out"), f"--frames={FRAMES}", f"--rate={RATE}", f"--stride={STRIDE}",
+         "--out", f"{url}/features", f"--frames={FRAMES}", f"--rate={RATE}", f"--stride={STRIDE}",
          f"--size={SIZE}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], [err[-2000:] for _, err in outs]  # notes.mp4, on one of them
-    assert (tmp_path / "out" / "skipped.tsv").read_text() == (root / "out" / "skipped.tsv").read_text()
-    assert not list((tmp_path / "out").glob(".skipped-*"))
+    out = gcs_emulator.download(env, f"{url}/features", tmp_path / "out")
+    assert (out / "skipped.tsv").read_text() == (root / "out" / "skipped.tsv").read_text()
+    assert not list(out.glob(".skipped-*"))
     for name in LENGTHS:
-        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), np.load(root / "out" / f"{name}.npy"),
+        np.testing.assert_allclose(np.load(out / f"{name}.npy"), np.load(root / "out" / f"{name}.npy"),
                                    rtol=1e-5, atol=1e-5)
-        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["windows"] == json.loads(
+        assert json.loads((out / f"{name}.json").read_text())["windows"] == json.loads(
             (root / "out" / f"{name}.json").read_text())["windows"]
 
 

@@ -14,7 +14,8 @@ path under the folder given, without its suffix, or the stem of a file given dir
 releases tested by segments), else Kinetics'; --stride to frames x rate. A rerun skips videos already written with
 the same settings, so a killed run resumes; other settings into the same --out are refused. Videos that cannot be
 read are listed with the reason in <out>/skipped.tsv and the exit status is 1. With --distributed, each process
-takes its share of the videos onto its own devices.
+takes its share of the videos onto its own devices. --out may be a bucket (`gs://...`): each file is one upload,
+whole or absent, and process 0 alone writes what the processes share.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from absl import app, flags
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from uniformer_jax import extraction, recipes, sharding
+from uniformer_jax import extraction, recipes, sharding, storage
 from uniformer_jax.data.windows import Windows
 from uniformer_jax.models import uniformerv2
 from uniformer_jax.models.variants import is_v2
@@ -41,7 +42,7 @@ from uniformer_jax.weights import hub, releases
 from uniformer_jax.weights.checkpoints import CheckpointError, load_directory, read_metadata
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a release name, converted directory or .pth file")
-_OUT = flags.DEFINE_string("out", None, "the folder the features go to")
+_OUT = flags.DEFINE_string("out", None, "the folder the features go to, local or a bucket (gs://...)")
 _FRAMES = flags.DEFINE_integer("frames", None, "frames a window (default: the release's)")
 _RATE = flags.DEFINE_integer("rate", None, "source frames from one sampled frame to the next (default: the release's)")
 _STRIDE = flags.DEFINE_integer("stride", None, "frames from one window's start to the next (default: frames x rate)")
@@ -79,7 +80,7 @@ def windows_of(checkpoint: str) -> Windows:
     return Windows(frames, rate, _STRIDE.value or frames * rate, size)
 
 
-def merge_skipped(out: Path, skipped: dict[str, str]) -> int:
+def merge_skipped(out: storage.Path, skipped: dict[str, str]) -> int:
     """Every process's unreadable videos in `<out>/skipped.tsv` (written by process 0), and their count."""
     lines = [f"{path}\t{' '.join(reason.split())}\n" for path, reason in sorted(skipped.items())]
     if jax.process_count() == 1:
@@ -112,7 +113,7 @@ def main(argv):
     missing = [f"--{f.name}" for f in (_CHECKPOINT, _OUT) if not f.value]
     if missing:
         sys.exit(f"error: missing {', '.join(missing)} (see --help)")
-    out, lead = Path(_OUT.value), jax.process_index() == 0
+    out, lead = storage.path(_OUT.value), jax.process_index() == 0
     try:
         windows = windows_of(_CHECKPOINT.value)
         settings = extraction.Settings(_CHECKPOINT.value, windows, _LAYER.value)

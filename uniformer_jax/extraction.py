@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import io
 import json
 import queue
 import threading
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uniformer_jax import sharding
+from uniformer_jax import sharding, storage
 from uniformer_jax.data import video
 from uniformer_jax.data.class_folders import VIDEO_SUFFIXES
 from uniformer_jax.data.windows import VideoWindows, Windows, window_spans
@@ -77,11 +78,11 @@ def find_videos(inputs: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
-def check_settings(out: Path, settings: Settings) -> None:
+def check_settings(out: storage.Path, settings: Settings) -> None:
     """A folder of features has one set of settings: `out` must hold none yet, or these.
 
     Args:
-      out: the output folder.
+      out: the output folder, local or in a bucket (gs://).
       settings: the run's settings.
 
     Raises:
@@ -98,26 +99,27 @@ def check_settings(out: Path, settings: Settings) -> None:
                               "settings to resume")
 
 
-def claim(out: Path, settings: Settings) -> None:
+def claim(out: storage.Path, settings: Settings) -> None:
     """Makes `out` the folder of these settings' features (`check_settings` first) and removes what killed runs
     left there; before any process writes into it.
 
     Args:
-      out: the output folder.
+      out: the output folder, local or in a bucket (gs://).
       settings: the run's settings.
     """
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SETTINGS_FILE).is_file():
         write_text(out / SETTINGS_FILE, json.dumps(settings.as_dict(), indent=2) + "\n")
-    for partial in out.rglob("*.partial"):
-        partial.unlink()
+    if not storage.is_url(out):  # an object store has no partial files: an upload appears whole
+        for partial in Path(out).rglob("*.partial"):
+            partial.unlink()
 
 
-def is_done(out: Path, name: str, settings: Settings) -> bool:
+def is_done(out: storage.Path, name: str, settings: Settings) -> bool:
     """Whether a video's features are written whole with these settings (its JSON is written last).
 
     Args:
-      out: the output folder.
+      out: the output folder, local or in a bucket (gs://).
       name: the video's output name.
       settings: the run's settings.
 
@@ -157,27 +159,24 @@ def make_step(model, layer: str):
     return jax.jit(step)
 
 
-def write_text(path: Path, text: str) -> None:
-    """`text` into `path` whole or not at all (a temporary file renamed).
+def write_text(path: Path | storage.Path, text: str) -> None:
+    """`text` into `path` whole or not at all (`storage.write_whole`).
 
     Args:
-      path: the file.
+      path: the file, local or in a bucket.
       text: its contents.
     """
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    storage.write_whole(path, text)
 
 
-def _write_outputs(out: Path, name: str, path: Path, settings: Settings, features: np.ndarray, num_frames: int,
-                   fps: float) -> None:
+def _write_outputs(out: storage.Path, name: str, path: Path, settings: Settings, features: np.ndarray,
+                   num_frames: int, fps: float) -> None:
     """`<name>.npy`, then `<name>.json`, each whole: a video counts as done only once both are there."""
     target = out / f"{name}.npy"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with partial.open("wb") as f:
-        np.save(f, features.astype(np.float32))
-    partial.replace(target)
+    array = io.BytesIO()
+    np.save(array, features.astype(np.float32))
+    storage.write_whole(target, array.getvalue())
     w = settings.windows
     rows = ("windows" if settings.layer == "pooled" else
             f"windows x frame groups ({w.frames // features.shape[1]} sampled frames each)")
@@ -186,7 +185,7 @@ def _write_outputs(out: Path, name: str, path: Path, settings: Settings, feature
     write_text(out / f"{name}.json", json.dumps(description, indent=1) + "\n")
 
 
-def extract(jobs: list[tuple[Path, str]], out: Path, settings: Settings, model, variables, batch: int,
+def extract(jobs: list[tuple[Path, str]], out: storage.Path, settings: Settings, model, variables, batch: int,
             workers: int = 4, progress=None) -> tuple[dict[str, str], int]:
     """Extracts the features of every job's video into `out`.
 
