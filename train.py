@@ -24,6 +24,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,12 +161,41 @@ class Log:
     def write(self, step: int, metrics: dict) -> None:
         if not self.lead:
             return
-        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.file.flush()
+        self.note(step, metrics)
         with self.writer.as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(name, value)
         self.writer.flush()
+
+    def note(self, step: int, record: dict) -> None:
+        """A record of `step` in metrics.jsonl alone (not figures for TensorBoard)."""
+        if self.lead:
+            self.file.write(json.dumps({"step": step, **record}) + "\n")
+            self.file.flush()
+
+
+class Skips:
+    """Damaged training records skipped (`data.skip_corrupt`): reported by the input's threads as they meet them,
+    ahead of training, and logged with the step they fall before once training reaches it."""
+
+    def __init__(self):
+        self.lock, self.waiting, self.count = threading.Lock(), [], 0
+
+    def __call__(self, file: str, offset: int, step: int) -> None:
+        with self.lock:
+            self.waiting.append((step, file, offset))
+
+    def log(self, step: int, log: Log, bar: tqdm) -> None:
+        """Logs the skips before or at `step`: one metrics.jsonl record and one printed line each."""
+        with self.lock:
+            due = sorted(s for s in self.waiting if s[0] <= step)
+            self.waiting = [s for s in self.waiting if s[0] > step]
+        for at, file, offset in due:
+            self.count += 1
+            log.note(at, {"skipped": file, "offset": offset})
+            bar.write(f"skipped a damaged record: {file} at byte {offset}, before step {at} "
+                      f"({self.count} skipped{'' if jax.process_count() == 1 else ' by this process'})",
+                      file=sys.stderr)
 
 
 def validate(plan: Plan, config, mesh, state) -> dict:
@@ -289,11 +319,12 @@ def main(argv):
         keep_metrics_until(workdir, first)
         if first:
             print(f"resumed from step {first} ({manager.directory / str(first)})", flush=True)
+    skips = Skips() if config.data.skip_corrupt else None
     batches = pipelines.train_dataset(plan.source, t.split, batch_size=plan.local_batch, sampling=plan.sampling,
                                  aug=plan.aug, seed=t.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), shards=t.input_shards,
                                  start=first * plan.local_batch, shuffle_buffer=t.shuffle_buffer,
-                                 num_classes=plan.label_classes)
+                                 num_classes=plan.label_classes, on_skip=skips)
     log, stop = Log(workdir, lead), Stop()
     # The validation figure printed, and kept with each checkpoint to keep the best one by.
     measure, measure_key, best_key = ("mAP", "val_map", "map") if config.data.multi_label else ("top-1", "val_top1",
@@ -309,6 +340,8 @@ def main(argv):
                 check_finite(step - 1, previous, manager)
             previous = metrics
             bar.update()
+            if skips:
+                skips.log(step, log, bar)
             stats = None
             if step % t.log_every == 0 or step == plan.total_steps:
                 check_finite(step, metrics, manager)
@@ -344,7 +377,8 @@ def main(argv):
         manager.wait_until_finished()
         splits = [t.split, config.data.split] if plan.validate else [t.split]
         kept = f"The checkpoints to step {saved} are kept" if saved else "No checkpoint was saved"
-        sys.exit(f"error: {verify.damage_report(plan.source, splits, kept)}")
+        hint = "" if config.data.skip_corrupt else "; --config.data.skip_corrupt=True trains past damaged records"
+        sys.exit(f"error: {verify.damage_report(plan.source, splits, kept)}{hint}")
     bar.close()
     manager.wait_until_finished()
     # A finished run started again has nothing new: its model/ stays as it is (unless a kill came before it).

@@ -71,7 +71,7 @@ def train(source: str, workdir: Path, env: dict, *extra: str, devices: int = 1) 
 def losses(workdir: Path) -> dict[int, float]:
     """Step -> loss from metrics.jsonl."""
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return {row["step"]: row["loss"] for row in map(json.loads, lines)}
+    return {row["step"]: row["loss"] for row in map(json.loads, lines) if "loss" in row}
 
 
 def logged_steps(workdir: Path) -> list[int]:
@@ -260,18 +260,58 @@ def test_bad_configs_fail_before_any_compute(source, tmp_path, override, message
     assert not workdir.exists()
 
 
-def test_a_damaged_training_shard_is_named_in_one_line(source, env, tmp_path):
-    copy = tmp_path / "damaged"
+@pytest.fixture(scope="module")
+def damaged(source, tmp_path_factory) -> tuple[str, Path, int]:
+    """The dataset with 64 bytes flipped in the middle of its training shard: the directory, the shard, and the
+    byte offset of the record TensorFlow's own reader refuses."""
+    copy = tmp_path_factory.mktemp("damaged") / "motion"
     shutil.copytree(source, copy)
     shard = next(copy.glob("*-train.tfrecord-*"))
     data = bytearray(shard.read_bytes())
     data[len(data) // 2:len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2:][:64])
     shard.write_bytes(bytes(data))
-    result = subprocess.run(command(str(copy), tmp_path / "run"), capture_output=True, text=True, timeout=600,
+    with pytest.raises(tf.errors.DataLossError) as refused:
+        list(tf.data.TFRecordDataset(str(shard)))
+    return str(copy), shard, int(re.search(r"corrupted record at (\d+)", refused.value.message).group(1))
+
+
+def test_a_damaged_training_shard_is_named_in_one_line(damaged, env, tmp_path):
+    copy, shard, _ = damaged
+    result = subprocess.run(command(copy, tmp_path / "run"), capture_output=True, text=True, timeout=600,
                             cwd=ROOT, env=env)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert last.startswith(f"error: {copy} is damaged: {shard}: corrupted record at byte ") and "--verify" in last
+    assert last.endswith("--config.data.skip_corrupt=True trains past damaged records")
+
+
+def skips(workdir: Path) -> list[tuple[int, str, int]]:
+    rows = map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+    return [(row["step"], row["skipped"], row["offset"]) for row in rows if "skipped" in row]
+
+
+def test_skip_corrupt_skips_and_logs_the_damaged_record_and_resumes_after_kill_9_exactly(damaged, env, tmp_path):
+    """Each epoch skips the damaged record, logged with its file and the offset TensorFlow reports; a run killed
+    after a checkpoint resumes (counting the damage its epoch holds) to the parameters of an uninterrupted run."""
+    copy, shard, offset = damaged
+    skip = "--config.data.skip_corrupt=True"
+    whole = train(copy, tmp_path / "whole", env, skip)
+    met = skips(tmp_path / "whole")
+    assert len(met) >= 3 and {(file, at) for _, file, at in met} == {(str(shard), offset)}  # 4 epochs
+    printed = [line for line in whole.stderr.splitlines() if line.startswith("skipped a damaged record: ")]
+    assert len(printed) == len(met) and printed[0].startswith(f"skipped a damaged record: {shard} at byte {offset}")
+    workdir = tmp_path / "resumed"
+    proc = subprocess.Popen(command(copy, workdir, skip), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_step(workdir, 5, proc)
+    proc.kill()
+    proc.communicate()
+    result = train(copy, workdir, env, skip)
+    assert re.search(r"resumed from step [1-9]", result.stdout), result.stdout[-2000:]
+    assert skips(workdir) == met  # each skip logged once, at the same step
+    assert losses(workdir) == losses(tmp_path / "whole")
+    for a, b in zip(params(workdir), params(tmp_path / "whole"), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_work_directory_of_another_model_is_refused_and_left_alone(source, env, straight, tmp_path):

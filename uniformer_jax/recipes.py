@@ -51,7 +51,10 @@ def base(dataset: str, variant: str, frames: int, release: str | None) -> ml_col
         crop_size=224, class_names=config_dict.placeholder(str),  # class list file for sources without names
         # Videos with several labels (dataset_builder lists `path,1;4`): one sigmoid a class, binary cross-entropy,
         # tested by mAP. eval.py and predict also take it from a checkpoint trained so.
-        multi_label=False))
+        multi_label=False,
+        # train.py: skip damaged training records (each logged with its file and byte offset) instead of stopping
+        # at the first; the records are then read in Python, with both CRCs checked. eval.py always stops.
+        skip_corrupt=False))
     config.eval = ml_collections.ConfigDict(dict(
         batch_size=8,  # videos per step over all devices; each video is clips x crops views
         aggregate="sum_logits"))  # the original's protocol; "mean_softmax" is MMAction2's

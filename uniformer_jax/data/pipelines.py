@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from uniformer_jax.data import augment
+from uniformer_jax.data import augment, records
 from uniformer_jax.data.sources import DataError, Split, open_split, scalar_seed
 
 MODES = ("dense", "segment")
@@ -294,7 +295,8 @@ def label_of(part: Split, source: str, num_classes: int | None):
 
 def train_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, aug: TrainAugment,
                   seed: int = 0, process_index: int = 0, process_count: int = 1, shards: int | None = None,
-                  start: int = 0, shuffle_buffer: int = 128, num_classes: int | None = None) -> tf.data.Dataset:
+                  start: int = 0, shuffle_buffer: int = 128, num_classes: int | None = None,
+                  on_skip: Callable[[str, int, int], None] | None = None) -> tf.data.Dataset:
     """An endless stream of this process's training batches, epoch after epoch, as the original samples them.
 
     The split is read as `shards` parts, each an endless stream of its own; a process reads its share of them
@@ -315,6 +317,9 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
       start: clips this process has already used: the stream resumes exactly there, decoding none of them.
       shuffle_buffer: examples each stream shuffles among.
       num_classes: multi-label data: the class count of the multi-hot labels; None: one label a video.
+      on_skip: read past damaged records (`data.records`), calling `on_skip(file, byte offset, step)` for each
+        one skipped, `step` the 1-based batch it falls before; None: a damaged record stops the stream with
+        `tf.errors.DataLossError`.
 
     Returns:
       A `tf.data.Dataset` of {video (B, T, S, S, 3) uint8, label (B,) int32, or (B, num_classes) multi-hot}.
@@ -328,7 +333,9 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
                         f"{batch_size} clips each: use a multiple of the process count that divides the batch")
     mine = shards // process_count
     streams = [_shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
-                            start=start // mine, shuffle_buffer=shuffle_buffer, num_classes=num_classes)
+                             start=start // mine, shuffle_buffer=shuffle_buffer, num_classes=num_classes,
+                             on_skip=on_skip and (lambda file, offset, used: on_skip(file, offset,
+                                                                                    used // (batch_size // mine) + 1)))
                .batch(batch_size // mine)
                for shard in range(process_index * mine, (process_index + 1) * mine)]
     ds = streams[0] if mine == 1 else tf.data.Dataset.zip(tuple(streams)).map(
@@ -337,16 +344,20 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
 
 
 def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
-                 seed: int, start: int, shuffle_buffer: int, num_classes: int | None) -> tf.data.Dataset:
+                  seed: int, start: int, shuffle_buffer: int, num_classes: int | None,
+                  on_skip: Callable[[str, int, int], None] | None) -> tf.data.Dataset:
     """Clips of one shard of the split, epoch after epoch, from the `start`-th on.
 
     Epoch e of shard s has its own file order, shuffle and augmentation, drawn from (seed, s, e) alone, so only
     the part of the current epoch before `start` is read again, and none of it is decoded. The shuffle buffer
-    holds whole encoded videos (about 10 MB each for 10 s at 320p).
+    holds whole encoded videos (about 10 MB each for 10 s at 320p). Read past damage, damaged slots keep their
+    places in that order and are skipped after it, each reported as `on_skip(file, offset, clips before it)`;
+    a resumed stream first reads its part through to count them, as an epoch holds that many fewer clips.
     """
-    part = open_split(source, split, process_index=shard, process_count=shards)
+    part = open_split(source, split, process_index=shard, process_count=shards, skip_corrupt=on_skip is not None)
     label = label_of(part, source, num_classes)
-    per_epoch = part.counts[shard] * aug.repeats
+    videos = part.counts[shard] - (len(part.damaged()) if on_skip and start else 0)
+    per_epoch = videos * aug.repeats
     if per_epoch == 0:
         raise DataError(f"{source} split {split!r} has no examples for input shard {shard} of {shards}")
     first_epoch, within = divmod(start, per_epoch)
@@ -355,18 +366,22 @@ def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling:
 
     def epoch(e):
         epoch_seed = tf.random.experimental.stateless_fold_in(shard_seed, e)
-
-        def clips(position, example):
-            seeds = tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(epoch_seed, position), aug.repeats)
-            video = tf.stack([_train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
-            return {"video": video, "label": tf.stack([label(example)] * aug.repeats)}
-
         skip = tf.where(e == first_epoch, tf.constant(done_videos, tf.int64), 0)
-        return (part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=scalar_seed(epoch_seed)).enumerate()
-                .skip(skip).map(clips, num_parallel_calls=tf.data.AUTOTUNE))
+        ordered = part.shuffled(epoch_seed).shuffle(shuffle_buffer, seed=scalar_seed(epoch_seed)).enumerate()
+        kept = ordered.skip(skip) if on_skip is None else records.past(ordered, skip)
+        return kept.map(lambda position, example: (e, position, example))
 
-    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch).unbatch().skip(done_clips)
+    def clips(e, position, example):
+        epoch_seed = tf.random.experimental.stateless_fold_in(shard_seed, e)
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(epoch_seed, position), aug.repeats)
+        video = tf.stack([_train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
+        return {"video": video, "label": tf.stack([label(example)] * aug.repeats)}
+
+    examples = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
+    if on_skip is not None:
+        examples = records.report_skips(examples, start - done_clips, aug.repeats, on_skip)
+    return examples.map(clips, num_parallel_calls=tf.data.AUTOTUNE).unbatch().skip(done_clips)
 
 
 def eval_dataset(source: str, split: str, *, batch_size: int, sampling: Sampling, views: TestViews,

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from uniformer_jax import storage
-from uniformer_jax.data import class_lists
+from uniformer_jax.data import class_lists, records
 
 
 class DataError(ValueError):
@@ -37,6 +37,10 @@ class Split:
     read: str  # what was read: the split of a TFDS directory, or a DMVR file pattern
     multi_label: bool = False  # whether videos of the split may have several labels
     label_text: dict[int, str] = dataclasses.field(default_factory=dict)  # DMVR `clip/label/text` by index
+    # Read past damaged records (`records`): examples carry `whole`, `file` and `offset`, a damaged slot has
+    # `whole` False; `damaged()` reads the part through and lists its damaged slots (file, offset). None: a damaged
+    # record stops the reading (tf.errors.DataLossError).
+    damaged: Callable[[], list[tuple[str, int]]] | None = None
 
 
 def is_dataset_dir(source: str | storage.Path) -> bool:
@@ -51,7 +55,8 @@ def is_dataset_dir(source: str | storage.Path) -> bool:
     return (storage.path(source) / "dataset_info.json").is_file()
 
 
-def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1) -> Split:
+def open_split(source: str, split: str, *, process_index: int = 0, process_count: int = 1,
+               skip_corrupt: bool = False) -> Split:
     """The part of `split` that this process reads: a TFDS directory, or a DMVR TFRecord file pattern.
 
     A DMVR pattern names the files of one split, so `split` only selects among the splits of a TFDS directory.
@@ -61,6 +66,7 @@ def open_split(source: str, split: str, *, process_index: int = 0, process_count
       split: a split of the TFDS directory.
       process_index: this process's index.
       process_count: the number of processes that share the split (an even, example-level part each).
+      skip_corrupt: read past damaged records, each a damaged slot in its place (`Split.damaged`).
 
     Returns:
       The `Split` part: its files and read instructions, example counts per process, and class names.
@@ -70,15 +76,27 @@ def open_split(source: str, split: str, *, process_index: int = 0, process_count
         pre-2022 layout or inconsistent in their class names.
     """
     if is_dataset_dir(source):
-        return _open_tfds(source, split, process_index, process_count)
+        return _open_tfds(source, split, process_index, process_count, skip_corrupt)
     files = storage.glob(source)
     if not files:
         raise DataError(f"{source}: neither a dataset directory (with dataset_info.json, as written by "
                         f"`python -m uniformer_jax.dataset_builder`) nor a pattern matching TFRecord files")
-    return _open_dmvr(source, files, process_index, process_count)
+    return _open_dmvr(source, files, process_index, process_count, skip_corrupt)
 
 
-def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
+def _with_slot(parse):
+    """`parse(index, record)` for slots (`records.dataset`): a whole record parsed, a damaged slot given empty
+    fields and label -1; both with `whole`, `file` and `offset`."""
+    def parse_slot(index, slot, file):
+        record, offset, whole = slot
+        blank = {"frames": tf.zeros([0], tf.string), "label": tf.constant(-1), "labels": tf.zeros([0], tf.int32),
+                 "name": tf.constant(""), "index": tf.cast(index, tf.int32)}
+        example = tf.cond(whole, lambda: parse(index, record), lambda: blank)
+        return {**example, "whole": whole, "file": file, "offset": offset}
+    return parse_slot
+
+
+def _open_tfds(directory: str, split: str, index: int, count: int, skip_corrupt: bool) -> Split:
     builder = tfds.builder_from_directory(directory)
     if split not in builder.info.splits:
         raise DataError(f"{directory} has no split {split!r}; it has {sorted(builder.info.splits)}")
@@ -95,6 +113,9 @@ def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
     names = (features["label"].feature if multi else features["label"]).names
 
     def read(name, skip, take, start):
+        if skip_corrupt:
+            slots = records.dataset(name, skip, take)
+            return tf.data.Dataset.zip(slots.enumerate(start), tf.data.Dataset.from_tensors(name).repeat())
         return tf.data.TFRecordDataset(name).skip(skip).take(take).enumerate(start)
 
     def parse(i, record):
@@ -102,16 +123,22 @@ def _open_tfds(directory: str, split: str, index: int, count: int) -> Split:
         labels = tf.reshape(tf.cast(ex["label"], tf.int32), [-1])
         return {"frames": ex["video"], **_first(labels), "name": ex["name"], "index": tf.cast(i, tf.int32)}
 
+    parse_element = (lambda pair, file: _with_slot(parse)(*pair, file)) if skip_corrupt else parse
+
     def examples(order):
         return order.interleave(read, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+                                deterministic=True).map(parse_element, num_parallel_calls=tf.data.AUTOTUNE)
 
     def shuffled(seed):
         return examples(pieces.shuffle(len(files), seed=scalar_seed(seed)))
 
+    def damaged():
+        return records.damaged_slots([(f.filename, f.skip, f.take) for f in files])
+
     # One file at a time keeps the stored order, so an example's index is its position in the split.
-    ordered = pieces.flat_map(read).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    return Split(ordered, counts, names, shuffled, split, multi_label=multi)
+    ordered = pieces.flat_map(read).map(parse_element, num_parallel_calls=tf.data.AUTOTUNE)
+    return Split(ordered, counts, names, shuffled, split, multi_label=multi,
+                 damaged=damaged if skip_corrupt else None)
 
 
 def _first(labels) -> dict:
@@ -166,20 +193,33 @@ def _check_dmvr_layout(pattern: str, record: bytes) -> None:
         raise DataError(f"{pattern}: the first record {_DMVR_OLD_LAYOUT}")
 
 
-def _scan_dmvr(pattern: str, files: list[str]) -> tuple[int, dict[int, str], bool]:
-    """The record count, the class names the records carry (index -> `clip/label/text`, checked consistent) and
-    whether a record has several labels."""
-    def context(record):
-        ctx, _ = tf.io.parse_single_sequence_example(
-            record, context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
-                                      "clip/label/text": tf.io.VarLenFeature(tf.string)})
-        return (tf.sparse.to_dense(ctx["clip/label/index"], -1)[:2],
-                tf.sparse.to_dense(ctx["clip/label/text"], b"")[:1])
+def _dmvr_records(files: list[str], skip_corrupt: bool) -> tf.data.Dataset:
+    """(record, whole, file, offset) of every record of the files; all whole unless reading past damage."""
+    if not skip_corrupt:
+        return tf.data.TFRecordDataset(files).map(lambda r: (r, True, "", tf.constant(-1, tf.int64)))
+    return tf.data.Dataset.from_tensor_slices(files).flat_map(lambda f: records.dataset(f, 0, -1).map(
+        lambda record, offset, whole: (record, whole, f, offset)))
+
+
+def _scan_dmvr(pattern: str, files: list[str], skip_corrupt: bool) -> tuple[int, dict[int, str], bool]:
+    """The record count (damaged slots included), the class names the records carry (index -> `clip/label/text`,
+    checked consistent) and whether a record has several labels."""
+    def context(record, whole, *_):
+        def parse():
+            ctx, _ = tf.io.parse_single_sequence_example(
+                record, context_features={"clip/label/index": tf.io.VarLenFeature(tf.int64),
+                                          "clip/label/text": tf.io.VarLenFeature(tf.string)})
+            return (tf.sparse.to_dense(ctx["clip/label/index"], -1)[:2],
+                    tf.sparse.to_dense(ctx["clip/label/text"], b"")[:1])
+        return tf.cond(whole, parse, lambda: (tf.constant([-2], tf.int64), tf.constant([b""])))
 
     texts, total, multi = {}, 0, False
-    records = tf.data.TFRecordDataset(files).map(context, num_parallel_calls=tf.data.AUTOTUNE)
+    contexts = _dmvr_records(files, skip_corrupt).map(context, num_parallel_calls=tf.data.AUTOTUNE)
     try:
-        for index, text in records.as_numpy_iterator():
+        for index, text in contexts.as_numpy_iterator():
+            if index.tolist() == [-2]:  # a damaged slot
+                total += 1
+                continue
             if not index.size:
                 raise DataError(f"{pattern}: record {total} has no `clip/label/index`; DMVR records for "
                                 "classification carry it")
@@ -195,21 +235,32 @@ def _scan_dmvr(pattern: str, files: list[str]) -> tuple[int, dict[int, str], boo
     return total, texts, multi
 
 
-def _open_dmvr(pattern: str, files: list[str], index: int, count: int) -> Split:
+def _open_dmvr(pattern: str, files: list[str], index: int, count: int, skip_corrupt: bool) -> Split:
+    whole_records = _dmvr_records(files, skip_corrupt).filter(lambda record, whole, *_: whole)
     try:
-        first = next(iter(tf.data.TFRecordDataset(files).take(1).as_numpy_iterator()), None)
+        first = next(iter(whole_records.take(1).as_numpy_iterator()), None)
     except tf.errors.OpError as e:
         raise DataError(f"{pattern}: not TFRecord files ({e.message.splitlines()[0]})") from e
     if first is None:
         raise DataError(f"{pattern}: the files hold no records")
-    _check_dmvr_layout(pattern, first)
-    total, texts, multi = _scan_dmvr(pattern, files)
+    _check_dmvr_layout(pattern, first[0])
+    total, texts, multi = _scan_dmvr(pattern, files, skip_corrupt)
     # Records are split by position, so every process reads the files but parses only its own examples; the
     # file order stays fixed so that the examples of a process stay its own.
     counts = [len(range(i, total, count)) for i in range(count)]
-    ds = tf.data.TFRecordDataset(files).enumerate().shard(count, index).map(_parse_dmvr)
+    mine = _dmvr_records(files, skip_corrupt).enumerate().shard(count, index)
+    if skip_corrupt:
+        parse = _with_slot(_parse_dmvr)
+        ds = mine.map(lambda i, slot: parse(i, (slot[0], slot[3], slot[1]), slot[2]))
+    else:
+        ds = mine.map(lambda i, slot: _parse_dmvr(i, slot[0]))
+
+    def damaged():
+        return [(file.decode(), int(offset)) for _, (_, whole, file, offset) in mine.as_numpy_iterator()
+                if not whole]
+
     names = [texts[i] for i in range(len(texts))] if sorted(texts) == list(range(len(texts))) and texts else None
-    return Split(ds, counts, names, lambda seed: ds, pattern, multi, texts)
+    return Split(ds, counts, names, lambda seed: ds, pattern, multi, texts, damaged if skip_corrupt else None)
 
 
 def class_names(part: Split, given: list[str] | None, source: str) -> list[str] | None:
