@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.videos import ffmpeg_fps_indices, frame, frame_index, write_video
-from uniformer_jax.data import pipelines, sources
+from uniformer_jax.data import pipelines, records, sources
 from uniformer_jax.data import video as video_lib
 from uniformer_jax.data.builder import BuildError, build
 from uniformer_jax.models.layers import normalise
@@ -426,6 +426,84 @@ def test_dmvr_sequence_examples_are_read(tmp_path):
     assert {n: lab for n, (lab, _) in found.items()} == {"v00": 0, "v01": 1, "v10": 1}
     for name, (_, clips) in found.items():
         assert clips == dense_expected(expected_lengths[name], 4, 3, 2)
+
+
+def tensorflow_refuses(path: Path) -> str:
+    """What TensorFlow's own reader says of a damaged file ("corrupted record at 4298")."""
+    with pytest.raises(tf.errors.DataLossError) as refused:
+        list(tf.data.TFRecordDataset(str(path)))
+    return re.search(r"(corrupted|truncated) record at \d+", refused.value.message).group(0)
+
+
+def test_damaged_records_are_slots_at_the_offsets_tensorflow_names_and_the_rest_are_read(tmp_path):
+    """Records written by TensorFlow; a flipped data byte, a flipped length byte (after which TensorFlow reads
+    nothing more of the file) and a cut; each damaged slot where TensorFlow names the damage, the rest intact."""
+    written = [os.urandom(1000 + 37 * i) for i in range(10)]
+    with tf.io.TFRecordWriter(str(tmp_path / "whole.tfrecord")) as writer:
+        for record in written:
+            writer.write(record)
+    whole = (tmp_path / "whole.tfrecord").read_bytes()
+    starts = [offset for _, offset, _ in records.slots(str(tmp_path / "whole.tfrecord"))]
+    assert [r for r, _, ok in records.slots(str(tmp_path / "whole.tfrecord")) if ok] == written
+    for name, damage, slot, count in [("data", starts[4] + 12 + 100, 4, None), ("length", starts[7] + 2, 7, None),
+                                      ("cut", starts[9] + 500, 9, 12)]:
+        data = bytearray(whole[:damage] if name == "cut" else whole)
+        if name != "cut":
+            data[damage] ^= 0xFF
+        (tmp_path / name).write_bytes(bytes(data))
+        read = list(records.slots(str(tmp_path / name), count))
+        assert len(read) == (count or 10)
+        assert [(r, ok) for r, _, ok in read[:10]] == [(b"", False) if i == slot else (r, True)
+                                                      for i, r in enumerate(written)]
+        assert f"record at {read[slot][1]}" in tensorflow_refuses(tmp_path / name)
+        assert all(not ok and at == len(data) for _, at, ok in read[10:])  # records the cut file should hold
+
+
+def test_reading_past_damage_gives_the_same_stream_where_there_is_none(dataset):
+    def batches(**skip):
+        ds = pipelines.train_dataset(str(dataset), "train", batch_size=4, sampling=pipelines.Sampling(4, 2),
+                                     aug=pipelines.TrainAugment(crop_size=32), seed=5, shards=2, **skip)
+        return [b for _, b in zip(range(6), ds.as_numpy_iterator(), strict=False)]
+
+    met = []
+    for a, b in zip(batches(), batches(on_skip=lambda *skip: met.append(skip)), strict=True):
+        np.testing.assert_array_equal(a["video"], b["video"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    assert met == []
+
+
+def test_a_damaged_dmvr_record_is_skipped_reported_and_resumed_past_exactly(tmp_path):
+    """data.skip_corrupt's stream: the damaged record reported with TensorFlow's offset and the step it falls
+    before, every other video once an epoch, and resumed streams the same as the whole one."""
+    with tf.io.TFRecordWriter(str(tmp_path / "train-00000-of-00001")) as writer:
+        for k in range(5):
+            writer.write(dmvr_record([frame(i, 64, 48) for i in range(12)], k, f"v{k}"))
+    path = tmp_path / "train-00000-of-00001"
+    starts = [offset for _, offset, _ in records.slots(str(path))]
+    data = bytearray(path.read_bytes())
+    data[starts[2] + 40] ^= 0xFF  # video v2, label 2
+    path.write_bytes(bytes(data))
+
+    def batches(start, n):
+        met = []
+        ds = pipelines.train_dataset(str(path), "train", batch_size=3, sampling=pipelines.Sampling(4, 2),
+                                     aug=pipelines.TrainAugment(crop_size=32, repeats=1), seed=5, start=start,
+                                     on_skip=lambda *skip: met.append(skip))
+        return [b for _, b in zip(range(n), ds.as_numpy_iterator(), strict=False)], met
+
+    whole, met = batches(0, 8)
+    labels = np.concatenate([b["label"] for b in whole])
+    for epoch in range(6):  # 4 videos an epoch
+        assert sorted(labels[4 * epoch:4 * epoch + 4]) == [0, 1, 3, 4]
+    offset = int(tensorflow_refuses(path).split()[-1])
+    assert [skip[:2] for skip in met[:5]] == [(str(path), offset)] * 5
+    for epoch, (_, _, step) in enumerate(met[:5]):  # before the batch of the clip after it (3 a batch)
+        assert 4 * epoch // 3 + 1 <= step <= (4 * epoch + 4) // 3 + 1
+    for stop in (1, 3, 5):
+        resumed, _ = batches(3 * stop, 8 - stop)
+        for a, b in zip(whole[stop:], resumed, strict=True):
+            np.testing.assert_array_equal(a["video"], b["video"])
+            np.testing.assert_array_equal(a["label"], b["label"])
 
 
 def test_dmvr_records_in_the_old_single_feature_layout_are_refused_when_opened(tmp_path):

@@ -39,8 +39,8 @@ class _Reader:
 
     def record_at(self, offset: int) -> tuple[bytes | None, int, int]:
         """The data of the record at `offset` (None: not whole), where the next one would start (-1: the length
-        is damaged), and where the damage is as TensorFlow's reader reports it (the header's or the data's
-        offset)."""
+        is damaged), and where the damage is as TensorFlow's reader reports it (the data's offset for a data CRC
+        that fails, else the record's)."""
         header = self.at(offset, _HEADER)
         if len(header) < _HEADER:
             return None, self.size, offset
@@ -49,7 +49,7 @@ class _Reader:
             return None, -1, offset
         end = offset + _HEADER + length + _FOOTER
         if end > self.size:
-            return None, self.size, offset + _HEADER
+            return None, self.size, offset
         body = self.at(offset + _HEADER, length + _FOOTER)
         whole = _masked_crc(body[:length]) == struct.unpack("<I", body[length:])[0]
         return (body[:length], end, offset) if whole else (None, end, offset + _HEADER)
