@@ -185,19 +185,20 @@ def test_published_hash_and_prefix_are_checked(tmp_path, mirror, monkeypatch):
 RESOLVE = """import json, sys
 import jax, numpy as np
 if len(sys.argv) > 3:
-    jax.distributed.initialize(f"127.0.0.1:{sys.argv[2]}", 2, int(sys.argv[3]))
+    jax.distributed.initialize(f"127.0.0.1:{sys.argv[3]}", 2, int(sys.argv[4]))
 from uniformer_jax.weights import hub
-directory = hub.resolve("k400_s8", progress=False)
-model, variables = hub.load_pretrained(directory)
-print(directory)
-print(json.dumps(np.asarray(model.apply(variables, np.load(sys.argv[1])))[0].tolist()))
+for checkpoint in sys.argv[2].split(","):
+    directory = hub.resolve(checkpoint, progress=False)
+    model, variables = hub.load_pretrained(directory)
+    print(directory)
+    print(json.dumps(np.asarray(model.apply(variables, np.load(sys.argv[1])))[0].tolist()))
 """
 
 
 def test_a_bucket_cache_is_written_by_process_0_behind_a_pointer(tmp_path, bucket):
     """Two jax.distributed processes resolve a release into a gs:// cache from a gs:// mirror: process 0 alone
     converts, the other waits and loads the copy `CURRENT` names; later runs load it without the mirror and
-    ignore a copy no pointer names."""
+    ignore a copy no pointer names; a .pth file in the bucket converts into that cache too."""
     url, env = bucket
     gcs_emulator.upload(env, f"{url}/zoo-mirror/{S8.file}", sensex_file(tmp_path).read_bytes())
     env = {**env, hub.CACHE_ENV: f"{url}/zoo-cache", hub.MIRROR_ENV: f"{url}/zoo-mirror"}
@@ -207,7 +208,8 @@ def test_a_bucket_cache_is_written_by_process_0_behind_a_pointer(tmp_path, bucke
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    processes = [subprocess.Popen([sys.executable, "-c", RESOLVE, str(tmp_path / "x.npy"), str(port), str(i)],
+    processes = [subprocess.Popen([sys.executable, "-c", RESOLVE, str(tmp_path / "x.npy"), "k400_s8", str(port),
+                                   str(i)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in processes]
@@ -222,10 +224,13 @@ def test_a_bucket_cache_is_written_by_process_0_behind_a_pointer(tmp_path, bucke
         assert directory == f"{models}/{pointed}"
         np.testing.assert_allclose(json.loads(logits), theirs, atol=1e-4)
     gcs_emulator.upload(env, f"{models}/half-written/uniformer.json", b"{")  # a copy killed before its pointer
-    alone = subprocess.run([sys.executable, "-c", RESOLVE, str(tmp_path / "x.npy")], capture_output=True, text=True,
-                           timeout=300, env={**env, hub.MIRROR_ENV: f"{url}/empty"})
+    pth = f"{url}/zoo-mirror/{S8.file}"  # a PyTorch file in the bucket: converted through a local copy
+    alone = subprocess.run([sys.executable, "-c", RESOLVE, str(tmp_path / "x.npy"), f"k400_s8,{pth}"],
+                           capture_output=True, text=True, timeout=300, env={**env, hub.MIRROR_ENV: f"{url}/empty"})
     assert alone.returncode == 0, alone.stderr[-3000:]
-    assert alone.stdout.strip().splitlines()[-2] == f"{models}/{pointed}"
+    cached, _, converted, logits = alone.stdout.strip().splitlines()[-4:]
+    assert cached == f"{models}/{pointed}" and converted.startswith(f"{url}/zoo-cache/models/files/")
+    np.testing.assert_allclose(json.loads(logits), theirs, atol=1e-4)
 
 
 def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, mirror):

@@ -106,9 +106,6 @@ def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
     release = name in releases.BY_NAME
     if not release and path.is_dir():  # a converted directory, local or in a bucket
         return path if storage.is_url(path) else Path(checkpoint)
-    if not release and storage.is_url(path) and path.is_file():
-        raise ZooError(f"{checkpoint}: a PyTorch file is converted from a local disk; copy it there (or convert it "
-                       "with `python -m convert` and put the converted directory in the bucket)")
     if not release and not path.is_file():
         raise ZooError(f"{checkpoint} is neither a converted checkpoint directory nor a PyTorch checkpoint file, and "
                        f"{releases.unknown(name)}")
@@ -118,7 +115,9 @@ def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
         return _converted(name)
     if jax.process_count() > 1:
         return _resolve_alone(name)
-    return fetch(name, progress) if release else convert_file(path)
+    if release:
+        return fetch(name, progress)
+    return _convert_copy(path) if storage.is_url(path) else convert_file(path)
 
 
 def _resolve_alone(checkpoint: str | Path) -> Path:
@@ -237,6 +236,21 @@ def convert_file(path: Path) -> Path:
             _convert(path, digest, name, form=release.form if release else None,
                      labels=release.classes if release else None, release=release, context=str(path))
     return _converted(name)
+
+
+def _convert_copy(url: storage.Path) -> Path | storage.Path:
+    """`convert_file` of a PyTorch file in a bucket, through a local copy (PyTorch reads local files) removed
+    afterwards."""
+    import tensorflow as tf
+
+    incoming = _downloads() / INCOMING
+    incoming.mkdir(parents=True, exist_ok=True)
+    local = incoming / f"{uuid.uuid4().hex[:8]}-{url.name}"
+    try:
+        tf.io.gfile.copy(os.fspath(url), str(local))
+        return convert_file(local)
+    finally:
+        local.unlink(missing_ok=True)
 
 
 def _require_torch() -> None:
