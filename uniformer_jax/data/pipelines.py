@@ -8,6 +8,7 @@ inside the jitted step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -230,7 +231,7 @@ def test_views(example, sampling: Sampling, views: TestViews):
     return views_from_frames(decode_frames(tf.gather(frames, unique)), positions, sampling, views)
 
 
-def _train_clip(frames, sampling: Sampling, aug: TrainAugment, seed):
+def _train_clip(frames, seed, *, sampling: Sampling, aug: TrainAugment):
     """One augmented training clip (T, S, S, 3) uint8 from a video's encoded frames."""
     seeds = tf.random.experimental.stateless_split(seed, 2)
     length = tf.shape(frames)[0]
@@ -332,7 +333,10 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
         raise DataError(f"{shards} input shards cannot be shared by {process_count} process(es) with "
                         f"{batch_size} clips each: use a multiple of the process count that divides the batch")
     mine = shards // process_count
-    streams = [_shard_stream(source, split, shard, shards, sampling=sampling, aug=aug, seed=seed,
+    # Traced once for every stream and clip: tracing the augmentation takes seconds.
+    clip = tf.function(functools.partial(_train_clip, sampling=sampling, aug=aug),
+                       input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([2], tf.int64)])
+    streams = [_shard_stream(source, split, shard, shards, clip, sampling=sampling, aug=aug, seed=seed,
                              start=start // mine, shuffle_buffer=shuffle_buffer, num_classes=num_classes,
                              on_skip=on_skip and (lambda file, offset, used: on_skip(file, offset,
                                                                                     used // (batch_size // mine) + 1)))
@@ -343,8 +347,8 @@ def train_dataset(source: str, split: str, *, batch_size: int, sampling: Samplin
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling: Sampling, aug: TrainAugment,
-                  seed: int, start: int, shuffle_buffer: int, num_classes: int | None,
+def _shard_stream(source: str, split: str, shard: int, shards: int, clip: Callable, *, sampling: Sampling,
+                  aug: TrainAugment, seed: int, start: int, shuffle_buffer: int, num_classes: int | None,
                   on_skip: Callable[[str, int, int], None] | None) -> tf.data.Dataset:
     """Clips of one shard of the split, epoch after epoch, from the `start`-th on.
 
@@ -375,7 +379,7 @@ def _shard_stream(source: str, split: str, shard: int, shards: int, *, sampling:
         epoch_seed = tf.random.experimental.stateless_fold_in(shard_seed, e)
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(epoch_seed, position), aug.repeats)
-        video = tf.stack([_train_clip(example["frames"], sampling, aug, seeds[k]) for k in range(aug.repeats)])
+        video = tf.stack([clip(example["frames"], seeds[k]) for k in range(aug.repeats)])
         return {"video": video, "label": tf.stack([label(example)] * aug.repeats)}
 
     examples = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
