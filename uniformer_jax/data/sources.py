@@ -211,13 +211,14 @@ def _scan_dmvr(pattern: str, files: list[str], skip_corrupt: bool) -> tuple[int,
                                           "clip/label/text": tf.io.VarLenFeature(tf.string)})
             return (tf.sparse.to_dense(ctx["clip/label/index"], -1)[:2],
                     tf.sparse.to_dense(ctx["clip/label/text"], b"")[:1])
-        return tf.cond(whole, parse, lambda: (tf.constant([-2], tf.int64), tf.constant([b""])))
+        index, text = tf.cond(whole, parse, lambda: (tf.zeros([0], tf.int64), tf.zeros([0], tf.string)))
+        return index, text, whole
 
     texts, total, multi = {}, 0, False
     contexts = _dmvr_records(files, skip_corrupt).map(context, num_parallel_calls=tf.data.AUTOTUNE)
     try:
-        for index, text in contexts.as_numpy_iterator():
-            if index.tolist() == [-2]:  # a damaged slot
+        for index, text, whole in contexts.as_numpy_iterator():
+            if not whole:  # a damaged slot: a place, and nothing to check
                 total += 1
                 continue
             if not index.size:

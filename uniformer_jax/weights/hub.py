@@ -90,7 +90,7 @@ def resolve(checkpoint: str | Path, progress: bool = True) -> Path:
     """The converted directory for a release name, a PyTorch checkpoint file or a converted directory.
 
     Releases and files are fetched and converted into the cache on first use; under `jax.distributed` each process
-    does so in a process of its own.
+    does so in a process of its own, or into a bucket cache process 0 alone while the others wait.
 
     Args:
       checkpoint: a release name, a `.pth` file or a converted directory (local, or a gs:// URL).
@@ -145,8 +145,8 @@ def _resolve_by_process_0(checkpoint: str) -> Path | storage.Path:
         cached = checkpoint in releases.BY_NAME and is_cached(checkpoint)
         try:
             answer["path"] = str(_converted(checkpoint) if cached else _resolve_alone(checkpoint))
-        except ZooError as e:
-            answer["error"] = str(e)[:3000]
+        except Exception as e:  # any failure must reach the broadcast, or the others would wait for ever
+            answer["error"] = str(e)[:3000] or type(e).__name__
     message = np.zeros(4096, np.uint8)  # a fixed size: every process takes part in the same broadcast
     text = json.dumps(answer).encode()
     message[:len(text)] = np.frombuffer(text, np.uint8)
