@@ -15,6 +15,7 @@ run while the others wait for it. Published files are then kept on the local dis
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -25,7 +26,6 @@ import uuid
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import linen as nn
 
 from uniformer_jax import storage
@@ -37,6 +37,8 @@ from uniformer_jax.weights.torch_files import require_torch
 CACHE_ENV, MIRROR_ENV = "UNIFORMER_JAX_CACHE", "UNIFORMER_JAX_MIRROR"
 INCOMING = ".incoming"  # downloads/ staging area: files not yet checked
 POINTER = "CURRENT"  # in a bucket cache: names the complete copy of a model
+_RESOLVES = itertools.count()  # resolve calls into a bucket cache, the same on every process: one key each
+_WAIT_FOR_PROCESS_0_S = 2 * 3600  # a large release downloaded over a slow link and converted
 
 
 class ZooError(CheckpointError):
@@ -136,23 +138,28 @@ def _path_of(text: str) -> Path | storage.Path:
 
 
 def _resolve_by_process_0(checkpoint: str) -> Path | storage.Path:
-    """`resolve` into a bucket cache by one writer: process 0 resolves (`_resolve_alone`) while the others wait in
-    a broadcast of where the result is, or of process 0's error."""
-    from jax.experimental import multihost_utils
+    """`resolve` into a bucket cache by one writer: process 0 resolves (`_resolve_alone`) and posts where the result
+    is, or its error, in the coordination service's key-value store, where the others wait for it. (A collective
+    would not do: the processes' first one gives up when they reach it more than 30 s apart.)"""
+    import orbax.checkpoint as ocp
 
-    answer = {"path": None, "error": None}
+    client, key = ocp.multihost.get_jax_distributed_client(), f"uniformer_jax/resolve/{next(_RESOLVES)}"
     if jax.process_index() == 0:
+        answer = {"path": None, "error": None}
         cached = checkpoint in releases.BY_NAME and is_cached(checkpoint)
         try:
             answer["path"] = str(_converted(checkpoint) if cached else _resolve_alone(checkpoint))
-        except Exception as e:  # any failure must reach the broadcast, or the others would wait for ever
-            answer["error"] = str(e)[:3000] or type(e).__name__
-    message = np.zeros(4096, np.uint8)  # a fixed size: every process takes part in the same broadcast
-    text = json.dumps(answer).encode()
-    message[:len(text)] = np.frombuffer(text, np.uint8)
-    answer = json.loads(bytes(multihost_utils.broadcast_one_to_all(message)).rstrip(b"\0"))
+        except Exception as e:  # any failure must reach the others, or they would wait for it
+            answer["error"] = str(e) or type(e).__name__
+        client.key_value_set(key, json.dumps(answer))
+    else:
+        try:
+            answer = json.loads(client.blocking_key_value_get(key, _WAIT_FOR_PROCESS_0_S * 1000))
+        except jax.errors.JaxRuntimeError as e:
+            raise ZooError(f"process 0 did not fetch {checkpoint} within {_WAIT_FOR_PROCESS_0_S // 60} minutes "
+                           f"({e})") from None
     if answer["error"]:
-        raise ZooError(f"process 0: {answer['error']}")
+        raise ZooError(answer["error"] if jax.process_index() == 0 else f"process 0: {answer['error']}")
     return _path_of(answer["path"])
 
 
