@@ -84,16 +84,16 @@ def merge_skipped(out: storage.Path, skipped: dict[str, str]) -> int:
     """Every process's unreadable videos in `<out>/skipped.tsv` (written by process 0), and their count."""
     lines = [f"{path}\t{' '.join(reason.split())}\n" for path, reason in sorted(skipped.items())]
     if jax.process_count() == 1:
-        extraction.write_text(out / "skipped.tsv", "".join(lines))
+        storage.write_whole(out / "skipped.tsv", "".join(lines))
         return len(lines)
     own = out / f".skipped-{jax.process_index()}.tsv"
-    extraction.write_text(own, "".join(lines))
+    storage.write_whole(own, "".join(lines))
     multihost_utils.sync_global_devices("extract: skipped lists written")
     parts = [out / f".skipped-{i}.tsv" for i in range(jax.process_count())]
     merged = sorted(line for part in parts for line in part.read_text().splitlines(keepends=True))
     multihost_utils.sync_global_devices("extract: skipped lists read")
     if jax.process_index() == 0:
-        extraction.write_text(out / "skipped.tsv", "".join(merged))
+        storage.write_whole(out / "skipped.tsv", "".join(merged))
         for part in parts:
             part.unlink()
     return len(merged)

@@ -109,7 +109,7 @@ def claim(out: storage.Path, settings: Settings) -> None:
     """
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SETTINGS_FILE).is_file():
-        write_text(out / SETTINGS_FILE, json.dumps(settings.as_dict(), indent=2) + "\n")
+        storage.write_whole(out / SETTINGS_FILE, json.dumps(settings.as_dict(), indent=2) + "\n")
     if not storage.is_url(out):  # an object store has no partial files: an upload appears whole
         for partial in Path(out).rglob("*.partial"):
             partial.unlink()
@@ -159,16 +159,6 @@ def make_step(model, layer: str):
     return jax.jit(step)
 
 
-def write_text(path: Path | storage.Path, text: str) -> None:
-    """`text` into `path` whole or not at all (`storage.write_whole`).
-
-    Args:
-      path: the file, local or in a bucket.
-      text: its contents.
-    """
-    storage.write_whole(path, text)
-
-
 def _write_outputs(out: storage.Path, name: str, path: Path, settings: Settings, features: np.ndarray,
                    num_frames: int, fps: float) -> None:
     """`<name>.npy`, then `<name>.json`, each whole: a video counts as done only once both are there."""
@@ -182,7 +172,7 @@ def _write_outputs(out: storage.Path, name: str, path: Path, settings: Settings,
             f"windows x frame groups ({w.frames // features.shape[1]} sampled frames each)")
     description = {"video": str(path), "fps": fps, "num_frames": num_frames, "shape": list(features.shape),
                    "rows": rows, "settings": settings.as_dict(), "windows": window_spans(num_frames, fps, w)}
-    write_text(out / f"{name}.json", json.dumps(description, indent=1) + "\n")
+    storage.write_whole(out / f"{name}.json", json.dumps(description, indent=1) + "\n")
 
 
 def extract(jobs: list[tuple[Path, str]], out: storage.Path, settings: Settings, model, variables, batch: int,

@@ -101,10 +101,7 @@ def dataset(path: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> tf.data.Datase
     """
     @tf.autograph.experimental.do_not_convert  # a generator: nothing for autograph to convert
     def generate(path, skip, take):
-        count = None if take < 0 else int(skip + take)
-        for i, slot in enumerate(slots(path.decode(), count)):
-            if i >= skip:
-                yield slot
+        yield from _piece(path.decode(), int(skip), int(take))
 
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.bool))
     return tf.data.Dataset.from_generator(generate, args=(path, skip, take), output_signature=signature)
@@ -119,11 +116,15 @@ def damaged_slots(pieces: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
     Returns:
       (file, offset) of each damaged slot, in order.
     """
-    found = []
-    for path, skip, take in pieces:
-        every = slots(path, None if take < 0 else skip + take)
-        found += [(path, offset) for i, (_, offset, whole) in enumerate(every) if i >= skip and not whole]
-    return found
+    return [(path, offset) for path, skip, take in pieces for _, offset, whole in _piece(path, skip, take)
+            if not whole]
+
+
+def _piece(path: str, skip: int, take: int) -> Iterator[tuple[bytes, int, bool]]:
+    """The slots of a file piece: `take` after the first `skip` (-1: to the end of the file)."""
+    for i, slot in enumerate(slots(path, None if take < 0 else skip + take)):
+        if i >= skip:
+            yield slot
 
 
 def past(examples: tf.data.Dataset, done: tf.Tensor) -> tf.data.Dataset:
