@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from uniformer_jax import UniFormer, create_model
 from uniformer_jax.benchmarks import mmaction2
-from uniformer_jax.models import depthwise, layers, uniformer
+from uniformer_jax.models import depthwise, layers, thin_conv, uniformer
 from uniformer_jax.weights import torch_keys as keys
 from uniformer_jax.weights.checkpoints import abstract_variables
 
@@ -168,3 +168,20 @@ def test_cpu_depthwise_conv_gradients_match_xla_convolution(monkeypatch, size, f
     reference = pullback(depthwise._grouped_conv)
     for a, b in zip(ours, reference, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,strides,padding",
+                         [((3, 3, 3), (1, 2, 2), (1, 1, 1)), ((3, 4, 4), (2, 4, 4), (1, 0, 0))])
+def test_cpu_thin_conv_and_its_gradients_match_xla_convolution(kernel, strides, padding):
+    # The XXS/XS stem and the S/B stem's shapes; XLA's convolution is the independent reference.
+    rng = np.random.RandomState(0)
+    x = jnp.asarray(rng.randn(2, 5, 12, 8, 3), jnp.float32)
+    w = jnp.asarray(rng.randn(*kernel, 3, 6), jnp.float32)
+    reference = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, strides, [(p, p) for p in padding], dimension_numbers=("NDHWC", "DHWIO", "NDHWC")))
+    ours = jax.jit(lambda x, w: thin_conv.thin_conv(x, w, strides, padding))
+    cotangent = jnp.asarray(rng.randn(*reference(x, w).shape), jnp.float32)
+    assert "convolution" not in ours.lower(x, w).as_text()  # the CPU form is what runs here
+    results = [(f(x, w), *jax.vjp(f, x, w)[1](cotangent)) for f in (ours, reference)]
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

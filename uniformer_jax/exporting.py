@@ -5,7 +5,7 @@ Every exported program takes uint8 RGB clips `(B, T, H, W, 3)`, normalises them 
 
 - `stablehlo`: `jax.export`'s serialised program, lowered for each of `platforms` (the CPU one keeps the CPU form
   of the depthwise convolutions); any jax loads it with `jax.export.deserialize`. The batch may be symbolic.
-- `tflite`: the same StableHLO traced in the portable form (`models.depthwise.portable`: 2D depthwise
+- `tflite`: the same StableHLO traced in the portable form (`models.backends.portable`: 2D depthwise
   convolutions, no platform branch), re-serialised at the StableHLO version TensorFlow's LiteRT converter reads
   (`LITERT_STABLEHLO`), wrapped in a TensorFlow function by jax2tf and converted to a LiteRT flatbuffer,
   optionally with dynamic-range int8 weights.
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from uniformer_jax import console
-from uniformer_jax.models.depthwise import portable
+from uniformer_jax.models.backends import portable
 from uniformer_jax.models.layers import MEAN, STD, normalise
 from uniformer_jax.weights.checkpoints import load_directory, read_metadata
 from uniformer_jax.weights.conversion import sha256

@@ -2,38 +2,23 @@
 
 On GPU and TPU it is an ordinary grouped convolution. XLA's CPU backend expands grouped convolutions into dense
 ones (C times the work, about 100x slower than PyTorch's 5x5x5 depthwise conv), so on CPU it runs as fused
-shift-and-add code with a hand-written derivative.
+shift-and-add code with a hand-written derivative. In the portable form (`models.backends.portable`) it is one 2D
+depthwise convolution per temporal tap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-CACHE_BYTES = 1 << 20  # per chunk of output frames in the CPU form, see _shift_add
-_PORTABLE = contextvars.ContextVar("portable", default=False)
+from uniformer_jax.models.backends import is_portable, one_fusion_each
 
-
-@contextlib.contextmanager
-def portable():
-    """Within this context, depthwise convolutions trace as one 2D depthwise convolution per temporal tap.
-
-    For exported programs (`python -m uniformer_jax.export`): LiteRT and ONNX runtimes have fast 2D depthwise
-    convolutions and no grouped 3D one, and a program for them must not branch on the platform.
-
-    Yields:
-      Nothing.
-    """
-    token = _PORTABLE.set(True)
-    try:
-        yield
-    finally:
-        _PORTABLE.reset(token)
+CACHE_BYTES = 1 << 20  # per chunk of frames in the kernel gradient, see _shift_add_bwd
+MAX_FUSED_TAPS = 32  # taps summed in one XLA:CPU fusion, see models.backends
 
 
 def depthwise_conv(x, kernel):
@@ -46,7 +31,7 @@ def depthwise_conv(x, kernel):
     Returns:
       An array shaped and typed as `x`.
     """
-    if _PORTABLE.get():
+    if is_portable():
         return _per_frame_conv(x, kernel)
     return lax.platform_dependent(x, kernel, cpu=_depthwise_shift_add, default=_grouped_conv)
 
@@ -70,13 +55,14 @@ def _shift_add_bwd(residuals, g):
     h, w = x.shape[2:4]
     xp = _pad_same(x.astype(jnp.float32), kernel.shape)
     g = g.astype(jnp.float32)
-    # Each tap reads the gradient and the input once: in chunks of frames that stay in cache together, 2.8x
-    # faster at 224^2 than whole-tensor passes (measured per conv, stages 1-2 of UniFormer-S).
+
+    # Each tap reads the gradient and the input once, in chunks of frames that stay in cache together: XLA:CPU's
+    # reductions are slow, and chunked they took 0.3-0.8x the time of whole-tensor ones (UniFormer-XXS's stage 1).
     total = None
     for i, n in _frame_chunks(g, CACHE_BYTES // 2):
         taps = jnp.stack([jnp.sum(xp[:, i + a:i + a + n, b:b + h, c:c + w, :] * g[:, i:i + n], axis=(0, 1, 2, 3))
                           for a in range(kt) for b in range(kh) for c in range(kw)])
-        total = taps if total is None else lax.optimization_barrier(total) + taps
+        total = taps if total is None else total + taps
     return dx, total.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -98,30 +84,34 @@ def _frame_chunks(x, budget: int) -> list[tuple[int, int]]:
     return [(i, min(chunk, t - i)) for i in range(0, t, chunk)]
 
 
+def _tap_groups(kernel_shape) -> list[list[tuple[int, int, int]]]:
+    """The kernel's (a, b, c) taps in order, in groups summed by one fusion each: all of them when they are at most
+    MAX_FUSED_TAPS (3x3x3), otherwise those of one temporal offset a group (5 groups of 25 for 5x5x5)."""
+    kt, kh, kw = kernel_shape[:3]
+    taps = [(a, b, c) for a in range(kt) for b in range(kh) for c in range(kw)]
+    size = len(taps) if len(taps) <= MAX_FUSED_TAPS else kh * kw
+    return [taps[i:i + size] for i in range(0, len(taps), size)]
+
+
 def _shift_add(x, kernel):
     """Depthwise 'same' conv as a sum of shifted, scaled copies of the input, in float32.
 
     XLA's CPU backend expands grouped convolutions into dense ones (C times the work), which makes the 5x5x5
-    depthwise conv about 100x slower than PyTorch; this form is elementwise work that XLA fuses. Output frames
-    are computed in chunks of at most CACHE_BYTES (one frame where a frame is larger), with one fusion per
-    temporal tap, so that each accumulator stays in cache: measured 2-3x faster than whole-tensor fusions at
-    224^2, and at small sizes the fewer chunks halve compile time. bfloat16 elementwise work is emulated on CPUs,
-    hence float32.
+    depthwise conv about 100x slower than PyTorch; this form is elementwise work that XLA fuses, in fusions of at
+    most MAX_FUSED_TAPS taps or one temporal offset (`_tap_groups`): one fusion of all 125 taps of a 5x5x5 kernel
+    runs 3-10x slower than five of 25 (measured on UniFormer-XXS's stages 1-2). bfloat16 elementwise work is
+    emulated on CPUs, hence float32.
     """
     dtype = x.dtype
     x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
-    kt, kh, kw = kernel.shape[:3]
-    h, w = x.shape[2:4]
+    t, h, w = x.shape[1:4]
     xp = _pad_same(x, kernel.shape)
-    chunks = []
-    for i, n in _frame_chunks(x, CACHE_BYTES):
-        out = None
-        for a in range(kt):
-            part = sum(xp[:, i + a:i + a + n, b:b + h, c:c + w, :] * kernel[a, b, c, 0]
-                       for b in range(kh) for c in range(kw))
-            out = part if out is None else lax.optimization_barrier(out) + part
-        chunks.append(out)
-    return jnp.concatenate(chunks, axis=1).astype(dtype)
+
+    def step(taps, out):
+        return out + sum(xp[:, a:a + t, b:b + h, c:c + w, :] * kernel[a, b, c, 0] for a, b, c in taps)
+
+    steps = [functools.partial(step, taps) for taps in _tap_groups(kernel.shape)]
+    return one_fusion_each(steps, jnp.zeros_like(x)).astype(dtype)
 
 
 def _grouped_conv(x, kernel):

@@ -37,6 +37,7 @@ from uniformer_jax.models.layers import (
     probe,
     scaled,
 )
+from uniformer_jax.models.thin_conv import ThinConv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,10 @@ def default_pruning(depth) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 class Stem(nn.Module):
-    """`patch_embed1.proj`: Conv3d 3^3 stride (1, 2, 2), BatchNorm, GELU, Conv3d 3^3 stride 2, BatchNorm."""
+    """`patch_embed1.proj`: Conv3d 3^3 stride (1, 2, 2), BatchNorm, GELU, Conv3d 3^3 stride 2, BatchNorm.
+
+    The first conv, over RGB, is a `ThinConv` (XLA's CPU convolution is slow on 3 channels).
+    """
 
     dim: int
     dtype: Any = None
@@ -82,8 +86,7 @@ class Stem(nn.Module):
     def __call__(self, x, train: bool = False):
         bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                dtype=self.dtype)
-        x = conv(self.dim // 2, (3, 3, 3), x.shape[-1], stride=(1, 2, 2), padding=1, name="proj_0",
-                 dtype=self.dtype)(x)
+        x = ThinConv(self.dim // 2, (3, 3, 3), (1, 2, 2), (1, 1, 1), dtype=self.dtype, name="proj_0")(x)
         x = gelu(bn(name="proj_1")(x))
         x = conv(self.dim, (3, 3, 3), self.dim // 2, stride=2, padding=1, name="proj_3", dtype=self.dtype)(x)
         return bn(name="proj_4")(x)
