@@ -44,16 +44,17 @@ def is_portable() -> bool:
     return _PORTABLE.get()
 
 
-def one_fusion_each(steps: Sequence[Callable], init):
-    """`init` passed through `steps` in order, each step compiled as a fusion of its own.
+def one_fusion_each(first: Callable, then: Sequence[Callable]):
+    """`first()` passed through the functions `then` in order, each of the parts compiled as a fusion of its own.
 
     Args:
-      steps: functions of the accumulator that return an array shaped and typed as it.
-      init: the accumulator's first value.
+      first: makes the accumulator (outside the loop, so that no zero-filled buffer is written and copied in).
+      then: functions of the accumulator that return an array shaped and typed as it.
 
     Returns:
-      The last step's result (`steps[0](init)` alone, without a loop, for one step).
+      The last function's result.
     """
-    if len(steps) == 1:
-        return steps[0](init)
-    return lax.fori_loop(0, len(steps), lambda i, acc: lax.switch(i, steps, acc), init)
+    acc = first()
+    if len(then) <= 1:
+        return then[0](acc) if then else acc
+    return lax.fori_loop(0, len(then), lambda i, acc: lax.switch(i, then, acc), acc)

@@ -107,11 +107,12 @@ def _shift_add(x, kernel):
     t, h, w = x.shape[1:4]
     xp = _pad_same(x, kernel.shape)
 
-    def step(taps, out):
-        return out + sum(xp[:, a:a + t, b:b + h, c:c + w, :] * kernel[a, b, c, 0] for a, b, c in taps)
+    def part(taps):
+        return sum(xp[:, a:a + t, b:b + h, c:c + w, :] * kernel[a, b, c, 0] for a, b, c in taps)
 
-    steps = [functools.partial(step, taps) for taps in _tap_groups(kernel.shape)]
-    return one_fusion_each(steps, jnp.zeros_like(x)).astype(dtype)
+    first, *rest = _tap_groups(kernel.shape)
+    then = [lambda out, taps=taps: out + part(taps) for taps in rest]
+    return one_fusion_each(functools.partial(part, first), then).astype(dtype)
 
 
 def _grouped_conv(x, kernel):

@@ -101,13 +101,14 @@ def _sum_of_slices(x, kernel, strides, padding):
     MAX_FUSED_TERMS terms or one temporal tap's (27 for the 3x3x3 stem over RGB)."""
     dtype = x.dtype
     x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
-    kt, kh, kw, c, features = kernel.shape
+    kt, kh, kw, c, _ = kernel.shape
     xp = jnp.pad(x, ((0, 0), *((p, p) for p in padding), (0, 0)))
     out_shape = [(n - k) // s + 1 for n, k, s in zip(xp.shape[1:4], (kt, kh, kw), strides, strict=True)]
     st, sh, sw = strides
     to, ho, wo = out_shape
 
-    def step(taps, out):
+    def part(taps):
+        out = 0
         for a, b, d in taps:
             window = xp[:, a:a + st * (to - 1) + 1:st, b:b + sh * (ho - 1) + 1:sh, d:d + sw * (wo - 1) + 1:sw]
             for i in range(c):
@@ -116,6 +117,6 @@ def _sum_of_slices(x, kernel, strides, padding):
 
     taps = [(a, b, d) for a in range(kt) for b in range(kh) for d in range(kw)]
     size = len(taps) if len(taps) * c <= MAX_FUSED_TERMS else kh * kw
-    steps = [functools.partial(step, taps[i:i + size]) for i in range(0, len(taps), size)]
-    init = jnp.zeros((x.shape[0], *out_shape, features), jnp.float32)
-    return one_fusion_each(steps, init).astype(dtype)
+    first, *rest = [taps[i:i + size] for i in range(0, len(taps), size)]
+    then = [lambda out, group=group: out + part(group) for group in rest]
+    return one_fusion_each(functools.partial(part, first), then).astype(dtype)
