@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from uniformer_jax import UniFormer, create_model
 from uniformer_jax.benchmarks import mmaction2
-from uniformer_jax.models import depthwise, layers, thin_conv, uniformer
+from uniformer_jax.models import backends, depthwise, layers, thin_conv, uniformer
 from uniformer_jax.weights import torch_keys as keys
 from uniformer_jax.weights.checkpoints import abstract_variables
 
@@ -185,3 +185,18 @@ def test_cpu_thin_conv_and_its_gradients_match_xla_convolution(kernel, strides, 
     results = [(f(x, w), *jax.vjp(f, x, w)[1](cotangent)) for f in (ours, reference)]
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [((1, 1, 1), 1, 0), ((1, 4, 4), (1, 4, 4), 0),
+                                                    ((2, 4, 4), (2, 4, 4), 0), ((3, 4, 4), (2, 4, 4), (1, 0, 0))])
+def test_portable_convolutions_over_whole_windows_are_matmuls_with_xla_convolutions_result(kernel, strides, padding):
+    # The pointwise and patch-embedding shapes become a matmul in the exported form; the padded stem stays a
+    # convolution. XLA's convolution is the independent reference.
+    conv = layers.conv(5, kernel, 6, stride=strides, padding=padding)
+    x = jnp.asarray(np.random.RandomState(0).randn(2, 4, 8, 8, 6), jnp.float32)
+    variables = conv.init(jax.random.key(0), x)
+    with backends.portable():
+        lowered = jax.jit(lambda x: conv.apply(variables, x)).lower(x).as_text()
+        ours = conv.apply(variables, x)
+    assert ("convolution" in lowered) == (padding != 0)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(conv.apply(variables, x)), rtol=1e-5, atol=1e-5)

@@ -19,6 +19,7 @@ from flax import linen as nn
 from flax.linen import dtypes
 from jax import lax
 
+from uniformer_jax.models import backends
 from uniformer_jax.models.depthwise import depthwise_conv
 
 MLP_RATIO = 4
@@ -80,7 +81,8 @@ def conv(features: int, kernel: Sequence[int], in_features: int, *, stride=1, pa
     padding = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
     return nn.Conv(
         features, kernel, strides=stride, padding=[(p, p) for p in padding], feature_group_count=groups,
-        kernel_init=conv_kernel_init, bias_init=conv_bias_init(fan_in), dtype=dtype, name=name)
+        kernel_init=conv_kernel_init, bias_init=conv_bias_init(fan_in), dtype=dtype, name=name,
+        conv_general_dilated=backends.conv_general_dilated)
 
 
 class DepthwiseConv(nn.Module):

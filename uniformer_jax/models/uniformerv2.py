@@ -19,6 +19,7 @@ import numpy as np
 from flax import linen as nn
 from flax.linen import dtypes
 
+from uniformer_jax.models import backends
 from uniformer_jax.models.layers import (
     DepthwiseConv,
     conv,
@@ -142,7 +143,8 @@ class LocalMHRA(nn.Module):
                          name="pos_embed_0")(x)
         y = conv(reduced, (1, 1, 1), c, name="pos_embed_1", dtype=self.dtype)(y)
         y = DepthwiseConv((3, 1, 1), dtype=self.dtype, name="pos_embed_2")(y)
-        return nn.Conv(c, (1, 1, 1), kernel_init=zeros, bias_init=zeros, dtype=self.dtype, name="pos_embed_3")(y)
+        return nn.Conv(c, (1, 1, 1), kernel_init=zeros, bias_init=zeros, dtype=self.dtype, name="pos_embed_3",
+                       conv_general_dilated=backends.conv_general_dilated)(y)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -305,7 +307,7 @@ class UniFormerV2(nn.Module):
         kt, st, pt = (3, 2, 1) if self.temporal_downsample else (1, 1, 0)
         self.conv1 = nn.Conv(self.width, (kt, self.patch, self.patch), strides=(st, self.patch, self.patch),
                              padding=((pt, pt), (0, 0), (0, 0)), use_bias=False, kernel_init=conv_kernel_init,
-                             dtype=self.dtype)
+                             dtype=self.dtype, conv_general_dilated=backends.conv_general_dilated)
         scale = self.width ** -0.5
         normal = nn.initializers.normal(scale)
         self.class_embedding = self.param("class_embedding", normal, (self.width,))
