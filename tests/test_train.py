@@ -111,6 +111,16 @@ def test_an_uninterrupted_run_logs_and_saves_everything(straight):
     assert json.loads((straight / "model" / "uniformer.json").read_text())["class_names"] == list(demo.DIRECTIONS)
 
 
+def test_a_finished_run_started_again_trains_nothing_and_leaves_its_model_alone(source, env, straight):
+    def written():  # config.json is written by every start; TensorBoard opens a new event file
+        return {p: p.stat().st_mtime_ns for p in straight.rglob("*")
+                if p.is_file() and "tensorboard" not in p.parts and p.name != "config.json"}
+
+    before = written()
+    train(source, straight, env)
+    assert written() == before
+
+
 def wait_for_step(workdir: Path, step: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -120,60 +130,53 @@ def wait_for_step(workdir: Path, step: int, proc: subprocess.Popen) -> None:
     raise AssertionError(f"the run ended or stalled before step {step}: {proc.communicate()[1][-3000:]}")
 
 
-def test_sigterm_and_kill_9_resume_to_the_same_parameters(source, env, straight, tmp_path):
-    workdir = tmp_path / "resumed"
-    proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    wait_for_step(workdir, 1, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    stopped = int(re.search(r"stopped by SIGTERM at step (\d+)", out).group(1))
-    assert stopped < STEPS and steps_saved(workdir)[-1] == stopped
-
-    proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    wait_for_step(workdir, stopped + 3, proc)
-    proc.kill()
-    proc.communicate()
-    assert not (workdir / "model").exists()
-
-    result = train(source, workdir, env)
-    assert re.search(r"resumed from step (\d+) \(.*checkpoints/\1\)", result.stdout), result.stdout[-2000:]
-    assert not list((workdir / "checkpoints").glob("*tmp*"))
-    assert logged_steps(workdir) == list(range(1, STEPS + 1))  # each step once, though steps ran twice
-    assert tensorboard_steps(workdir) == list(range(1, STEPS + 1))
-    assert losses(workdir) == losses(straight)
-    model = {p: p.stat().st_mtime_ns for p in (workdir / "model").rglob("*")}
-    train(source, workdir, env)  # finished: nothing to train, model/ left as it was
-    assert {p: p.stat().st_mtime_ns for p in (workdir / "model").rglob("*")} == model
-    for a, b in zip(params(workdir), params(straight), strict=True):
-        np.testing.assert_array_equal(a, b)
+def committed(env: dict, workdir: str) -> list[int]:
+    """The steps whose checkpoint Orbax has committed in a bucket."""
+    found = (re.fullmatch(r"checkpoints/(\d+)/commit_success.txt", n) for n in gcs_emulator.names(env, workdir))
+    return sorted(int(m.group(1)) for m in found if m)
 
 
-def test_a_work_directory_in_a_bucket_resumes_after_kill_9_to_the_same_parameters(source, env, straight, bucket,
-                                                                                 tmp_path):
+def wait_for_commit(env: dict, workdir: str, after: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(step > after for step in committed(env, workdir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended or stalled before a checkpoint after step {after}: "
+                         f"{proc.communicate()[1][-3000:]}")
+
+
+def test_a_run_in_a_bucket_stopped_by_sigterm_then_killed_resumes_to_the_same_parameters(source, env, straight,
+                                                                                         bucket, tmp_path):
     """The whole work directory on gs:// (tests/gcs_emulator.py): Orbax checkpoints, metrics.jsonl, TensorBoard,
-    config.json and model/; killed after a checkpoint, run again, and read back through the JSON API."""
+    config.json and model/; stopped by SIGTERM after the first checkpoint, run again and killed with -9 after the
+    next, run to the end, and read back through the JSON API. (test_skip_corrupt_... kills a local run.)"""
     url, gcs = bucket
     workdir, env = f"{url}/train", {**env, **gcs}
     proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:  # until Orbax has committed the first checkpoint
-        if any(re.fullmatch(r"checkpoints/\d+/commit_success.txt", n) for n in gcs_emulator.names(env, workdir)):
-            break
-        time.sleep(0.05)
+    wait_for_commit(env, workdir, 0, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    stopped = int(re.search(r"stopped by SIGTERM at step (\d+)", out).group(1))
+    assert stopped < STEPS and committed(env, workdir)[-1] == stopped
+
+    proc = subprocess.Popen(command(source, workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_commit(env, workdir, stopped, proc)
     proc.kill()
     _, err = proc.communicate()
-    assert "metrics.jsonl" in gcs_emulator.objects(env, workdir), err[-3000:]
-    assert "model/uniformer.json" not in gcs_emulator.objects(env, workdir)
+    assert "model/uniformer.json" not in gcs_emulator.names(env, workdir), err[-3000:]
+
     result = train(source, workdir, env)
     assert re.search(r"resumed from step (\d+) \(gs://runs/train/checkpoints/\1\)", result.stdout), result.stdout
     local = gcs_emulator.download(env, workdir, tmp_path / "copy")
-    assert logged_steps(local) == list(range(1, STEPS + 1)) and losses(local) == losses(straight)
+    assert not list((local / "checkpoints").glob("*tmp*"))
+    assert logged_steps(local) == list(range(1, STEPS + 1))  # each step once, though steps ran twice
+    assert losses(local) == losses(straight)
     assert tensorboard_steps(local) == list(range(1, STEPS + 1))
-    assert steps_saved(local) == [4, 6, 8]
+    assert steps_saved(local)[-1] == STEPS
     for a, b in zip(params(local), params(straight), strict=True):
         np.testing.assert_array_equal(a, b)
 
