@@ -206,6 +206,7 @@ def onnx_from_litert(flatbuffer: bytes) -> bytes:
     import tf2onnx
 
     _clamp_activations(tf2onnx)
+    _gelu_as_erf(tf2onnx)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(flatbuffer)
@@ -244,6 +245,37 @@ def _clamp_activations(tf2onnx) -> None:
 
     tfl_math.separate_fused_activation_function = separate_with_clamp
     tfl_math._uniformer_clamp = True
+
+
+def _gelu_as_erf(tf2onnx) -> None:
+    """tf2onnx 1.17 has no handler for LiteRT's GELU (the portable models' `layers.gelu`): this writes it as ONNX's
+    0.5 x (1 + Erf(x / sqrt 2)), the exact form."""
+    from tf2onnx.handler import tfl_op
+
+    if getattr(tfl_op, "_uniformer_gelu", False):
+        return
+
+    @tfl_op(["TFL_GELU"])
+    class TflGelu:
+        @classmethod
+        def to_tf(cls, ctx, node, **kwargs):
+            tf2onnx.utils.make_sure(not node.get_attr_value("approximate"), "only the exact (erf) GELU is written")
+            del node.attr["approximate"]
+            x = node.input[0]
+            shape, dtype = ctx.get_shape(x), ctx.get_dtype(x)
+            np_dtype = tf2onnx.utils.map_onnx_to_numpy_type(dtype)
+
+            def const(value):
+                return ctx.make_const(tf2onnx.utils.make_name(f"{node.name}_c"), np.array(value, np_dtype)).output[0]
+
+            def onnx(op, *inputs):
+                return ctx.make_node(op, list(inputs), shapes=[shape], dtypes=[dtype], skip_conversion=True).output[0]
+
+            half = onnx("Mul", x, const(0.5))
+            ctx.replace_inputs(node, [half, onnx("Add", onnx("Erf", onnx("Mul", x, const(np.sqrt(0.5)))), const(1))])
+            node.type = "Mul"
+
+    tfl_op._uniformer_gelu = True
 
 
 def _rename(graph, old: str, new: str) -> None:
