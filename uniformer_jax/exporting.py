@@ -205,7 +205,6 @@ def onnx_from_litert(flatbuffer: bytes) -> bytes:
     """
     import tf2onnx
 
-    _clamp_activations(tf2onnx)
     _gelu_as_erf(tf2onnx)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
@@ -219,32 +218,6 @@ def onnx_from_litert(flatbuffer: bytes) -> bytes:
     _rename(graph, graph.input[0].name, INPUT)
     _rename(graph, graph.output[0].name, OUTPUT)
     return proto.SerializeToString()
-
-
-def _clamp_activations(tf2onnx) -> None:
-    """tf2onnx 1.17 reads LiteRT's fused activation RELU_N1_TO_1 (a clamp to [-1, 1], which the converter fuses
-    into the division of erf's rational approximation) as no activation, logging an error: this adds the Clip."""
-    from tf2onnx.tflite_handlers import tfl_math
-
-    if getattr(tfl_math, "_uniformer_clamp", False):
-        return
-    separate = tfl_math.separate_fused_activation_function
-
-    def separate_with_clamp(ctx, node):
-        if node.attr["fused_activation_function"].s != b"RELU_N1_TO_1":
-            return separate(ctx, node)
-        del node.attr["fused_activation_function"]
-        out = node.output[0]
-        shape, dtype = ctx.get_shape(out), ctx.get_dtype(out)
-        np_dtype = tf2onnx.utils.map_onnx_to_numpy_type(dtype)
-        bounds = [ctx.make_const(tf2onnx.utils.make_name(f"{node.name}_clamp"), np.array(v, np_dtype)).output[0]
-                  for v in (-1, 1)]
-        # A TensorFlow op, converted to ONNX's Clip in tf2onnx's second pass (as it does for RELU6).
-        clamp = ctx.make_node("ClipByValue", [out, *bounds], skip_conversion=False, shapes=[shape], dtypes=[dtype])
-        ctx.insert_node_on_output(clamp, out)
-
-    tfl_math.separate_fused_activation_function = separate_with_clamp
-    tfl_math._uniformer_clamp = True
 
 
 def _gelu_as_erf(tf2onnx) -> None:
