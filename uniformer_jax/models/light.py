@@ -112,7 +112,9 @@ class Attention(nn.Module):
 
 def _take(x, order):
     """x (B, N, ...) reordered along N by order (B, N)."""
-    return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+    # top_k's indices are in bounds: no wrapping of negative ones (in LiteRT those ops split XNNPACK's graph).
+    order = order.reshape(order.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, order, axis=1, mode="promise_in_bounds")
 
 
 class EvoSABlock(nn.Module):
