@@ -121,13 +121,19 @@ def test_a_finished_run_started_again_trains_nothing_and_leaves_its_model_alone(
     assert written() == before
 
 
-def wait_for_step(workdir: Path, step: int, proc: subprocess.Popen) -> None:
+def wait_until(reached, what: str, proc: subprocess.Popen) -> None:
+    """Polls `reached()` while the run `proc` goes on; fails with its stderr if it ends or stalls first."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if (workdir / "metrics.jsonl").exists() and max(losses(workdir), default=0) >= step:
+        if reached():
             return
         time.sleep(0.05)
-    raise AssertionError(f"the run ended or stalled before step {step}: {proc.communicate()[1][-3000:]}")
+    raise AssertionError(f"the run ended or stalled before {what}: {proc.communicate()[1][-3000:]}")
+
+
+def wait_for_step(workdir: Path, step: int, proc: subprocess.Popen) -> None:
+    wait_until(lambda: (workdir / "metrics.jsonl").exists() and max(losses(workdir), default=0) >= step,
+               f"step {step}", proc)
 
 
 def committed(env: dict, workdir: str) -> list[int]:
@@ -137,13 +143,8 @@ def committed(env: dict, workdir: str) -> list[int]:
 
 
 def wait_for_commit(env: dict, workdir: str, after: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(step > after for step in committed(env, workdir)):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the run ended or stalled before a checkpoint after step {after}: "
-                         f"{proc.communicate()[1][-3000:]}")
+    wait_until(lambda: any(step > after for step in committed(env, workdir)), f"a checkpoint after step {after}",
+               proc)
 
 
 def test_a_run_in_a_bucket_stopped_by_sigterm_then_killed_resumes_to_the_same_parameters(source, env, straight,
@@ -167,7 +168,8 @@ def test_a_run_in_a_bucket_stopped_by_sigterm_then_killed_resumes_to_the_same_pa
     wait_for_commit(env, workdir, stopped, proc)
     proc.kill()
     _, err = proc.communicate()
-    assert "model/uniformer.json" not in gcs_emulator.names(env, workdir), err[-3000:]
+    names = gcs_emulator.names(env, workdir)
+    assert "metrics.jsonl" in names and "model/uniformer.json" not in names, err[-3000:]
 
     result = train(source, workdir, env)
     assert re.search(r"resumed from step (\d+) \(gs://runs/train/checkpoints/\1\)", result.stdout), result.stdout
@@ -176,7 +178,7 @@ def test_a_run_in_a_bucket_stopped_by_sigterm_then_killed_resumes_to_the_same_pa
     assert logged_steps(local) == list(range(1, STEPS + 1))  # each step once, though steps ran twice
     assert losses(local) == losses(straight)
     assert tensorboard_steps(local) == list(range(1, STEPS + 1))
-    assert steps_saved(local)[-1] == STEPS
+    assert steps_saved(local) == sorted({2, 4, 6, 8, stopped})[-3:]  # every 2 steps and at SIGTERM; keep=3
     for a, b in zip(params(local), params(straight), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -94,7 +94,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, *, lhs_dilation=None
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision)
     n, d, h, w, c = lhs.shape
-    (kd, kh, kw), out = window, (n, d // window[0], h // window[1], w // window[2])
+    kd, kh, kw = window
+    out = (n, d // kd, h // kh, w // kw)
     if window != (1, 1, 1):  # each window's values side by side, in the kernel's (kd, kh, kw, C) order
         lhs = lhs.reshape(n, d // kd, kd, h // kh, kh, w // kw, kw, c).transpose(0, 1, 3, 5, 2, 4, 6, 7)
     patches = lhs.reshape(*out, kd * kh * kw * c)
